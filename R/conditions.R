@@ -1,0 +1,130 @@
+# Conditions, and the boundary to the Rust core.
+#
+# Every Rust function returns `list(ok = TRUE, value =)` or `list(ok = FALSE, error =)`;
+# long ones return a job handle that `rust_wait()` polls. Errors become classed
+# conditions here and nowhere else: `serverless_error_<kind>` + `serverless_error`.
+
+serverless_abort <- function(message, kind, ..., call = rlang::caller_env(),
+                             parent = NULL) {
+  cli::cli_abort(
+    message,
+    class = c(paste0("serverless_error_", kind), "serverless_error"),
+    ...,
+    call = call,
+    parent = parent
+  )
+}
+
+# Text from outside (Rust, the service) is shown literally: cli must not read its
+# braces as glue.
+cli_escape <- function(x) {
+  gsub("}", "}}", gsub("{", "{{", x, fixed = TRUE), fixed = TRUE)
+}
+
+# Extra condition classes for some kinds of core errors.
+error_classes <- function(kind) {
+  switch(kind,
+    throttled = c("serverless_error_throttled", "serverless_error_azure"),
+    integrity = "serverless_error_integrity",
+    paste0("serverless_error_", kind)
+  )
+}
+
+# Raise the error in a core result, or return its value.
+rust_result <- function(res, call = rlang::caller_env()) {
+  if (isTRUE(res$ok)) {
+    return(res$value)
+  }
+  err <- res$error
+  bullets <- cli_escape(err$message)
+  if (!is.null(err$request_id)) {
+    bullets <- c(bullets, i = paste0("Azure request id: ", cli_escape(err$request_id)))
+  }
+  cli::cli_abort(
+    bullets,
+    class = c(error_classes(err$kind), "serverless_error"),
+    status = err$status,
+    code = err$code,
+    request_id = err$request_id,
+    call = call
+  )
+}
+
+# Wait for a Rust job, drawing a progress bar from this (the main) thread. Each poll
+# returns within `poll_ms`, so Ctrl-C is seen promptly; it cancels the job.
+rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
+  bar <- NULL
+  status <- ""
+  on.exit(if (!is.null(bar)) cli::cli_progress_done(id = bar), add = TRUE)
+  res <- tryCatch(
+    {
+      repeat {
+        st <- job_poll(job, poll_ms)
+        if (!is.null(st$ok)) {
+          return(rust_result(st, call = call)) # the poll itself failed
+        }
+        p <- st$progress
+        if (p$total > 0) {
+          status <- p$status
+          if (is.null(bar)) {
+            bar <- cli::cli_progress_bar(
+              format = paste(
+                "{status} {cli::pb_bar} {cli::pb_current_bytes}/{cli::pb_total_bytes}",
+                "{cli::pb_rate_bytes} {cli::pb_eta}"
+              ),
+              total = p$total, clear = TRUE, .envir = environment()
+            )
+          }
+          cli::cli_progress_update(id = bar, set = p$done, total = p$total)
+        }
+        if (isTRUE(st$finished)) break
+      }
+      st$result
+    },
+    interrupt = function(e) {
+      job_cancel(job)
+      NULL
+    }
+  )
+  if (is.null(res)) {
+    serverless_abort(
+      c("Interrupted: the operation was cancelled.",
+        i = "Nothing partial was committed; running it again resumes where it stopped."),
+      "interrupted",
+      call = call
+    )
+  }
+  rust_result(res, call = call)
+}
+
+# Checks on arguments, raised before any network call.
+check_string <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (!is.character(x) || length(x) != 1 || is.na(x) || !nzchar(x)) {
+    serverless_abort("{.arg {arg}} must be a single non-empty string, not {.cls {class(x)[1]}}.",
+                     "input", call = call)
+  }
+  invisible(x)
+}
+
+check_flag <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (!is.logical(x) || length(x) != 1 || is.na(x)) {
+    serverless_abort("{.arg {arg}} must be TRUE or FALSE, not {.cls {class(x)[1]}}.",
+                     "input", call = call)
+  }
+  invisible(x)
+}
+
+check_target <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (!inherits(x, "serverless_target")) {
+    serverless_abort(
+      c("{.arg {arg}} must be a target from {.fn az_target} or {.fn local_azure}, not {.cls {class(x)[1]}}."),
+      "input", call = call
+    )
+  }
+  invisible(x)
+}
+
+# Run a no-network core check and raise its error with the caller's call.
+rust_check <- function(res, call = rlang::caller_env()) {
+  invisible(rust_result(res, call = call))
+}

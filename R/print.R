@@ -1,0 +1,70 @@
+# Print methods. None of them shows a secret.
+
+#' @export
+format.serverless_target <- function(x, ...) {
+  lines <- c(
+    sprintf("<serverless_target> %s", if (x$kind == "local") "local Azure" else "Azure"),
+    if (x$kind == "azure") c(
+      sprintf("  subscription:   %s", x$subscription),
+      sprintf("  resource group: %s (%s)", x$resource_group, x$location),
+      if (!is.null(x$registry)) sprintf("  registry:       %s", x$registry)
+    ),
+    sprintf("  storage:        %s (%s)", x$blob_endpoint, target_auth_label(x)),
+    sprintf("  container:      %s", x$container)
+  )
+  if (x$kind == "local") {
+    lines <- c(lines, sprintf("  data dir:       %s", x$dir))
+  }
+  lines
+}
+
+#' @export
+print.serverless_target <- function(x, ...) {
+  cat(format(x), sep = "\n")
+  invisible(x)
+}
+
+#' @export
+format.serverless_model_version <- function(x, ...) {
+  c(
+    sprintf("<serverless_model_version> %s %s", x$name, x$version),
+    sprintf("  created: %s", format(x$created, "%Y-%m-%d %H:%M:%S UTC")),
+    sprintf("  size:    %s, sha256 %s", format_bytes(x$size), substr(x$sha256, 1, 16)),
+    if (isTRUE(x$reused)) "  unchanged: identical to the newest version, nothing uploaded"
+    else sprintf("  uploaded: %s", format_bytes(x$bytes_sent))
+  )
+}
+
+#' @export
+print.serverless_model_version <- function(x, ...) {
+  cat(format(x), sep = "\n")
+  invisible(x)
+}
+
+#' @export
+format.serverless_bundle <- function(x, ...) {
+  m <- x$metadata
+  pkgs <- unlist(m$meta$packages)
+  c(
+    sprintf("<serverless_bundle> %s %s", m$name, m$version),
+    sprintf("  model:   <%s>", paste(class(x$model), collapse = "/")),
+    sprintf("  inputs:  %s", if (is.null(x$ptype)) "unknown (no ptype)"
+            else paste(names(x$ptype), collapse = ", ")),
+    sprintf("  predict: %s", if (is.null(x$predict_fun)) "predict()" else "predict_fun"),
+    sprintf("  needs:   R %s%s", m$meta$r_version,
+            if (length(pkgs)) paste0(", ", paste0(names(pkgs), " ", pkgs, collapse = ", ")) else "")
+  )
+}
+
+#' @export
+print.serverless_bundle <- function(x, ...) {
+  cat(format(x), sep = "\n")
+  invisible(x)
+}
+
+format_bytes <- function(n) {
+  n <- as.numeric(n)
+  units <- c("B", "kB", "MB", "GB", "TB")
+  i <- if (n > 0) min(floor(log(n, 1000)), length(units) - 1) else 0
+  if (i == 0) sprintf("%d B", as.integer(n)) else sprintf("%.1f %s", n / 1000^i, units[i + 1])
+}

@@ -1,0 +1,3 @@
+#' @keywords internal
+#' @useDynLib serveRless, .registration = TRUE
+"_PACKAGE"

@@ -1,0 +1,117 @@
+# Targets: where models, data and resources go.
+
+#' Describe an Azure deployment target
+#'
+#' A target names the subscription, resource group, region and storage account that
+#' serveRless uses. Names are checked against Azure's rules here, before any call.
+#' Storage is reached with an account key, a SAS token or an Entra ID bearer token.
+#' Secrets are kept out of `print()`, `format()` and `str()`.
+#'
+#' @param subscription Subscription id (a GUID).
+#' @param resource_group Resource group name (1-90 letters, digits, `-_.()`).
+#' @param location Azure region, e.g. `"westeurope"`.
+#' @param storage_account Storage account name (3-24 lowercase letters and digits).
+#' @param registry Container registry name (5-50 letters and digits), or `NULL`.
+#' @param container Blob container for models, data and run records.
+#' @param storage_key Storage account key, or `NULL`.
+#' @param storage_sas SAS token for the container, or `NULL`.
+#' @param storage_token Entra ID access token for `https://storage.azure.com`, or `NULL`.
+#' @param blob_endpoint Blob endpoint; defaults to
+#'   `https://<storage_account>.blob.core.windows.net`.
+#' @return A `serverless_target`.
+#' @examples
+#' target <- az_target(
+#'   subscription = "00000000-0000-0000-0000-000000000000",
+#'   resource_group = "rg-models", location = "westeurope",
+#'   storage_account = "mymodels", storage_sas = "sv=2022-11-02&sp=racwl&sig=abc"
+#' )
+#' target
+#' @export
+az_target <- function(subscription, resource_group, location, storage_account,
+                      registry = NULL, container = "serverless", storage_key = NULL,
+                      storage_sas = NULL, storage_token = NULL, blob_endpoint = NULL) {
+  check_string(subscription)
+  check_string(resource_group)
+  check_string(location)
+  check_string(storage_account)
+  check_string(container)
+  if (!grepl("^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$", subscription)) {
+    serverless_abort(c("{.arg subscription} must be a subscription id (a GUID), not {.val {subscription}}.",
+                       i = "Find it with {.code az account show --query id}."), "input")
+  }
+  if (nchar(resource_group) > 90 || !grepl("^[-A-Za-z0-9_.()]+$", resource_group) ||
+      endsWith(resource_group, ".")) {
+    serverless_abort("{.arg resource_group} {.val {resource_group}} is invalid: use 1 to 90 letters, digits, {.code -_.()}, not ending in {.code .}.", "input")
+  }
+  if (!grepl("^[a-z][a-z0-9]{1,39}$", location)) {
+    serverless_abort(c("{.arg location} {.val {location}} is not an Azure region name.",
+                       i = "Use names like {.val westeurope}; list them with {.code az account list-locations -o table}."), "input")
+  }
+  if (!grepl("^[a-z0-9]{3,24}$", storage_account)) {
+    serverless_abort("{.arg storage_account} {.val {storage_account}} is invalid: use 3 to 24 lowercase letters and digits.", "input")
+  }
+  if (!is.null(registry)) {
+    check_string(registry)
+    if (!grepl("^[A-Za-z0-9]{5,50}$", registry)) {
+      serverless_abort("{.arg registry} {.val {registry}} is invalid: use 5 to 50 letters and digits.", "input")
+    }
+  }
+  rust_check(rs_check_blob_path(paste0(container, "/x")))
+  secrets <- new.env(parent = emptyenv())
+  n_auth <- 0
+  for (arg in c("storage_key", "storage_sas", "storage_token")) {
+    value <- get(arg)
+    if (!is.null(value)) {
+      check_string(value, arg = arg)
+      n_auth <- n_auth + 1
+    }
+  }
+  if (n_auth != 1) {
+    serverless_abort(c("Give exactly one of {.arg storage_key}, {.arg storage_sas} or {.arg storage_token}.",
+                       i = "Entra ID credentials through {.fn az_credential} are planned."), "input")
+  }
+  secrets$key <- storage_key
+  secrets$sas <- if (!is.null(storage_sas)) sub("^[?]", "", storage_sas)
+  secrets$token <- storage_token
+  if (is.null(blob_endpoint)) {
+    blob_endpoint <- sprintf("https://%s.blob.core.windows.net", storage_account)
+  }
+  new_target(
+    kind = "azure",
+    subscription = subscription, resource_group = resource_group, location = location,
+    storage_account = storage_account, blob_endpoint = blob_endpoint,
+    registry = registry, container = container, secrets = secrets
+  )
+}
+
+new_target <- function(kind, storage_account, blob_endpoint, container, secrets, ...) {
+  structure(
+    list(
+      kind = kind,
+      storage_account = storage_account,
+      blob_endpoint = blob_endpoint,
+      container = container,
+      ...,
+      # An environment: str() and print() show `<environment>`, never its contents.
+      secrets = secrets
+    ),
+    class = "serverless_target"
+  )
+}
+
+# The storage description handed to Rust (the only place secrets leave `secrets`).
+target_storage <- function(target) {
+  s <- target$secrets
+  list(
+    account = target$storage_account,
+    endpoint = target$blob_endpoint,
+    key = s$key,
+    sas = s$sas,
+    token = s$token
+  )
+}
+
+target_auth_label <- function(target) {
+  s <- target$secrets
+  if (!is.null(s$key)) "account key" else if (!is.null(s$sas)) "SAS token" else "Entra ID token"
+}

@@ -1,0 +1,310 @@
+//! Large transfers: block uploads in parallel, streamed from disk and resumable; ranged
+//! downloads in parallel, streamed to disk and verified.
+//!
+//! Resuming works because block ids are derived from the block's index and MD5: a
+//! re-run asks the service which blocks it already holds uncommitted and sends only
+//! the others. The blob becomes visible only when the block list is committed, so an
+//! interrupted upload never looks complete.
+
+use super::{md5_digest, not_found_hint, sas::Access, Storage};
+use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Progress;
+use azure_core::http::{Etag, RequestContent};
+use azure_storage_blob::models::{
+    BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientStageBlockOptions, BlockListType, BlockLookupList,
+};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::num::NonZero;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+
+/// Metadata key holding the sha256 of the whole blob, checked on every download.
+pub const SHA256_METADATA: &str = "sha256";
+
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Never overwrite: commit with `If-None-Match: *`.
+    pub if_none_match: bool,
+    pub content_type: String,
+    pub block_size: usize,
+    /// Blocks in flight at once; memory use is about `block_size * concurrency`.
+    pub concurrency: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions {
+            if_none_match: false,
+            content_type: "application/octet-stream".into(),
+            block_size: 8 * 1024 * 1024,
+            concurrency: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadOutcome {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub blocks: usize,
+    /// Blocks actually sent (fewer than `blocks` when resuming).
+    pub blocks_sent: usize,
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DownloadOutcome {
+    pub path: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Whether a stored sha256 was there to check against.
+    pub verified: bool,
+}
+
+fn block_id(index: usize, md5: &[u8]) -> Vec<u8> {
+    // Same length for every block (a service rule), unique per index and content.
+    format!("{index:06}-{}", hex::encode(md5)).into_bytes()
+}
+
+impl Storage {
+    /// Upload a local file to `container/blob` as a block blob.
+    pub async fn upload_file(
+        &self,
+        file: &Path,
+        container: &str,
+        blob: &str,
+        options: &UploadOptions,
+        progress: &Progress,
+    ) -> Result<UploadOutcome> {
+        self.check(Access::Write)?;
+        let mut reader = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| Error::io(format!("cannot open `{}`", file.display()), e))?;
+        let size = reader
+            .metadata()
+            .await
+            .map_err(|e| Error::io(format!("cannot read `{}`", file.display()), e))?
+            .len();
+        let client = Arc::new(self.blob_client(container, blob)?.block_blob_client());
+        progress.begin(format!("uploading {container}/{blob}"), size);
+
+        // Blocks the service already holds uncommitted from an interrupted run.
+        let held: HashSet<Vec<u8>> = match client
+            .get_block_list(BlockListType::Uncommitted, None)
+            .await
+        {
+            Ok(rsp) => rsp
+                .into_model()?
+                .uncommitted_blocks
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|b| b.name)
+                .collect(),
+            Err(e) => {
+                let e = Error::from(e);
+                if e.code.as_deref() == Some("BlobNotFound") {
+                    HashSet::new()
+                } else {
+                    return Err(not_found_hint(e, container, &self.account));
+                }
+            }
+        };
+        let held = Arc::new(held);
+
+        let block_size = options.block_size.max(1);
+        let mut sha = Sha256::new();
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        let mut in_flight: JoinSet<Result<u64>> = JoinSet::new();
+        let mut bytes_sent = 0u64;
+        let mut blocks_sent = 0usize;
+        let mut remaining = size;
+        let mut index = 0usize;
+
+        while remaining > 0 || index == 0 {
+            let len = remaining.min(block_size as u64) as usize;
+            let mut buf = BytesMut::zeroed(len);
+            reader
+                .read_exact(&mut buf)
+                .await
+                .map_err(|e| Error::io(format!("reading `{}`", file.display()), e))?;
+            remaining -= len as u64;
+            let data: Bytes = buf.freeze();
+            sha.update(&data);
+            let md5 = md5_digest(&data);
+            let id = block_id(index, &md5);
+            ids.push(id.clone());
+            index += 1;
+            if held.contains(&id) {
+                progress.advance(len as u64);
+            } else {
+                // Bound memory: wait for a slot before reading further.
+                while in_flight.len() >= options.concurrency.max(1) {
+                    let sent = join_one(&mut in_flight).await?;
+                    progress.advance(sent);
+                    bytes_sent += sent;
+                    blocks_sent += 1;
+                }
+                let client = client.clone();
+                let progress_len = len as u64;
+                in_flight.spawn(async move {
+                    let opts = BlockBlobClientStageBlockOptions {
+                        transactional_content_md5: Some(md5),
+                        ..Default::default()
+                    };
+                    client
+                        .stage_block(&id, progress_len, data.into(), Some(opts))
+                        .await
+                        .map_err(Error::from)?;
+                    Ok(progress_len)
+                });
+            }
+            if len == 0 {
+                break; // an empty file is one empty block
+            }
+        }
+        // Progress counts blocks as they land.
+        while !in_flight.is_empty() {
+            let sent = join_one(&mut in_flight).await?;
+            progress.advance(sent);
+            bytes_sent += sent;
+            blocks_sent += 1;
+        }
+        let sha256 = hex::encode(sha.finalize());
+
+        let commit = BlockBlobClientCommitBlockListOptions {
+            if_none_match: options.if_none_match.then(|| Etag::from("*")),
+            blob_content_type: Some(options.content_type.clone()),
+            metadata: Some(HashMap::from([(SHA256_METADATA.to_string(), sha256.clone())])),
+            ..Default::default()
+        };
+        let list = BlockLookupList {
+            latest: Some(ids.clone()),
+            ..Default::default()
+        };
+        client
+            .commit_block_list(RequestContent::try_from(list)?, Some(commit))
+            .await
+            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        Ok(UploadOutcome {
+            path: format!("{container}/{blob}"),
+            size,
+            sha256,
+            blocks: ids.len(),
+            blocks_sent,
+            bytes_sent,
+        })
+    }
+
+    /// Download `container/blob` to `file`, via `file.part` renamed on success, checking
+    /// the stored sha256 when there is one (or `expected_sha256` when given).
+    pub async fn download_file(
+        &self,
+        container: &str,
+        blob: &str,
+        file: &Path,
+        expected_sha256: Option<&str>,
+        progress: &Progress,
+    ) -> Result<DownloadOutcome> {
+        self.check(Access::Read)?;
+        let client = self.blob_client(container, blob)?;
+        // Size, stored sha256 and etag first: the ranged download that follows is
+        // pinned to this etag, so a blob replaced meanwhile fails instead of mixing.
+        let props = client
+            .get_properties(None)
+            .await
+            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        let size = props.content_length()?.unwrap_or(0);
+        let stored = props.metadata()?.get(SHA256_METADATA).cloned();
+        let etag = props.etag()?;
+        let expected = expected_sha256.map(str::to_owned).or(stored);
+        let options = BlobClientDownloadOptions {
+            parallel: NonZero::new(8),
+            partition_size: NonZero::new(8 * 1024 * 1024),
+            if_match: etag,
+            ..Default::default()
+        };
+        let result = client
+            .download(Some(options))
+            .await
+            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        progress.begin(format!("downloading {container}/{blob}"), size);
+
+        let part = part_path(file);
+        let mut out = tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| Error::io(format!("cannot create `{}`", part.display()), e))?;
+        let mut sha = Sha256::new();
+        let mut received = 0u64;
+        let mut body = result.body;
+        let written: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(Error::from)?;
+                sha.update(&chunk);
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| Error::io(format!("writing `{}`", part.display()), e))?;
+                received += chunk.len() as u64;
+                progress.advance(chunk.len() as u64);
+            }
+            out.flush()
+                .await
+                .map_err(|e| Error::io(format!("writing `{}`", part.display()), e))
+        }
+        .await;
+        drop(out);
+        let fail = |e: Error| {
+            let _ = std::fs::remove_file(&part);
+            Err(e)
+        };
+        if let Err(e) = written {
+            return fail(e);
+        }
+        let sha256 = hex::encode(sha.finalize());
+        if received != size {
+            return fail(Error::integrity(format!(
+                "download of `{container}/{blob}` was cut short: {received} of {size} bytes"
+            )));
+        }
+        if let Some(expected) = &expected {
+            if !expected.eq_ignore_ascii_case(&sha256) {
+                return fail(Error::integrity(format!(
+                    "`{container}/{blob}` is corrupt: its sha256 is {sha256} but {expected} was recorded"
+                )));
+            }
+        }
+        tokio::fs::rename(&part, file)
+            .await
+            .map_err(|e| Error::io(format!("cannot move download to `{}`", file.display()), e))?;
+        Ok(DownloadOutcome {
+            path: format!("{container}/{blob}"),
+            file: file.display().to_string(),
+            size,
+            sha256,
+            verified: expected.is_some(),
+        })
+    }
+}
+
+async fn join_one(set: &mut JoinSet<Result<u64>>) -> Result<u64> {
+    match set.join_next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) if e.is_cancelled() => Err(Error::new(ErrorKind::Interrupted, "cancelled")),
+        Some(Err(_)) => Err(Error::internal("a block upload task failed unexpectedly")),
+        None => Ok(0),
+    }
+}
+
+fn part_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    file.with_file_name(name)
+}

@@ -1,0 +1,12 @@
+//! serveRless core: every Azure call the package makes, in plain Rust.
+//!
+//! No R types here (the `r` crate converts); one module per Azure service.
+
+pub mod auth;
+pub mod blob;
+pub mod error;
+pub mod progress;
+pub mod store;
+
+pub use error::{Error, ErrorKind, Result};
+pub use progress::Progress;

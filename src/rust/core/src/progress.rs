@@ -1,0 +1,45 @@
+//! Progress of long work, shared between the task doing it and the R main thread that
+//! draws the progress bar. Plain atomics: the worker never waits for the reader.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    status: Mutex<String>,
+}
+
+/// A consistent-enough snapshot for one progress-bar update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressSnapshot {
+    pub done: u64,
+    pub total: u64,
+    pub status: String,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start a new phase: what is happening and how many units (bytes) it has.
+    pub fn begin(&self, status: impl Into<String>, total: u64) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status.into();
+        self.total.store(total, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+    }
+
+    pub fn advance(&self, units: u64) {
+        self.done.fetch_add(units, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            done: self.done.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            status: self.status.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
