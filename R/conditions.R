@@ -5,13 +5,14 @@
 # conditions here and nowhere else: `serverless_error_<kind>` + `serverless_error`.
 
 serverless_abort <- function(message, kind, ..., call = rlang::caller_env(),
-                             parent = NULL) {
+                             parent = NULL, .envir = parent.frame()) {
   cli::cli_abort(
     message,
     class = c(paste0("serverless_error_", kind), "serverless_error"),
     ...,
     call = call,
-    parent = parent
+    parent = parent,
+    .envir = .envir
   )
 }
 
@@ -55,7 +56,8 @@ rust_result <- function(res, call = rlang::caller_env()) {
 rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
   bar <- NULL
   status <- ""
-  on.exit(if (!is.null(bar)) cli::cli_progress_done(id = bar), add = TRUE)
+  # Closed here, not by cli's auto-close: an interrupt may land inside cli's own code.
+  on.exit(if (!is.null(bar)) try(cli::cli_progress_done(id = bar), silent = TRUE), add = TRUE)
   res <- tryCatch(
     {
       repeat {
@@ -72,7 +74,7 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
                 "{status} {cli::pb_bar} {cli::pb_current_bytes}/{cli::pb_total_bytes}",
                 "{cli::pb_rate_bytes} {cli::pb_eta}"
               ),
-              total = p$total, clear = TRUE, .envir = environment()
+              total = p$total, clear = TRUE, .auto_close = FALSE, .envir = environment()
             )
           }
           cli::cli_progress_update(id = bar, set = p$done, total = p$total)

@@ -11,6 +11,9 @@
 #' nothing and returns that version. Writes are conditional: two sessions storing at once
 #' never overwrite each other.
 #'
+#' Formulas and terms in the model are saved without the environment they were created
+#' in (it would carry the whole session along); use package functions in formulas.
+#'
 #' Model names are 3 to 63 lowercase letters, digits and single dashes, starting and
 #' ending with a letter or digit (the rule of blob paths and Azure resource names).
 #' Version ids are `<UTC timestamp>-<first 8 hex digits of the bundle's sha256>`.
@@ -19,7 +22,8 @@
 #' @param name Model name.
 #' @param target A target from [az_target()] or [local_azure()].
 #' @param predict_fun `function(model, newdata)` returning predictions, or `NULL` to
-#'   use `predict()`.
+#'   use `predict()`. It must be self-contained (call functions as `pkg::fun()` and
+#'   list their packages in `packages`): its enclosing environment is not saved.
 #' @param ptype A zero-row data frame of the input columns, or `NULL` to capture it
 #'   from the model where possible.
 #' @param packages Extra packages the model needs at scoring time.
@@ -40,8 +44,12 @@ store_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
   check_string(name)
   rust_check(rs_check_model_name(name))
   check_target(target)
-  if (!is.null(predict_fun) && !is.function(predict_fun)) {
-    serverless_abort("{.arg predict_fun} must be a function(model, newdata) or NULL.", "input")
+  if (!is.null(predict_fun)) {
+    if (!is.function(predict_fun)) {
+      serverless_abort("{.arg predict_fun} must be a function(model, newdata) or NULL.", "input")
+    }
+    # It must be self-contained: the session it was written in is not saved with it.
+    if (!isNamespace(environment(predict_fun))) environment(predict_fun) <- globalenv()
   }
   if (is.null(ptype)) {
     ptype <- model_ptype(model)
@@ -51,7 +59,7 @@ store_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
   if (!is.null(ptype)) ptype <- ptype[0, , drop = FALSE]
   pkgs <- model_packages(model, packages)
   bundle <- list(
-    model = model,
+    model = drop_formula_envs(model),
     predict_fun = predict_fun,
     ptype = ptype,
     packages = pkgs,
@@ -138,6 +146,25 @@ write_bundle <- function(bundle, file, call = rlang::caller_env()) {
   invisible(file)
 }
 
+# Formulas and terms remember the environment they were created in: a function's
+# frame, a test, the session. Saving it would drag all of that along (data, open
+# connections) and it means nothing where the model is scored, so it becomes the
+# global environment, as in a fresh session. Lists are walked; environments are not.
+drop_formula_envs <- function(x, depth = 0L) {
+  env <- attr(x, ".Environment", exact = TRUE)
+  if (is.environment(env) && !identical(env, globalenv()) && !isNamespace(env)) {
+    attr(x, ".Environment") <- globalenv()
+  }
+  if (is.list(x) && depth < 5L) {
+    for (i in seq_along(x)) {
+      if (!is.null(x[[i]])) x[[i]] <- drop_formula_envs(x[[i]], depth + 1L)
+    }
+  }
+  terms <- attr(x, "terms", exact = TRUE)
+  if (!is.null(terms) && depth < 5L) attr(x, "terms") <- drop_formula_envs(terms, depth + 1L)
+  x
+}
+
 # The input prototype: the predictor columns, zero rows. NULL when unknown.
 model_ptype <- function(model) {
   if (is.data.frame(model$model) && !is.null(model$terms)) {
@@ -181,8 +208,8 @@ model_packages <- function(model, extra = NULL, call = rlang::caller_env()) {
   pkgs <- unique(c(pkgs, extra))
   missing <- pkgs[!vapply(pkgs, function(p) nzchar(system.file(package = p)), logical(1))]
   if (length(missing)) {
-    serverless_abort(c("Package{?s} {.pkg {missing}} {?is/are} not installed.",
-                       i = "Install {?it/them}, or drop {?it/them} from {.arg packages}."),
+    serverless_abort(c("{.pkg {missing}} {?is/are} not installed.",
+                       i = "Install what is missing, or drop it from {.arg packages}."),
                      "input", call = call)
   }
   vapply(pkgs, function(p) as.character(utils::packageVersion(p)), "")

@@ -43,7 +43,7 @@ impl Default for UploadOptions {
         UploadOptions {
             if_none_match: false,
             content_type: "application/octet-stream".into(),
-            block_size: 8 * 1024 * 1024,
+            block_size: 4 * 1024 * 1024,
             concurrency: 8,
         }
     }
@@ -228,7 +228,7 @@ impl Storage {
         let expected = expected_sha256.map(str::to_owned).or(stored);
         let options = BlobClientDownloadOptions {
             parallel: NonZero::new(8),
-            partition_size: NonZero::new(8 * 1024 * 1024),
+            partition_size: NonZero::new(4 * 1024 * 1024),
             if_match: etag,
             ..Default::default()
         };

@@ -1,0 +1,63 @@
+# serveRless: one place for the commands in README.md.
+#
+#   make demo   set up everything, run the main job on the local Azure
+#   make test   set up everything, run every test (cargo + R CMD check of the tarball)
+#   make bench  run the benchmarks in bench/ (not part of the tests)
+#
+# One cargo target directory is shared by every step, so each test run builds the
+# Rust code once (cargo test and R CMD INSTALL/check reuse the same dependency builds).
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+BUILD := $(CURDIR)/.build
+export SERVERLESS_CARGO_TARGET_DIR := $(BUILD)/cargo-target
+export CARGO_TARGET_DIR := $(SERVERLESS_CARGO_TARGET_DIR)
+LIB := $(BUILD)/lib
+VERSION := $(shell sed -n 's/^Version: //p' DESCRIPTION)
+TARBALL := serveRless_$(VERSION).tar.gz
+CARGO := cargo --locked
+MANIFEST := --manifest-path src/rust/Cargo.toml
+
+.PHONY: setup install demo test rust-test rust-lint wrappers check document bench clean
+
+setup:
+	bash tools/setup.sh
+
+install: setup
+	mkdir -p $(LIB)
+	R CMD INSTALL --no-multiarch -l $(LIB) . > $(BUILD)/install.log 2>&1 || (tail -n 40 $(BUILD)/install.log; exit 1)
+
+demo: install
+	R_LIBS=$(LIB) Rscript inst/examples/quickstart.R
+
+rust-lint:
+	cargo fmt --all $(MANIFEST) -- --check
+	$(CARGO) clippy --release --workspace $(MANIFEST) -- -D warnings
+
+rust-test: setup
+	$(CARGO) test --release --workspace $(MANIFEST)
+
+# The committed R/extendr-wrappers.R must match what the compiled code generates.
+wrappers: install
+	R_LIBS=$(LIB) Rscript tools/make-wrappers.R $(BUILD)/extendr-wrappers.R
+	@diff -u R/extendr-wrappers.R $(BUILD)/extendr-wrappers.R || \
+	  (echo "R/extendr-wrappers.R is stale: run 'make document' and commit it"; exit 1)
+
+check: install
+	rm -rf $(BUILD)/check && mkdir -p $(BUILD)/check
+	cd $(BUILD)/check && R CMD build --no-build-vignettes $(CURDIR) && \
+	  _R_CHECK_FORCE_SUGGESTS_=true R CMD check --no-manual $(TARBALL)
+	Rscript tools/check-result.R $(BUILD)/check/serveRless.Rcheck
+
+test: setup rust-lint rust-test wrappers check
+
+# Regenerate wrappers, NAMESPACE and man/ after changing Rust exports or roxygen docs.
+document: install
+	R_LIBS=$(LIB) Rscript tools/make-wrappers.R
+	Rscript -e 'roxygen2::roxygenise(load_code = roxygen2::load_source)'
+
+bench: install
+	bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD) src/Makevars src/*.o src/*.so

@@ -1,0 +1,4 @@
+library(testthat)
+library(serveRless)
+
+test_check("serveRless")

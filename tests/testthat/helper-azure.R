@@ -1,0 +1,68 @@
+# One local Azure (Azurite) for the whole test run, stopped at the end.
+shared <- new.env(parent = emptyenv())
+
+test_target <- function() {
+  if (is.null(shared$target)) {
+    shared$target <- local_azure(.local_envir = testthat::teardown_env())
+  }
+  shared$target
+}
+
+# The same storage as `az_target()` sees it: what a user would write for a real account.
+# Uses the Azurite development key, which is public.
+azurite_az_target <- function(target = test_target(), ...) {
+  args <- utils::modifyList(
+    list(
+      subscription = "00000000-0000-0000-0000-000000000000",
+      resource_group = "rg-test", location = "westeurope",
+      storage_account = "devstoreaccount1", blob_endpoint = target$blob_endpoint,
+      storage_key = serveRless:::azurite_key
+    ),
+    list(...)
+  )
+  do.call(az_target, args)
+}
+
+# A sparse file: large on paper, cheap to make.
+sparse_file <- function(size, envir = parent.frame()) {
+  path <- withr::local_tempfile(.local_envir = envir)
+  con <- file(path, "wb")
+  seek(con, size - 1, rw = "write")
+  writeBin(as.raw(1), con)
+  close(con)
+  path
+}
+
+random_file <- function(size, envir = parent.frame()) {
+  path <- withr::local_tempfile(.local_envir = envir)
+  writeBin(as.raw(sample.int(256, size, replace = TRUE) - 1L), path)
+  path
+}
+
+# Fit models in a function so their formula environments hold only local data.
+fit_models <- function() {
+  cars <- mtcars
+  cars$am <- factor(cars$am)
+  list(
+    lm = stats::lm(mpg ~ wt + hp, data = cars),
+    glm = stats::glm(am ~ wt + hp, data = cars, family = stats::binomial()),
+    rf = if (requireNamespace("randomForest", quietly = TRUE)) {
+      set.seed(1)
+      randomForest::randomForest(mpg ~ wt + hp + am, data = cars, ntree = 50)
+    },
+    data = cars
+  )
+}
+
+# Wait until a child process prints `line` (bounded).
+wait_for_line <- function(proc, line, timeout = 30) {
+  deadline <- Sys.time() + timeout
+  seen <- character()
+  while (Sys.time() < deadline) {
+    proc$poll_io(100)
+    seen <- c(seen, proc$read_output_lines())
+    if (any(grepl(line, seen, fixed = TRUE))) return(invisible(seen))
+    if (!proc$is_alive()) break
+  }
+  stop("child never printed ", line, ": ", paste(c(seen, proc$read_all_error_lines()), collapse = "\n"))
+}

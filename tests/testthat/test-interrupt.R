@@ -1,0 +1,52 @@
+# A child R process uploads a large file; the parent interrupts or kills it mid-way.
+
+upload_in_child <- function(target, file, path) {
+  callr::r_bg(function(endpoint, key, file, path) {
+    library(serveRless)
+    target <- az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope",
+                        "devstoreaccount1", blob_endpoint = endpoint, storage_key = key)
+    cat("START\n")
+    res <- tryCatch(blob_upload(target, file, path), error = function(e) e)
+    cat("CLASS", class(res)[1], "\n")
+  }, args = list(target$blob_endpoint, serveRless:::azurite_key, file, path),
+  stdout = "|", stderr = "|")
+}
+
+test_that("an interrupt during a long upload returns promptly, committing nothing", {
+  target <- test_target()
+  big <- sparse_file(1024^3)
+  child <- upload_in_child(target, big, "serverless/test-interrupt/big.bin")
+  wait_for_line(child, "START")
+  Sys.sleep(1)
+  expect_true(child$is_alive())
+  sent <- Sys.time()
+  child$interrupt()
+  out <- wait_for_line(child, "CLASS", timeout = 20)
+  returned_after <- as.numeric(difftime(Sys.time(), sent, units = "secs"))
+  expect_true(any(grepl("CLASS serverless_error_interrupted", out, fixed = TRUE)),
+              info = paste(c(out, child$read_all_error_lines()), collapse = "\n"))
+  # "within about a second": a generous bound, the figure itself goes in bench/.
+  expect_lt(returned_after, 3)
+  child$wait(5000)
+  expect_false("serverless/test-interrupt/big.bin" %in% blob_list(target, "serverless/test-interrupt/")$path)
+})
+
+test_that("an upload killed mid-way resumes, sending only the missing blocks", {
+  target <- test_target()
+  big <- sparse_file(1024^3)
+  path <- "serverless/test-resume/big.bin"
+  child <- upload_in_child(target, big, path)
+  wait_for_line(child, "START")
+  Sys.sleep(1.5)
+  child$kill() # SIGKILL: no chance to clean up
+  expect_false(path %in% blob_list(target, "serverless/test-resume/")$path)
+  out <- blob_upload(target, big, path)
+  expect_equal(out$blocks, 256)
+  expect_gt(out$blocks_sent, 0)
+  expect_lt(out$blocks_sent, out$blocks)
+  expect_equal(out$bytes_sent, out$size - (out$blocks - out$blocks_sent) * 4 * 1024^2)
+  dest <- withr::local_tempfile()
+  down <- blob_download(target, path, dest)
+  expect_true(down$verified)
+  expect_equal(unname(tools::md5sum(dest)), unname(tools::md5sum(big)))
+})

@@ -1,0 +1,15 @@
+# Fail when R CMD check reported an ERROR or a WARNING; list the NOTEs (each is
+# explained in .ci/run). Usage: Rscript tools/check-result.R <pkg>.Rcheck
+dir <- commandArgs(TRUE)[1]
+log <- readLines(file.path(dir, "00check.log"))
+status <- grep("^Status:", log, value = TRUE)
+cat("R CMD check", status, "\n")
+notes <- grep("\\.\\.\\. NOTE$", log, value = TRUE)
+if (length(notes)) cat("NOTEs:", sub("^\\* checking ", "", notes), sep = "\n  ")
+bad <- grep("\\.\\.\\. (ERROR|WARNING)$", log, value = TRUE)
+if (length(bad) || !length(status) || grepl("ERROR|WARNING", status)) {
+  cat("\nR CMD check found problems:\n", bad, sep = "\n")
+  tests <- list.files(dir, pattern = "testthat\\.Rout\\.fail$", recursive = TRUE, full.names = TRUE)
+  for (f in tests) cat(utils::tail(readLines(f), 60), sep = "\n")
+  quit(status = 1)
+}
