@@ -138,7 +138,10 @@ impl From<azure_core::Error> for Error {
             }
             AzKind::Connection => Error::new(
                 ErrorKind::Azure,
-                format!("could not connect to Azure Storage: {}", redact(&err.to_string())),
+                format!(
+                    "could not connect to Azure Storage: {}",
+                    redact(&err.to_string())
+                ),
             ),
             AzKind::Io => Error::new(ErrorKind::Io, redact(&err.to_string())),
             AzKind::Credential => Error::auth(redact(&err.to_string())),
@@ -158,7 +161,7 @@ pub fn redact(text: &str) -> String {
         out.push_str(&tail[..eq]);
         out.push_str("REDACTED");
         let end = tail[eq..]
-            .find(|c: char| matches!(c, '&' | ';' | ' ' | '"' | '\'' | ')'))
+            .find(['&', ';', ' ', '"', '\'', ')'])
             .map(|i| eq + i)
             .unwrap_or(tail.len());
         rest = &tail[end..];

@@ -39,7 +39,11 @@ impl Progress {
         ProgressSnapshot {
             done: self.done.load(Ordering::Relaxed),
             total: self.total.load(Ordering::Relaxed),
-            status: self.status.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            status: self
+                .status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }

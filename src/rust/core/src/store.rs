@@ -110,7 +110,11 @@ fn compress_file(src: &Path, dst: &Path) -> Result<(String, u64, u64)> {
         .inner
         .flush()
         .map_err(|e| Error::io("writing the bundle", e))?;
-    Ok((hex::encode(hashing.sha.finalize()), hashing.written, uncompressed))
+    Ok((
+        hex::encode(hashing.sha.finalize()),
+        hashing.written,
+        uncompressed,
+    ))
 }
 
 struct HashingWriter<W: Write> {
@@ -184,7 +188,16 @@ impl Storage {
         let (src, dst) = (serialized.to_path_buf(), compressed.clone());
         let (sha256, size, uncompressed_size) = blocking(move || compress_file(&src, &dst)).await?;
         let result = self
-            .store_compressed(container, name, &compressed, sha256, size, uncompressed_size, meta, progress)
+            .store_compressed(
+                container,
+                name,
+                &compressed,
+                sha256,
+                size,
+                uncompressed_size,
+                meta,
+                progress,
+            )
             .await;
         let _ = std::fs::remove_file(&compressed);
         result
@@ -219,7 +232,13 @@ impl Storage {
             ..Default::default()
         };
         let bytes_sent = match self
-            .upload_file(compressed, container, &format!("{dir}/bundle"), &options, progress)
+            .upload_file(
+                compressed,
+                container,
+                &format!("{dir}/bundle"),
+                &options,
+                progress,
+            )
             .await
         {
             Ok(outcome) => {
@@ -248,7 +267,13 @@ impl Storage {
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::internal(format!("cannot write the manifest: {e}")))?;
         match self
-            .put_bytes(container, &format!("{dir}/manifest.json"), body, "application/json", true)
+            .put_bytes(
+                container,
+                &format!("{dir}/manifest.json"),
+                body,
+                "application/json",
+                true,
+            )
             .await
         {
             Ok(()) => {}
@@ -290,7 +315,12 @@ impl Storage {
     }
 
     /// The manifest of `version` ("latest" for the newest).
-    pub async fn model_manifest(&self, container: &str, name: &str, version: &str) -> Result<Manifest> {
+    pub async fn model_manifest(
+        &self,
+        container: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Manifest> {
         check_model_name(name)?;
         if version == "latest" {
             return self.model_versions(container, name).await?.pop().ok_or_else(|| {
@@ -326,9 +356,20 @@ impl Storage {
         let manifest = self.model_manifest(container, name, version).await?;
         let compressed = sibling(dest, ".zst");
         let blob = format!("{}{}/bundle", model_prefix(name), manifest.version);
-        self.download_file(container, &blob, &compressed, Some(&manifest.sha256), progress)
-            .await
-            .map_err(|e| e.context(format!("loading model `{name}` version {}", manifest.version)))?;
+        self.download_file(
+            container,
+            &blob,
+            &compressed,
+            Some(&manifest.sha256),
+            progress,
+        )
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "loading model `{name}` version {}",
+                manifest.version
+            ))
+        })?;
         let (src, dst) = (compressed.clone(), dest.to_path_buf());
         let result = blocking(move || decompress_file(&src, &dst)).await;
         let _ = std::fs::remove_file(&compressed);
@@ -347,7 +388,16 @@ mod tests {
         for ok in ["mpg", "churn-model-2", "a1b"] {
             assert!(check_model_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "Mpg", "-mpg", "mpg-", "m--pg", "m_pg", "m pg", &"x".repeat(64)] {
+        for bad in [
+            "ab",
+            "Mpg",
+            "-mpg",
+            "mpg-",
+            "m--pg",
+            "m_pg",
+            "m pg",
+            &"x".repeat(64),
+        ] {
             let err = check_model_name(bad).unwrap_err();
             assert_eq!(err.kind, ErrorKind::Input);
             assert!(err.message.contains(bad), "{}", err.message);

@@ -12,9 +12,7 @@ pub fn robj_to_json(x: &Robj) -> Value {
         return Value::Null;
     }
     if let Some(list) = x.as_list() {
-        let names: Option<Vec<String>> = x
-            .names()
-            .map(|n| n.map(|s| s.to_string()).collect());
+        let names: Option<Vec<String>> = x.names().map(|n| n.map(|s| s.to_string()).collect());
         return match names {
             Some(names) if names.iter().any(|n| !n.is_empty()) => {
                 let mut map = Map::new();
@@ -37,11 +35,23 @@ pub fn robj_to_json(x: &Robj) -> Value {
         .collect()
     } else if let Some(v) = x.as_logical_slice() {
         v.iter()
-            .map(|b| if b.is_na() { Value::Null } else { Value::Bool(b.is_true()) })
+            .map(|b| {
+                if b.is_na() {
+                    Value::Null
+                } else {
+                    Value::Bool(b.is_true())
+                }
+            })
             .collect()
     } else if let Some(v) = x.as_integer_slice() {
         v.iter()
-            .map(|i| if i.is_na() { Value::Null } else { Value::from(*i) })
+            .map(|i| {
+                if i.is_na() {
+                    Value::Null
+                } else {
+                    Value::from(*i)
+                }
+            })
             .collect()
     } else if let Some(v) = x.as_real_slice() {
         v.iter()
@@ -49,7 +59,9 @@ pub fn robj_to_json(x: &Robj) -> Value {
                 if d.is_na() {
                     Value::Null
                 } else {
-                    Number::from_f64(*d).map(Value::Number).unwrap_or(Value::Null)
+                    Number::from_f64(*d)
+                        .map(Value::Number)
+                        .unwrap_or(Value::Null)
                 }
             })
             .collect()

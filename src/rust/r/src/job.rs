@@ -87,7 +87,12 @@ impl Job {
 
     /// Wait up to `wait` for the result.
     pub fn poll(&self, wait: Duration) -> Poll {
-        if let Some(result) = self.finished.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(result) = self
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
             return Poll::Done(result);
         }
         let mut guard = self.receiver.lock().unwrap_or_else(|e| e.into_inner());

@@ -33,7 +33,10 @@ fn storage_from(config: &Robj) -> Result<Storage, Error> {
 }
 
 /// Start a job from a fallible setup (parsed before any network call) and its work.
-fn start<Fut>(setup: Result<Storage, Error>, work: impl FnOnce(Storage, std::sync::Arc<serverless_core::Progress>) -> Fut) -> Robj
+fn start<Fut>(
+    setup: Result<Storage, Error>,
+    work: impl FnOnce(Storage, std::sync::Arc<serverless_core::Progress>) -> Fut,
+) -> Robj
 where
     Fut: std::future::Future<Output = Result<Value, Error>> + Send + 'static,
 {
@@ -58,10 +61,19 @@ fn job_poll(job: Robj, wait_ms: i32) -> Robj {
         };
         let progress = job.progress().snapshot();
         let state = job.poll(Duration::from_millis(wait_ms.max(0) as u64));
-        let progress = list!(done = progress.done as f64, total = progress.total as f64, status = progress.status);
+        let progress = list!(
+            done = progress.done as f64,
+            total = progress.total as f64,
+            status = progress.status
+        );
         match state {
             Poll::Running => list!(finished = false, progress = progress).into(),
-            Poll::Done(result) => list!(finished = true, progress = progress, result = result_to_robj(result)).into(),
+            Poll::Done(result) => list!(
+                finished = true,
+                progress = progress,
+                result = result_to_robj(result)
+            )
+            .into(),
         }
     })
 }
@@ -91,7 +103,9 @@ fn rs_check_model_name(name: &str) -> Robj {
 #[extendr]
 fn rs_check_blob_path(path: &str) -> Robj {
     let path = path.to_string();
-    guard(move || result_to_robj(split_path(&path).map(|(c, b)| json!({"container": c, "blob": b}))))
+    guard(move || {
+        result_to_robj(split_path(&path).map(|(c, b)| json!({"container": c, "blob": b})))
+    })
 }
 
 /// @noRd
@@ -116,7 +130,10 @@ fn rs_blob_upload(storage: Robj, file: &str, path: &str, overwrite: bool) -> Rob
                 if_none_match: !overwrite,
                 ..Default::default()
             };
-            to_value(s.upload_file(&file, container, blob, &options, &progress).await?)
+            to_value(
+                s.upload_file(&file, container, blob, &options, &progress)
+                    .await?,
+            )
         })
     })
 }
@@ -128,7 +145,10 @@ fn rs_blob_download(storage: Robj, path: &str, file: &str) -> Robj {
     guard(move || {
         start(storage_from(&storage), move |s, progress| async move {
             let (container, blob) = split_path(&path)?;
-            to_value(s.download_file(container, blob, &file, None, &progress).await?)
+            to_value(
+                s.download_file(container, blob, &file, None, &progress)
+                    .await?,
+            )
         })
     })
 }
@@ -163,7 +183,10 @@ fn rs_store_model(storage: Robj, container: &str, name: &str, file: &str, meta: 
     let meta = robj_to_json(&meta);
     guard(move || {
         start(storage_from(&storage), move |s, progress| async move {
-            to_value(s.store_model(&container, &name, &file, meta, &progress).await?)
+            to_value(
+                s.store_model(&container, &name, &file, meta, &progress)
+                    .await?,
+            )
         })
     })
 }
@@ -182,11 +205,18 @@ fn rs_model_versions(storage: Robj, container: &str, name: &str) -> Robj {
 /// @noRd
 #[extendr]
 fn rs_load_model(storage: Robj, container: &str, name: &str, version: &str, dest: &str) -> Robj {
-    let (container, name, version, dest) =
-        (container.to_string(), name.to_string(), version.to_string(), PathBuf::from(dest));
+    let (container, name, version, dest) = (
+        container.to_string(),
+        name.to_string(),
+        version.to_string(),
+        PathBuf::from(dest),
+    );
     guard(move || {
         start(storage_from(&storage), move |s, progress| async move {
-            to_value(s.load_model(&container, &name, &version, &dest, &progress).await?)
+            to_value(
+                s.load_model(&container, &name, &version, &dest, &progress)
+                    .await?,
+            )
         })
     })
 }

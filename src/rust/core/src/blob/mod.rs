@@ -12,10 +12,10 @@ pub use transfer::{DownloadOutcome, UploadOptions, UploadOutcome};
 use crate::error::{Error, Result};
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, Etag, RequestContent, Transport, Url};
-use azure_storage_blob::models::{
-    BlobClientUploadOptions, BlobContainerClientListBlobsOptions,
+use azure_storage_blob::models::{BlobClientUploadOptions, BlobContainerClientListBlobsOptions};
+use azure_storage_blob::{
+    BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
 };
-use azure_storage_blob::{BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions};
 use futures::TryStreamExt;
 use sas::{Access, SasInfo};
 use serde::{Deserialize, Serialize};
@@ -185,16 +185,12 @@ impl Storage {
 
     /// URL of a container or blob, with a SAS query when the auth is key or SAS.
     fn url(&self, container: &str, blob: Option<&str>) -> Result<Url> {
-        let mut url = self.endpoint.join(&format!("{container}/")).map_err(|_| {
-            Error::input(format!("container `{container}` does not form a URL"))
-        })?;
+        let mut url = self
+            .endpoint
+            .join(&format!("{container}/"))
+            .map_err(|_| Error::input(format!("container `{container}` does not form a URL")))?;
         if let Some(blob) = blob {
-            let encoded: Vec<String> = blob
-                .split('/')
-                .map(|seg| {
-                    percent_encode(seg)
-                })
-                .collect();
+            let encoded: Vec<String> = blob.split('/').map(percent_encode).collect();
             url = url
                 .join(&encoded.join("/"))
                 .map_err(|_| Error::input(format!("blob name `{blob}` does not form a URL")))?;
@@ -234,7 +230,11 @@ impl Storage {
             client_options: self.client_options(),
             version: API_VERSION.to_string(),
         };
-        Ok(BlobContainerClient::new(url, self.credential(), Some(options))?)
+        Ok(BlobContainerClient::new(
+            url,
+            self.credential(),
+            Some(options),
+        )?)
     }
 
     /// Create the container if it does not exist (used by the local Azure and setup).
@@ -280,10 +280,10 @@ impl Storage {
                 out.push(BlobEntry {
                     path: format!("{container}/{name}"),
                     size: props.as_ref().and_then(|p| p.content_length).unwrap_or(0),
-                    last_modified: props
-                        .as_ref()
-                        .and_then(|p| p.last_modified)
-                        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+                    last_modified: props.as_ref().and_then(|p| p.last_modified).and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    }),
                     etag: props.and_then(|p| p.etag).map(|e| e.to_string()),
                 });
             }

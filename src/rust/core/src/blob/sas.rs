@@ -283,7 +283,10 @@ mod tests {
         mac.update(sample().string_to_sign().as_bytes());
         let expected = encode(&B64.encode(mac.finalize().into_bytes()));
         assert!(q.ends_with(&format!("&sig={expected}")), "{q}");
-        assert!(q.contains("sr=c&sp=rcwl&st=2026-01-01T00%3A00%3A00Z"), "{q}");
+        assert!(
+            q.contains("sr=c&sp=rcwl&st=2026-01-01T00%3A00%3A00Z"),
+            "{q}"
+        );
     }
 
     #[test]

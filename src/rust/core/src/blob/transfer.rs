@@ -11,8 +11,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use azure_core::http::{Etag, RequestContent};
 use azure_storage_blob::models::{
-    BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientStageBlockOptions, BlockListType, BlockLookupList,
+    BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockOptions, BlockListType,
+    BlockLookupList,
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -183,7 +184,10 @@ impl Storage {
         let commit = BlockBlobClientCommitBlockListOptions {
             if_none_match: options.if_none_match.then(|| Etag::from("*")),
             blob_content_type: Some(options.content_type.clone()),
-            metadata: Some(HashMap::from([(SHA256_METADATA.to_string(), sha256.clone())])),
+            metadata: Some(HashMap::from([(
+                SHA256_METADATA.to_string(),
+                sha256.clone(),
+            )])),
             ..Default::default()
         };
         let list = BlockLookupList {

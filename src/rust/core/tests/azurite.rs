@@ -1,0 +1,242 @@
+//! The blob client and the model store against a real Azurite (started per test run on
+//! a free loopback port). Azurite comes from the project's setup (`make setup`).
+
+use serde_json::json;
+use serverless_core::blob::{Storage, StorageConfig, UploadOptions};
+use serverless_core::{ErrorKind, Progress};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+const KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+struct Azurite {
+    child: Child,
+    endpoint: String,
+    dir: PathBuf,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn azurite(tag: &str) -> Azurite {
+    let dir = std::env::temp_dir().join(format!("serverless-core-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = std::env::var("SERVERLESS_AZURITE").unwrap_or_else(|_| "azurite-blob".into());
+    let mut child = Command::new(bin)
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "0",
+            "--disableTelemetry",
+            "--silent",
+        ])
+        .arg("--location")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("azurite-blob not found: run `make setup`");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut endpoint = None;
+    for line in stdout.lines().take(20) {
+        let line = line.unwrap();
+        if let Some(pos) = line.find("listens on http://127.0.0.1:") {
+            let url = line[pos + "listens on ".len()..].trim().to_string();
+            endpoint = Some(format!("{url}/devstoreaccount1"));
+            break;
+        }
+    }
+    Azurite {
+        child,
+        endpoint: endpoint.expect("Azurite did not report its port"),
+        dir,
+    }
+}
+
+fn storage(az: &Azurite) -> Storage {
+    Storage::new(
+        StorageConfig {
+            account: "devstoreaccount1".into(),
+            endpoint: az.endpoint.clone(),
+            key: Some(KEY.into()),
+            sas: None,
+            token: None,
+        },
+        None,
+    )
+    .unwrap()
+}
+
+fn temp_file(dir: &std::path::Path, name: &str, len: usize) -> PathBuf {
+    let path = dir.join(name);
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_download_list_delete() {
+    let az = azurite("blob");
+    let s = storage(&az);
+    s.ensure_container("data").await.unwrap();
+    s.ensure_container("data").await.unwrap(); // idempotent
+    let file = temp_file(&az.dir, "in.bin", 9 * 1024 * 1024 + 5);
+    let options = UploadOptions {
+        block_size: 4 * 1024 * 1024,
+        ..Default::default()
+    };
+    let progress = Progress::new();
+    let up = s
+        .upload_file(&file, "data", "in/file.bin", &options, &progress)
+        .await
+        .unwrap();
+    assert_eq!(
+        (up.blocks, up.blocks_sent, up.size),
+        (3, 3, 9 * 1024 * 1024 + 5)
+    );
+    assert_eq!(progress.snapshot().done, up.size);
+
+    let again = s
+        .upload_file(
+            &file,
+            "data",
+            "in/file.bin",
+            &UploadOptions {
+                if_none_match: true,
+                ..options.clone()
+            },
+            &progress,
+        )
+        .await
+        .unwrap_err();
+    assert!(again.is_conflict(), "{again:?}");
+
+    let out = az.dir.join("out.bin");
+    let down = s
+        .download_file("data", "in/file.bin", &out, None, &progress)
+        .await
+        .unwrap();
+    assert!(down.verified);
+    assert_eq!(down.sha256, up.sha256);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&file).unwrap());
+
+    let bad = s
+        .download_file(
+            "data",
+            "in/file.bin",
+            &az.dir.join("bad.bin"),
+            Some("00"),
+            &progress,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind, ErrorKind::Integrity);
+    assert!(!az.dir.join("bad.bin").exists() && !az.dir.join("bad.bin.part").exists());
+
+    let listed = s.list("data", "in/").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].path, "data/in/file.bin");
+    s.delete("data", "in/file.bin").await.unwrap();
+    assert!(s.list("data", "in/").await.unwrap().is_empty());
+
+    let missing = s.list("nosuch", "").await.unwrap_err();
+    assert_eq!(missing.status, Some(404));
+    assert!(missing
+        .message
+        .contains("container `nosuch` does not exist"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_store_versions_dedupe_and_integrity() {
+    let az = azurite("store");
+    let s = storage(&az);
+    s.ensure_container("serverless").await.unwrap();
+    let progress = Progress::new();
+    let a = temp_file(&az.dir, "a.rds", 100_000);
+    let first = s
+        .store_model(
+            "serverless",
+            "mpg",
+            &a,
+            json!({"model_class": ["lm"]}),
+            &progress,
+        )
+        .await
+        .unwrap();
+    assert!(!first.reused);
+    let same = s
+        .store_model("serverless", "mpg", &a, json!({}), &progress)
+        .await
+        .unwrap();
+    assert!(same.reused);
+    assert_eq!(same.bytes_sent, 0);
+    assert_eq!(same.manifest.version, first.manifest.version);
+
+    let b = temp_file(&az.dir, "b.rds", 200_000);
+    let second = s
+        .store_model("serverless", "mpg", &b, json!({}), &progress)
+        .await
+        .unwrap();
+    let versions = s.model_versions("serverless", "mpg").await.unwrap();
+    let ids: Vec<_> = versions.iter().map(|m| m.version.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            first.manifest.version.clone(),
+            second.manifest.version.clone()
+        ]
+    );
+    assert_eq!(versions[0].meta["model_class"][0], "lm");
+
+    let dest = az.dir.join("loaded.rds");
+    let latest = s
+        .load_model("serverless", "mpg", "latest", &dest, &progress)
+        .await
+        .unwrap();
+    assert_eq!(latest.version, second.manifest.version);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&b).unwrap());
+
+    // Replace a bundle behind the store's back: loading must notice.
+    let garbage = temp_file(&az.dir, "garbage", 50);
+    let bundle = format!("models/mpg/{}/bundle", first.manifest.version);
+    s.upload_file(
+        &garbage,
+        "serverless",
+        &bundle,
+        &UploadOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let err = s
+        .load_model(
+            "serverless",
+            "mpg",
+            &first.manifest.version,
+            &dest,
+            &progress,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Integrity);
+
+    let unknown = s
+        .load_model(
+            "serverless",
+            "mpg",
+            "20000101T000000000Z-00000000",
+            &dest,
+            &progress,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.kind, ErrorKind::Input);
+}
