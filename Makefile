@@ -37,19 +37,22 @@ rust-lint:
 rust-test: setup
 	$(CARGO) test --release --workspace $(MANIFEST)
 
-# The committed R/extendr-wrappers.R must match what the compiled code generates.
-wrappers: install
-	R_LIBS=$(LIB) Rscript tools/make-wrappers.R $(BUILD)/extendr-wrappers.R
+# The committed R/extendr-wrappers.R must match what the compiled code generates
+# (checked against the package R CMD check installed, so nothing is built again).
+wrappers: check
+	R_LIBS=$(BUILD)/check/serveRless.Rcheck Rscript tools/make-wrappers.R $(BUILD)/extendr-wrappers.R
 	@diff -u R/extendr-wrappers.R $(BUILD)/extendr-wrappers.R || \
 	  (echo "R/extendr-wrappers.R is stale: run 'make document' and commit it"; exit 1)
+	@echo "R/extendr-wrappers.R is up to date"
 
-check: install
+check: setup
 	rm -rf $(BUILD)/check && mkdir -p $(BUILD)/check
 	cd $(BUILD)/check && R CMD build --no-build-vignettes $(CURDIR) && \
 	  _R_CHECK_FORCE_SUGGESTS_=true R CMD check --no-manual $(TARBALL)
 	Rscript tools/check-result.R $(BUILD)/check/serveRless.Rcheck
 
-test: setup rust-lint rust-test wrappers check
+test: setup rust-lint rust-test check wrappers
+	@Rscript tools/check-result.R $(BUILD)/check/serveRless.Rcheck | tail -n 1
 
 # Regenerate wrappers, NAMESPACE and man/ after changing Rust exports or roxygen docs.
 document: install

@@ -67,14 +67,19 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
         }
         p <- st$progress
         if (p$total > 0) {
+          if (!is.null(bar) && !identical(p$status, status)) {
+            try(cli::cli_progress_done(id = bar), silent = TRUE) # a new phase
+            bar <- NULL
+          }
           status <- p$status
           if (is.null(bar)) {
             bar <- cli::cli_progress_bar(
+              type = "download", auto_terminate = FALSE, total = p$total,
               format = paste(
                 "{status} {cli::pb_bar} {cli::pb_current_bytes}/{cli::pb_total_bytes}",
                 "{cli::pb_rate_bytes} {cli::pb_eta}"
               ),
-              total = p$total, clear = TRUE, .auto_close = FALSE, .envir = environment()
+              clear = TRUE, .auto_close = FALSE, .envir = environment()
             )
           }
           cli::cli_progress_update(id = bar, set = p$done, total = p$total)

@@ -67,7 +67,7 @@ unlink(out)
 
 cat("Fitting a ~200 MB model...\n")
 set.seed(1)
-n <- 2e6
+n <- 6e5
 d <- data.frame(y = rnorm(n), a = rnorm(n), b = rnorm(n), c = rnorm(n), e = rnorm(n))
 fit <- lm(y ~ a + b + c + e, data = d)
 rm(d)

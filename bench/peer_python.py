@@ -19,7 +19,9 @@ if op == "sas":
     print(f"{url}?{sas}")
     sys.exit(0)
 
-client = BlobClient.from_blob_url(url, credential={"account_name": account, "account_key": key})
+# Same REST version as serveRless: the newest Azurite 3.35 accepts.
+client = BlobClient.from_blob_url(url, credential={"account_name": account, "account_key": key},
+                                  api_version="2025-11-05")
 path = sys.argv[7]
 start = time.perf_counter()
 if op == "upload":

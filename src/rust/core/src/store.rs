@@ -361,6 +361,7 @@ impl Storage {
             &blob,
             &compressed,
             Some(&manifest.sha256),
+            &Default::default(),
             progress,
         )
         .await

@@ -121,7 +121,14 @@ async fn upload_download_list_delete() {
 
     let out = az.dir.join("out.bin");
     let down = s
-        .download_file("data", "in/file.bin", &out, None, &progress)
+        .download_file(
+            "data",
+            "in/file.bin",
+            &out,
+            None,
+            &Default::default(),
+            &progress,
+        )
         .await
         .unwrap();
     assert!(down.verified);
@@ -134,6 +141,7 @@ async fn upload_download_list_delete() {
             "in/file.bin",
             &az.dir.join("bad.bin"),
             Some("00"),
+            &Default::default(),
             &progress,
         )
         .await

@@ -146,7 +146,7 @@ fn rs_blob_download(storage: Robj, path: &str, file: &str) -> Robj {
         start(storage_from(&storage), move |s, progress| async move {
             let (container, blob) = split_path(&path)?;
             to_value(
-                s.download_file(container, blob, &file, None, &progress)
+                s.download_file(container, blob, &file, None, &Default::default(), &progress)
                     .await?,
             )
         })

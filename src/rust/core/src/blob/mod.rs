@@ -7,7 +7,7 @@
 pub mod sas;
 mod transfer;
 
-pub use transfer::{DownloadOutcome, UploadOptions, UploadOutcome};
+pub use transfer::{DownloadOptions, DownloadOutcome, UploadOptions, UploadOutcome};
 
 use crate::error::{Error, Result};
 use azure_core::credentials::TokenCredential;
