@@ -66,6 +66,7 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
           return(rust_result(st, call = call)) # the poll itself failed
         }
         p <- st$progress
+        for (notice in p$notices) cli::cli_inform(c("!" = cli_escape(notice)))
         if (p$total > 0) {
           if (!is.null(bar) && !identical(p$status, status)) {
             try(cli::cli_progress_done(id = bar), silent = TRUE) # a new phase

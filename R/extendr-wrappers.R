@@ -41,4 +41,27 @@ rs_model_versions <- function(storage, container, name) .Call(wrap__rs_model_ver
 #' @noRd
 rs_load_model <- function(storage, container, name, version, dest) .Call(wrap__rs_load_model, storage, container, name, version, dest)
 
+#' Get a token for `scope`; returns what it is like, never the token itself.
+#' @noRd
+rs_token_info <- function(config, scope) .Call(wrap__rs_token_info, config, scope)
+
+#' Run a container group to completion, collect its logs, delete it.
+#' @noRd
+rs_aci_run <- function(config, spec, timeout_s) .Call(wrap__rs_aci_run, config, spec, timeout_s)
+
+#' Start the control-plane emulator on the runtime; returns its endpoints and the
+#' emulated tenant's service principal.
+#' @noRd
+rs_local_start <- function(config) .Call(wrap__rs_local_start, config)
+
+#' @noRd
+rs_local_journal <- function(handle) .Call(wrap__rs_local_journal, handle)
+
+#' @noRd
+rs_local_faults <- function(handle, faults) .Call(wrap__rs_local_faults, handle, faults)
+
+#' Stop the emulator and every process it started.
+#' @noRd
+rs_local_stop <- function(handle) .Call(wrap__rs_local_stop, handle)
+
 

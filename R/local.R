@@ -1,4 +1,5 @@
-# The local Azure: Azurite for Blob Storage (the control-plane emulator comes later).
+# The local Azure: Azurite for Blob Storage, and the package's emulator of the control
+# plane (identity, Resource Manager, Container Instances, ...) on background threads.
 
 # Azurite's well-known development account (public, documented by Microsoft).
 azurite_account <- "devstoreaccount1"
@@ -9,11 +10,17 @@ azurite_key <- paste0(
 
 #' Start a local Azure
 #'
-#' Starts Azurite, Microsoft's storage emulator, on a free loopback port, creates the
-#' target's container, and returns a target pointing at it. Azurite stops (and a
-#' temporary `dir` is removed) when `.local_envir` ends: the calling function, the
+#' Starts Azurite, Microsoft's storage emulator, on a free loopback port, and the
+#' package's emulator of the Azure control plane (Entra ID tokens, Resource Manager,
+#' Container Instances that run as local processes, ...) over HTTPS with a self-signed
+#' certificate the target trusts. Creates the target's container and returns a target
+#' whose credential is a service principal of the emulated tenant. Everything stops (and
+#' a temporary `dir` is removed) when `.local_envir` ends: the calling function, the
 #' test, or the R session. Azurite is found on the `PATH`, or through the environment
 #' variable `SERVERLESS_AZURITE`; the project's `make setup` installs it.
+#'
+#' [local_azure_journal()] lists the control-plane calls made so far;
+#' [local_azure_faults()] makes a share of them fail the ways Azure's do.
 #'
 #' @param dir Directory for Azurite's data. `NULL` (the default) uses a temporary
 #'   directory that is removed afterwards.
@@ -43,18 +50,30 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   )
   withr::defer(stop_process(proc), envir = .local_envir, priority = "last")
   port <- wait_for_azurite(proc)
+  emulator <- rust_result(rs_local_start(list(work_dir = file.path(dir, "control-plane"))))
+  withr::defer(rs_local_stop(emulator$handle), envir = .local_envir, priority = "first")
+  secrets <- new.env(parent = emptyenv())
+  secrets$key <- azurite_key
+  secrets$ca_pem <- emulator$ca_pem
+  secrets$local <- emulator$handle
+  secrets$credential <- new_credential(
+    "client_secret", tenant = emulator$tenant_id, client_id = emulator$client_id,
+    client_secret = emulator$client_secret, source = "the local Azure's service principal"
+  )
   target <- new_target(
     kind = "local",
     storage_account = azurite_account,
     blob_endpoint = sprintf("http://127.0.0.1:%d/%s", port, azurite_account),
     container = container,
+    subscription = emulator$subscription_id,
+    resource_group = "serverless-local",
+    location = "westeurope",
+    arm_endpoint = emulator$https,
+    authority_host = emulator$https,
+    identity_endpoint = emulator$identity,
     dir = dir,
     process = proc,
-    secrets = local({
-      s <- new.env(parent = emptyenv())
-      s$key <- azurite_key
-      s
-    })
+    secrets = secrets
   )
   rust_wait(rs_ensure_container(target_storage(target), container))
   target
@@ -103,4 +122,71 @@ stop_process <- function(proc) {
     if (proc$is_alive()) proc$kill()
   }
   invisible()
+}
+
+#' Inspect and disturb the local Azure
+#'
+#' `local_azure_journal()` returns every control-plane call the local Azure has
+#' answered (identity and Resource Manager), oldest first, so tests can assert what a
+#' deployment did. Request bodies are shown with secrets replaced by `REDACTED`.
+#'
+#' `local_azure_faults()` makes a share of Resource Manager calls fail as Azure's do:
+#' `throttle` answer 429 with `Retry-After`, `server_errors` answer 500 or 503,
+#' `latency` seconds are added to every call, `resets` drop the connection. A fault
+#' happens before the call has any effect. Call it with no shares to switch faults off.
+#'
+#' @param target A target from [local_azure()].
+#' @param throttle,server_errors,resets Shares of calls, between 0 and 1.
+#' @param latency Seconds added to every call.
+#' @param seed Seed of the fault dice, for reproducible tests.
+#' @return `local_azure_journal()`: a data frame with columns `time`, `method`, `path`,
+#'   `api_version`, `status` and `body` (JSON text). `local_azure_faults()`: `target`,
+#'   invisibly.
+#' @examplesIf nzchar(Sys.which("azurite-blob"))
+#' target <- local_azure()
+#' local_azure_faults(target, throttle = 0.2)
+#' local_azure_journal(target)
+#' @export
+local_azure_journal <- function(target) {
+  handle <- local_handle(target)
+  rows <- rust_result(rs_local_journal(handle))
+  col <- function(f, type) vapply(rows, f, type)
+  data.frame(
+    time = parse_time(col(function(r) r$time, "")),
+    method = col(function(r) r$method, ""),
+    path = col(function(r) r$path, ""),
+    api_version = col(function(r) r$api_version %||% NA_character_, ""),
+    status = col(function(r) as.integer(r$status), 0L),
+    body = col(function(r) if (is.null(r$body)) NA_character_ else r$body, ""),
+    stringsAsFactors = FALSE
+  )
+}
+
+#' @rdname local_azure_journal
+#' @export
+local_azure_faults <- function(target, throttle = 0, server_errors = 0, latency = 0,
+                               resets = 0, seed = 1) {
+  handle <- local_handle(target)
+  for (arg in c("throttle", "server_errors", "resets")) {
+    value <- get(arg)
+    if (!is.numeric(value) || length(value) != 1 || is.na(value) || value < 0 || value > 1) {
+      serverless_abort("{.arg {arg}} must be a share between 0 and 1, not {.val {value}}.", "input")
+    }
+  }
+  if (!is.numeric(latency) || length(latency) != 1 || is.na(latency) || latency < 0 || latency > 60) {
+    serverless_abort("{.arg latency} must be between 0 and 60 seconds, not {.val {latency}}.", "input")
+  }
+  rust_result(rs_local_faults(handle, list(
+    throttle = throttle, server_errors = server_errors, latency_ms = round(latency * 1000),
+    resets = resets, seed = as.numeric(seed)
+  )))
+  invisible(target)
+}
+
+local_handle <- function(target, call = rlang::caller_env()) {
+  check_target(target, call = call)
+  if (!identical(target$kind, "local") || is.null(target$secrets$local)) {
+    serverless_abort("{.arg target} must be a local Azure from {.fn local_azure}.", "input", call = call)
+  }
+  target$secrets$local
 }

@@ -18,6 +18,9 @@
 #' @param storage_token Entra ID access token for `https://storage.azure.com`, or `NULL`.
 #' @param blob_endpoint Blob endpoint; defaults to
 #'   `https://<storage_account>.blob.core.windows.net`.
+#' @param credential How to sign in to Azure, from [az_credential()]. It is used for
+#'   Resource Manager, and for Blob Storage when no `storage_*` secret is given. Created
+#'   only when first needed.
 #' @return A `serverless_target`.
 #' @examples
 #' target <- az_target(
@@ -29,7 +32,8 @@
 #' @export
 az_target <- function(subscription, resource_group, location, storage_account,
                       registry = NULL, container = "serverless", storage_key = NULL,
-                      storage_sas = NULL, storage_token = NULL, blob_endpoint = NULL) {
+                      storage_sas = NULL, storage_token = NULL, blob_endpoint = NULL,
+                      credential = az_credential()) {
   check_string(subscription)
   check_string(resource_group)
   check_string(location)
@@ -66,10 +70,13 @@ az_target <- function(subscription, resource_group, location, storage_account,
       n_auth <- n_auth + 1
     }
   }
-  if (n_auth != 1) {
-    serverless_abort(c("Give exactly one of {.arg storage_key}, {.arg storage_sas} or {.arg storage_token}.",
-                       i = "Entra ID credentials through {.fn az_credential} are planned."), "input")
+  if (n_auth > 1) {
+    serverless_abort(c("Give at most one of {.arg storage_key}, {.arg storage_sas} or {.arg storage_token}.",
+                       i = "With none, Blob Storage is reached with {.arg credential}."), "input")
   }
+  # The credential is resolved when first needed (`target_credential()`), so a target
+  # with a storage secret never asks how to sign in until it calls Resource Manager.
+  delayedAssign("credential", credential, assign.env = secrets)
   secrets$key <- storage_key
   secrets$sas <- if (!is.null(storage_sas)) sub("^[?]", "", storage_sas)
   secrets$token <- storage_token
@@ -102,16 +109,43 @@ new_target <- function(kind, storage_account, blob_endpoint, container, secrets,
 # The storage description handed to Rust (the only place secrets leave `secrets`).
 target_storage <- function(target) {
   s <- target$secrets
-  list(
+  out <- list(
     account = target$storage_account,
     endpoint = target$blob_endpoint,
     key = s$key,
     sas = s$sas,
     token = s$token
   )
+  if (is.null(s$key) && is.null(s$sas) && is.null(s$token)) {
+    out$credential <- credential_spec(target_credential(target))
+    out$endpoints <- target_endpoints(target)
+  }
+  out
+}
+
+target_credential <- function(target) {
+  cred <- get0("credential", envir = target$secrets, inherits = FALSE)
+  if (!inherits(cred, "serverless_credential")) {
+    serverless_abort("The target's {.arg credential} must come from {.fn az_credential}.", "input")
+  }
+  cred
+}
+
+target_endpoints <- function(target) {
+  Filter(Negate(is.null), list(
+    authority_host = target$authority_host,
+    arm = target$arm_endpoint,
+    ca_pem = target$secrets$ca_pem
+  ))
+}
+
+# What Rust needs to call Resource Manager.
+target_arm <- function(target) {
+  list(endpoints = target_endpoints(target), credential = credential_spec(target_credential(target)))
 }
 
 target_auth_label <- function(target) {
   s <- target$secrets
-  if (!is.null(s$key)) "account key" else if (!is.null(s$sas)) "SAS token" else "Entra ID token"
+  if (!is.null(s$key)) "account key" else if (!is.null(s$sas)) "SAS token"
+  else if (!is.null(s$token)) "Entra ID token" else "credential"
 }

@@ -36,7 +36,7 @@ test_that("az_target() checks Azure's naming rules before any call", {
     expect_match(conditionMessage(err), bad[[i]], fixed = TRUE)
   }
   expect_error(do.call(az_target, utils::modifyList(ok, list(storage_sas = "sp=r&sig=x"))),
-               "exactly one", class = "serverless_error_input")
+               "at most one", class = "serverless_error_input")
 })
 
 test_that("targets never show secrets in print, format or str", {

@@ -2,6 +2,8 @@
 //!
 //! No R types here (the `r` crate converts); one module per Azure service.
 
+pub mod aci;
+pub mod arm;
 pub mod auth;
 pub mod blob;
 pub mod error;

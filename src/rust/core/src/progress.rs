@@ -2,13 +2,15 @@
 //! draws the progress bar. Plain atomics: the worker never waits for the reader.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 pub struct Progress {
     done: AtomicU64,
     total: AtomicU64,
     status: Mutex<String>,
+    /// Messages for the user (e.g. a device-code prompt), shown once each.
+    notices: Arc<Mutex<Vec<String>>>,
 }
 
 /// A consistent-enough snapshot for one progress-bar update.
@@ -33,6 +35,16 @@ impl Progress {
 
     pub fn advance(&self, units: u64) {
         self.done.fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// The queue a credential writes its prompts to.
+    pub fn notices(&self) -> Arc<Mutex<Vec<String>>> {
+        self.notices.clone()
+    }
+
+    /// Messages not shown yet.
+    pub fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notices.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn snapshot(&self) -> ProgressSnapshot {

@@ -69,6 +69,8 @@ fn storage(az: &Azurite) -> Storage {
             key: Some(KEY.into()),
             sas: None,
             token: None,
+            credential: None,
+            endpoints: None,
         },
         None,
     )

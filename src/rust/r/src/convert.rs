@@ -14,7 +14,9 @@ pub fn robj_to_json(x: &Robj) -> Value {
     if let Some(list) = x.as_list() {
         let names: Option<Vec<String>> = x.names().map(|n| n.map(|s| s.to_string()).collect());
         return match names {
-            Some(names) if names.iter().any(|n| !n.is_empty()) => {
+            // A named list is an object; so is an empty one that has a names attribute
+            // (R's way of writing `{}`).
+            Some(names) if names.iter().any(|n| !n.is_empty()) || list.len() == 0 => {
                 let mut map = Map::new();
                 for (name, value) in names.into_iter().zip(list.values()) {
                     map.insert(name, robj_to_json(&value));

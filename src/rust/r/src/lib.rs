@@ -11,6 +11,9 @@ use convert::{error_to_robj, result_to_robj, robj_to_json};
 use extendr_api::prelude::*;
 use job::{Job, Poll};
 use serde_json::{json, Value};
+use serverless_core::aci::{self, GroupSpec};
+use serverless_core::arm::ArmClient;
+use serverless_core::auth::{self, CredentialSpec, Endpoints};
 use serverless_core::blob::{split_path, Storage, StorageConfig, UploadOptions};
 use serverless_core::{store, Error};
 use std::path::PathBuf;
@@ -59,12 +62,14 @@ fn job_poll(job: Robj, wait_ms: i32) -> Robj {
         let Ok(job) = ExternalPtr::<Job>::try_from(job) else {
             return error_to_robj(&Error::internal("not a serveRless job handle"));
         };
+        let notices = job.progress().take_notices();
         let progress = job.progress().snapshot();
         let state = job.poll(Duration::from_millis(wait_ms.max(0) as u64));
         let progress = list!(
             done = progress.done as f64,
             total = progress.total as f64,
-            status = progress.status
+            status = progress.status,
+            notices = notices
         );
         match state {
             Poll::Running => list!(finished = false, progress = progress).into(),
@@ -221,6 +226,195 @@ fn rs_load_model(storage: Robj, container: &str, name: &str, version: &str, dest
     })
 }
 
+/// How to reach ARM: endpoints plus a credential, as R describes them.
+#[derive(serde::Deserialize)]
+struct ArmConfig {
+    #[serde(default)]
+    endpoints: Endpoints,
+    credential: CredentialSpec,
+}
+
+fn arm_config(config: &Robj) -> Result<ArmConfig, Error> {
+    serde_json::from_value(robj_to_json(config))
+        .map_err(|e| Error::input(format!("invalid Azure configuration: {e}")))
+}
+
+fn arm_client(
+    config: &ArmConfig,
+    progress: &serverless_core::Progress,
+) -> Result<ArmClient, Error> {
+    let cred = auth::credential(&config.credential, &config.endpoints, progress.notices())?;
+    ArmClient::new(&config.endpoints, cred)
+}
+
+/// Start a job that needs no storage (ARM, identity).
+fn start_job<Fut>(work: impl FnOnce(std::sync::Arc<serverless_core::Progress>) -> Fut) -> Robj
+where
+    Fut: std::future::Future<Output = Result<Value, Error>> + Send + 'static,
+{
+    ExternalPtr::new(Job::spawn(work)).into()
+}
+
+/// Get a token for `scope`; returns what it is like, never the token itself.
+/// @noRd
+#[extendr]
+fn rs_token_info(config: Robj, scope: &str) -> Robj {
+    let scope = scope.to_string();
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let config = config?;
+            let cred = auth::credential(&config.credential, &config.endpoints, progress.notices())?;
+            let token = auth::token(cred.as_ref(), &scope).await?;
+            let claims = auth::jwt_claims(token.token.secret());
+            Ok(json!({
+                "scope": scope,
+                "expires_on": token.expires_on.unix_timestamp(),
+                "audience": claims.as_ref().and_then(|c| c.get("aud").cloned()),
+                "tenant": claims.as_ref().and_then(|c| c.get("tid").cloned()),
+                "length": token.token.secret().len(),
+            }))
+        })
+    })
+}
+
+/// Run a container group to completion, collect its logs, delete it.
+/// @noRd
+#[extendr]
+fn rs_aci_run(config: Robj, spec: Robj, timeout_s: f64) -> Robj {
+    let spec: Result<GroupSpec, Error> = serde_json::from_value(robj_to_json(&spec))
+        .map_err(|e| Error::input(format!("invalid container group: {e}")));
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let (config, spec) = (config?, spec?);
+            spec.validate()?;
+            let arm = arm_client(&config, &progress)?;
+            progress.begin(format!("running container group {}", spec.name), 0);
+            aci::ensure_resource_group(
+                &arm,
+                &spec.subscription,
+                &spec.resource_group,
+                &spec.location,
+                &spec.tags,
+            )
+            .await?;
+            let results =
+                aci::run_group(&arm, &spec, Duration::from_secs_f64(timeout_s.max(1.0))).await?;
+            to_value(results)
+        })
+    })
+}
+
+/// The local Azure's control-plane emulator, held by R in the target.
+struct LocalHandle(std::sync::Mutex<Option<serverless_local::LocalAzure>>);
+
+/// Start the control-plane emulator on the runtime; returns its endpoints and the
+/// emulated tenant's service principal.
+/// @noRd
+#[extendr]
+fn rs_local_start(config: Robj) -> Robj {
+    guard(move || {
+        let cfg = robj_to_json(&config);
+        let Some(work_dir) = cfg.get("work_dir").and_then(Value::as_str) else {
+            return error_to_robj(&Error::input("work_dir is required"));
+        };
+        let config = serverless_local::Config::new(work_dir);
+        let rt = match job::runtime() {
+            Ok(rt) => rt,
+            Err(e) => return error_to_robj(&e),
+        };
+        match rt.block_on(serverless_local::LocalAzure::start(config.clone())) {
+            Err(e) => error_to_robj(&Error::new(
+                serverless_core::ErrorKind::Internal,
+                format!("the local Azure did not start: {e}"),
+            )),
+            Ok(local) => {
+                let value = list!(
+                    https = local.https_endpoint(),
+                    identity = local.identity_endpoint(),
+                    ca_pem = local.ca_pem(),
+                    tenant_id = config.tenant_id.clone(),
+                    subscription_id = config.subscription_id.clone(),
+                    client_id = config.client_id.clone(),
+                    client_secret = config.client_secret.clone(),
+                    handle = ExternalPtr::new(LocalHandle(std::sync::Mutex::new(Some(local))))
+                );
+                list!(ok = true, value = value).into()
+            }
+        }
+    })
+}
+
+fn with_local<T>(
+    handle: Robj,
+    f: impl FnOnce(&serverless_local::LocalAzure) -> T,
+) -> Result<T, Error> {
+    let ptr = ExternalPtr::<LocalHandle>::try_from(handle)
+        .map_err(|_| Error::input("not a local Azure handle"))?;
+    let guard = ptr.0.lock().unwrap_or_else(|e| e.into_inner());
+    let local = guard
+        .as_ref()
+        .ok_or_else(|| Error::input("this local Azure has been stopped"))?;
+    Ok(f(local))
+}
+
+/// @noRd
+#[extendr]
+fn rs_local_journal(handle: Robj) -> Robj {
+    guard(move || {
+        // Request bodies go to R as JSON text: one column of a data frame.
+        let entries = with_local(handle, |l| {
+            l.journal()
+                .into_iter()
+                .map(|e| {
+                    let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
+                    if let Some(body) = v.get_mut("body") {
+                        if !body.is_null() {
+                            *body = Value::String(body.to_string());
+                        }
+                    }
+                    v
+                })
+                .collect::<Vec<_>>()
+        });
+        result_to_robj(entries.map(Value::Array))
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rs_local_faults(handle: Robj, faults: Robj) -> Robj {
+    guard(move || {
+        let f = robj_to_json(&faults);
+        let num = |k: &str| f.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        let faults = serverless_local::Faults {
+            throttle: num("throttle"),
+            server_errors: num("server_errors"),
+            latency_ms: num("latency_ms") as u64,
+            resets: num("resets"),
+            seed: num("seed") as u64,
+        };
+        result_to_robj(with_local(handle, |l| l.set_faults(faults)).map(|_| Value::Null))
+    })
+}
+
+/// Stop the emulator and every process it started.
+/// @noRd
+#[extendr]
+fn rs_local_stop(handle: Robj) -> Robj {
+    guard(move || {
+        let Ok(ptr) = ExternalPtr::<LocalHandle>::try_from(handle) else {
+            return Robj::from(());
+        };
+        let local = ptr.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some(local), Ok(rt)) = (local, job::runtime()) {
+            rt.block_on(local.shutdown());
+        }
+        Robj::from(())
+    })
+}
+
 extendr_module! {
     mod serveRless;
     fn job_poll;
@@ -235,4 +429,10 @@ extendr_module! {
     fn rs_store_model;
     fn rs_model_versions;
     fn rs_load_model;
+    fn rs_token_info;
+    fn rs_aci_run;
+    fn rs_local_start;
+    fn rs_local_journal;
+    fn rs_local_faults;
+    fn rs_local_stop;
 }

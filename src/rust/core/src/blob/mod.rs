@@ -36,6 +36,11 @@ pub struct StorageConfig {
     /// An Entra ID access token for `https://storage.azure.com` the user already has.
     #[serde(default)]
     pub token: Option<String>,
+    /// Or a credential to get tokens from, with its endpoints.
+    #[serde(default)]
+    pub credential: Option<crate::auth::CredentialSpec>,
+    #[serde(default)]
+    pub endpoints: Option<crate::auth::Endpoints>,
 }
 
 // Keep secrets out of any debug output.
@@ -123,7 +128,15 @@ impl Storage {
             let p = format!("{}/", endpoint.path());
             endpoint.set_path(&p);
         }
-        let token = token.or_else(|| {
+        let from_spec = match &config.credential {
+            Some(spec) => Some(crate::auth::credential(
+                spec,
+                &config.endpoints.clone().unwrap_or_default(),
+                Default::default(),
+            )?),
+            None => None,
+        };
+        let token = token.or(from_spec).or_else(|| {
             config.token.map(|t| {
                 // The service rejects it once expired; we only need a refresh horizon.
                 let horizon = time::OffsetDateTime::now_utc() + time::Duration::hours(1);

@@ -1,0 +1,921 @@
+//! Container groups (`Microsoft.ContainerInstance/containerGroups`) whose containers run
+//! as local processes: one process group per container, output to a log file.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::arm::{
+    check_api_version, not_found_path, ArmError, ArmRequest, ArmResult, ResourceType,
+};
+use crate::resources::{
+    new_location_operation, render, required_location, resolve_identity, resource_not_found,
+    resource_ref, tags_of,
+};
+use crate::state::{Inner, MsiIdentity, Operation, OperationKind};
+use crate::token::Principal;
+use crate::util::{self, empty_response, json_response, set_header};
+
+/// Environment variables passed through from the emulator's own environment.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "R_LIBS", "R_LIBS_USER", "LANG"];
+
+/// What is needed to run one container (secrets included; never rendered).
+#[derive(Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ContainerState {
+    pub state: &'static str,
+    pub start_time: Option<String>,
+    pub finish_time: Option<String>,
+    pub exit_code: Option<i32>,
+    pub detail: String,
+    pub restart_count: u32,
+    pub log_path: Option<PathBuf>,
+    pub pid: Option<i32>,
+}
+
+/// The live side of a container group.
+pub struct GroupRuntime {
+    /// Bumped on every (re)start; tasks of an older generation stop updating state.
+    pub generation: u64,
+    pub provisioning: &'static str,
+    pub stopped: bool,
+    pub restart_policy: String,
+    pub specs: Vec<ContainerSpec>,
+    pub containers: Vec<ContainerState>,
+    pub spec_digest: String,
+    pub identities: Vec<MsiIdentity>,
+    pub msi_secret: Option<String>,
+    pub kill: Option<watch::Sender<bool>>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+fn waiting() -> ContainerState {
+    ContainerState {
+        state: "Waiting",
+        start_time: None,
+        finish_time: None,
+        exit_code: None,
+        detail: "Pulling".into(),
+        restart_count: 0,
+        log_path: None,
+        pid: None,
+    }
+}
+
+fn group_state(rt: &GroupRuntime) -> &'static str {
+    if rt.stopped {
+        return "Stopped";
+    }
+    if rt.provisioning == "Pending" {
+        return "Pending";
+    }
+    if rt.containers.iter().any(|c| c.state != "Terminated") {
+        return "Running";
+    }
+    let all_ok = rt.containers.iter().all(|c| c.exit_code == Some(0));
+    match rt.restart_policy.to_ascii_lowercase().as_str() {
+        "never" | "onfailure" if all_ok => "Succeeded",
+        "never" => "Failed",
+        _ => "Running",
+    }
+}
+
+/// The stored group with its live provisioning state and instance views.
+pub fn with_instance_view(mut group: Value, rt: &GroupRuntime) -> Value {
+    group["properties"]["provisioningState"] = json!(rt.provisioning);
+    group["properties"]["instanceView"] = json!({"events": [], "state": group_state(rt)});
+    if let Some(containers) = group["properties"]["containers"].as_array_mut() {
+        for (c, st) in containers.iter_mut().zip(&rt.containers) {
+            let mut current = json!({"state": st.state, "detailStatus": st.detail});
+            if let Some(t) = &st.start_time {
+                current["startTime"] = json!(t);
+            }
+            if let Some(t) = &st.finish_time {
+                current["finishTime"] = json!(t);
+            }
+            if let Some(code) = st.exit_code {
+                current["exitCode"] = json!(code);
+            }
+            c["properties"]["instanceView"] = json!({
+                "restartCount": st.restart_count,
+                "currentState": current,
+                "events": [],
+            });
+        }
+    }
+    group
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn valid_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+fn positive_number(v: &Value) -> bool {
+    v.as_f64().is_some_and(|x| x > 0.0)
+}
+
+/// Validates a container group body; returns the runnable specs.
+fn validate(body: &Value) -> Result<Vec<ContainerSpec>, ArmError> {
+    let props = &body["properties"];
+    if !props.is_object() {
+        return Err(ArmError::missing("properties"));
+    }
+    match props["osType"].as_str() {
+        None => return Err(ArmError::missing("properties.osType")),
+        Some(os) if !["linux", "windows"].contains(&os.to_ascii_lowercase().as_str()) => {
+            return Err(ArmError::invalid(
+                "properties.osType",
+                format!("The value '{os}' of 'properties.osType' is not valid. Use 'Linux' or 'Windows'."),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(p) = props["restartPolicy"].as_str() {
+        if !["always", "onfailure", "never"].contains(&p.to_ascii_lowercase().as_str()) {
+            return Err(ArmError::invalid(
+                "properties.restartPolicy",
+                format!("The value '{p}' of 'properties.restartPolicy' is not valid. Use 'Always', 'OnFailure' or 'Never'."),
+            ));
+        }
+    }
+    let containers =
+        match props["containers"].as_array() {
+            None => return Err(ArmError::missing("properties.containers")),
+            Some(c) if c.is_empty() => return Err(ArmError::invalid(
+                "properties.containers",
+                "The container group must have at least one container in 'properties.containers'.",
+            )),
+            Some(c) => c,
+        };
+    let mut specs = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let at = |field: &str| format!("properties.containers[{i}].{field}");
+        let Some(name) = c["name"].as_str() else {
+            return Err(ArmError::missing(&at("name")));
+        };
+        if !valid_dns_label(name) {
+            return Err(ArmError::bad_request(
+                "InvalidContainerName",
+                format!("The container name '{name}' in container group is invalid. The container name must contain no more than 63 characters and must match the regex '[a-z0-9]([-a-z0-9]*[a-z0-9])?' (e.g. 'my-name')."),
+            ));
+        }
+        if specs.iter().any(|s: &ContainerSpec| s.name == name) {
+            return Err(ArmError::bad_request(
+                "DuplicateContainerName",
+                format!("The container name '{name}' is used more than once."),
+            ));
+        }
+        let cp = &c["properties"];
+        if cp["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+            return Err(ArmError::missing(&at("properties.image")));
+        }
+        let requests = &cp["resources"]["requests"];
+        for field in ["cpu", "memoryInGB"] {
+            if requests[field].is_null() {
+                return Err(ArmError::missing(&at(&format!(
+                    "properties.resources.requests.{field}"
+                ))));
+            }
+            if !positive_number(&requests[field]) {
+                return Err(ArmError::invalid(
+                    &at(&format!("properties.resources.requests.{field}")),
+                    format!(
+                        "The '{field}' request of container '{name}' must be a positive number."
+                    ),
+                ));
+            }
+        }
+        // No images run here: the argv is what we execute.
+        let command: Vec<String> = match cp["command"].as_array() {
+            Some(argv) if !argv.is_empty() && argv.iter().all(Value::is_string) => {
+                argv.iter().filter_map(|a| a.as_str().map(str::to_string)).collect()
+            }
+            _ => {
+                return Err(ArmError::bad_request(
+                    "LocalAzureCommandRequired",
+                    format!("Container '{name}': the local Azure runs containers as local processes and cannot run images, so 'properties.command' (an argv array of strings) is required."),
+                )
+                .with_target(&at("properties.command")))
+            }
+        };
+        let mut env = Vec::new();
+        if let Some(vars) = cp["environmentVariables"].as_array() {
+            for (j, var) in vars.iter().enumerate() {
+                let Some(var_name) = var["name"].as_str() else {
+                    return Err(ArmError::missing(&at(&format!(
+                        "properties.environmentVariables[{j}].name"
+                    ))));
+                };
+                let value = var["value"]
+                    .as_str()
+                    .or(var["secureValue"].as_str())
+                    .unwrap_or_default();
+                env.push((var_name.to_string(), value.to_string()));
+            }
+        }
+        specs.push(ContainerSpec {
+            name: name.to_string(),
+            command,
+            env,
+        });
+    }
+    Ok(specs)
+}
+
+/// The body as Azure stores and returns it: no secure values, no registry passwords.
+fn public_body(body: &Value) -> Value {
+    let mut out = body.clone();
+    if let Some(containers) = out["properties"]["containers"].as_array_mut() {
+        for c in containers {
+            if let Some(vars) = c["properties"]["environmentVariables"].as_array_mut() {
+                for v in vars {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("secureValue");
+                    }
+                }
+            }
+        }
+    }
+    if let Some(creds) = out["properties"]["imageRegistryCredentials"].as_array_mut() {
+        for c in creds {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("password");
+            }
+        }
+    }
+    out
+}
+
+/// PUT/GET/PATCH/DELETE `.../containerGroups/{name}`.
+pub async fn container_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
+    let r = resource_ref(req, rg, ty);
+    let exists = req.inner.world().resources.contains_key(&r.key);
+    match req.method {
+        Method::GET => render(&req.inner, &r.key)
+            .map(|v| json_response(StatusCode::OK, &v))
+            .ok_or_else(|| resource_not_found(rg, ty, &r.name)),
+        Method::DELETE => {
+            let Some(body) = render(&req.inner, &r.key) else {
+                return Ok(empty_response(StatusCode::NO_CONTENT));
+            };
+            remove_group_runtime(&req.inner, &r.key).await;
+            req.inner.world().resources.remove(&r.key);
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        Method::PATCH => {
+            if !exists {
+                return Err(resource_not_found(rg, ty, &r.name));
+            }
+            let body = req.json_body()?;
+            if let Some(t) = tags_of(&body)? {
+                if let Some(stored) = req.inner.world().resources.get_mut(&r.key) {
+                    stored["tags"] = t;
+                }
+            }
+            render(&req.inner, &r.key)
+                .map(|v| json_response(StatusCode::OK, &v))
+                .ok_or_else(|| resource_not_found(rg, ty, &r.name))
+        }
+        Method::PUT => put_group(req, rg, ty).await,
+        _ => Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "The HTTP method is not supported for container groups.",
+        )),
+    }
+}
+
+async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
+    let r = resource_ref(req, rg, ty);
+    if !valid_dns_label(&r.name) {
+        return Err(ArmError::bad_request(
+            "InvalidContainerGroupName",
+            format!("The container group name '{}' is invalid. The container group name must contain no more than 63 characters and must match the regex '[a-z0-9]([-a-z0-9]*[a-z0-9])?' (e.g. 'my-name').", r.name),
+        ));
+    }
+    let body = req.json_body()?;
+    let location = required_location(&body)?;
+    let tags = tags_of(&body)?;
+    let specs = validate(&body)?;
+    let digest = sha256_hex(body.to_string().as_bytes());
+    let existing = req.inner.world().resources.get(&r.key).cloned();
+    let same = req
+        .inner
+        .world()
+        .groups
+        .get(&r.key)
+        .is_some_and(|g| g.spec_digest == digest);
+    if same {
+        // Idempotent re-PUT: the running group is left alone.
+        return render(&req.inner, &r.key)
+            .map(|v| json_response(StatusCode::OK, &v))
+            .ok_or_else(|| resource_not_found(rg, ty, &r.name));
+    }
+    let identity = resolve_identity(
+        &req.inner,
+        &body["identity"],
+        existing.as_ref().map(|e| &e["identity"]),
+    )?;
+    if existing.is_some() {
+        stop_processes(&req.inner, &r.key).await;
+    }
+
+    let mut stored = public_body(&body);
+    let obj = stored.as_object_mut().ok_or_else(not_found_path)?;
+    obj.insert("id".into(), json!(r.id));
+    obj.insert("name".into(), json!(r.name));
+    obj.insert("type".into(), json!(ty.full_name()));
+    obj.insert("location".into(), json!(location));
+    match tags {
+        Some(t) => obj.insert("tags".into(), t),
+        None => obj.remove("tags"),
+    };
+    if identity.is_null() {
+        obj.remove("identity");
+    } else {
+        obj.insert("identity".into(), identity.clone());
+    }
+    let props = &mut stored["properties"];
+    if props["restartPolicy"].is_null() {
+        props["restartPolicy"] = json!("Always");
+    }
+    if props["sku"].is_null() {
+        props["sku"] = json!("Standard");
+    }
+    let restart_policy = props["restartPolicy"]
+        .as_str()
+        .unwrap_or("Always")
+        .to_string();
+
+    let identities = msi_identities(&req.inner, &identity);
+    let generation = {
+        let mut world = req.inner.world();
+        let generation = world.groups.get(&r.key).map_or(1, |g| g.generation + 1);
+        world.resources.insert(r.key.clone(), stored);
+        world.groups.insert(
+            r.key.clone(),
+            GroupRuntime {
+                generation,
+                provisioning: "Pending",
+                stopped: false,
+                restart_policy,
+                containers: specs.iter().map(|_| waiting()).collect(),
+                specs,
+                spec_digest: digest,
+                identities,
+                msi_secret: None,
+                kill: None,
+                tasks: Vec::new(),
+            },
+        );
+        generation
+    };
+    let op_id = util::new_uuid();
+    req.inner.world().operations.insert(
+        op_id.clone(),
+        Operation {
+            kind: OperationKind::AciProvision {
+                group_id: r.key.clone(),
+                generation,
+            },
+            polls: 0,
+            start_time: util::now_rfc3339(),
+        },
+    );
+    spawn_provisioning(req.inner.clone(), r.key.clone(), generation);
+
+    let body = render(&req.inner, &r.key).ok_or_else(not_found_path)?;
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut resp = json_response(status, &body);
+    let url = format!(
+        "{}/subscriptions/{}/providers/Microsoft.ContainerInstance/locations/{location}/operations/{op_id}?api-version={}",
+        req.inner.https_base,
+        req.subscription_id(),
+        req.api_version
+    );
+    set_header(&mut resp, "azure-asyncoperation", &url);
+    set_header(&mut resp, "retry-after", "1");
+    Ok(resp)
+}
+
+/// The identities a group's containers may ask tokens for.
+fn msi_identities(inner: &Inner, identity: &Value) -> Vec<MsiIdentity> {
+    let mut out = Vec::new();
+    if let Some(p) = identity["principalId"].as_str() {
+        out.push(MsiIdentity {
+            principal: Principal {
+                tenant_id: inner.config.tenant_id.clone(),
+                object_id: p.to_string(),
+                app_id: util::new_uuid(),
+            },
+            resource_id: None,
+        });
+    }
+    if let Some(users) = identity["userAssignedIdentities"].as_object() {
+        for (id, u) in users {
+            out.push(MsiIdentity {
+                principal: Principal {
+                    tenant_id: inner.config.tenant_id.clone(),
+                    object_id: u["principalId"].as_str().unwrap_or_default().to_string(),
+                    app_id: u["clientId"].as_str().unwrap_or_default().to_string(),
+                },
+                resource_id: Some(id.clone()),
+            });
+        }
+    }
+    out
+}
+
+/// After a short "pull", starts the containers and settles the provisioning state.
+fn spawn_provisioning(inner: Arc<Inner>, key: String, generation: u64) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        start_containers(&inner, &key, generation);
+    });
+}
+
+fn start_containers(inner: &Arc<Inner>, key: &str, generation: u64) {
+    let (kill_tx, kill_rx) = watch::channel(false);
+    let (specs, msi_env) = {
+        let mut world = inner.world();
+        let Some(rt) = world.groups.get_mut(key) else {
+            return;
+        };
+        if rt.generation != generation {
+            return;
+        }
+        rt.kill = Some(kill_tx);
+        let msi_env = if rt.identities.is_empty() {
+            None
+        } else {
+            let secret = util::new_secret();
+            rt.msi_secret = Some(secret.clone());
+            let ids = rt.identities.clone();
+            world.msi_secrets.insert(secret.clone(), ids);
+            Some(secret)
+        };
+        let specs = world
+            .groups
+            .get(key)
+            .map(|g| g.specs.clone())
+            .unwrap_or_default();
+        (specs, msi_env)
+    };
+    let dir = inner.config.work_dir.join("containers").join(format!(
+        "{}-{generation}-{}",
+        sanitize(key),
+        &util::new_uuid()[..8]
+    ));
+    let mut handles = Vec::new();
+    for (index, spec) in specs.into_iter().enumerate() {
+        let ctx = ContainerCtx {
+            inner: inner.clone(),
+            key: key.to_string(),
+            generation,
+            index,
+            spec,
+            dir: dir.clone(),
+            msi_secret: msi_env.clone(),
+        };
+        handles.push(tokio::spawn(run_container(ctx, kill_rx.clone())));
+    }
+    let mut world = inner.world();
+    if let Some(rt) = world.groups.get_mut(key) {
+        if rt.generation == generation {
+            rt.tasks.extend(handles);
+            rt.provisioning = "Succeeded";
+        }
+    }
+}
+
+fn sanitize(key: &str) -> String {
+    let tail: Vec<&str> = key.rsplit('/').take(1).collect();
+    tail.concat()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+struct ContainerCtx {
+    inner: Arc<Inner>,
+    key: String,
+    generation: u64,
+    index: usize,
+    spec: ContainerSpec,
+    dir: PathBuf,
+    msi_secret: Option<String>,
+}
+
+impl ContainerCtx {
+    /// Applies `f` to this container's state if the group is still this generation.
+    fn update(&self, f: impl FnOnce(&mut ContainerState)) {
+        let mut world = self.inner.world();
+        if let Some(rt) = world.groups.get_mut(&self.key) {
+            if rt.generation == self.generation {
+                if let Some(c) = rt.containers.get_mut(self.index) {
+                    f(c);
+                }
+            }
+        }
+    }
+
+    fn restart_policy(&self) -> String {
+        self.inner
+            .world()
+            .groups
+            .get(&self.key)
+            .map(|g| g.restart_policy.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs one container: spawn, wait, record; restart as the policy says; die on kill.
+async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
+    let cwd = ctx.dir.join(&ctx.spec.name);
+    let log_path = ctx.dir.join(format!("{}.log", ctx.spec.name));
+    let mut restarts = 0u32;
+    loop {
+        let started = spawn_process(&ctx, &cwd, &log_path, restarts > 0);
+        let mut child = match started {
+            Ok(child) => child,
+            Err(e) => {
+                let msg = format!("failed to start {:?}: {e}", ctx.spec.command);
+                let _ = append_log(&log_path, &msg);
+                let lp = log_path.clone();
+                ctx.update(|c| {
+                    c.state = "Terminated";
+                    c.exit_code = Some(127);
+                    c.start_time = Some(util::now_rfc3339());
+                    c.finish_time = Some(util::now_rfc3339());
+                    c.detail = format!("Error: {msg}");
+                    c.log_path = Some(lp);
+                });
+                return;
+            }
+        };
+        let pid = child.id().map(|p| p as i32);
+        let lp = log_path.clone();
+        ctx.update(|c| {
+            c.state = "Running";
+            c.start_time = Some(util::now_rfc3339());
+            c.finish_time = None;
+            c.exit_code = None;
+            c.detail = String::new();
+            c.log_path = Some(lp);
+            c.pid = pid;
+            c.restart_count = restarts;
+        });
+        let (code, killed) = tokio::select! {
+            status = child.wait() => (exit_code(status), false),
+            _ = wait_for_kill(&mut kill) => {
+                kill_process_group(pid);
+                let _ = child.start_kill();
+                (exit_code(child.wait().await), true)
+            }
+        };
+        ctx.update(|c| {
+            c.state = "Terminated";
+            c.exit_code = Some(code);
+            c.finish_time = Some(util::now_rfc3339());
+            c.detail = if killed {
+                "Killed".into()
+            } else if code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            };
+            c.pid = None;
+        });
+        let policy = ctx.restart_policy();
+        let again = !killed && (policy == "always" || (policy == "onfailure" && code != 0));
+        if !again {
+            return;
+        }
+        // Back off like ACI does, and stop if killed meanwhile.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = wait_for_kill(&mut kill) => return,
+        }
+        restarts += 1;
+    }
+}
+
+async fn wait_for_kill(kill: &mut watch::Receiver<bool>) {
+    loop {
+        if *kill.borrow() {
+            return;
+        }
+        if kill.changed().await.is_err() {
+            // Sender gone without a kill: never fire.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
+    match status {
+        Ok(s) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::process::ExitStatusExt;
+                if let Some(sig) = s.signal() {
+                    return 128 + sig;
+                }
+            }
+            s.code().unwrap_or(-1)
+        }
+        Err(_) => -1,
+    }
+}
+
+fn append_log(path: &PathBuf, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{line}")
+}
+
+fn spawn_process(
+    ctx: &ContainerCtx,
+    cwd: &PathBuf,
+    log_path: &PathBuf,
+    append: bool,
+) -> std::io::Result<tokio::process::Child> {
+    std::fs::create_dir_all(cwd)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log_path)?;
+    let log_err = log.try_clone()?;
+    let argv = &ctx.spec.command;
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        .kill_on_drop(true);
+    for var in INHERITED_ENV {
+        if let Ok(v) = std::env::var(var) {
+            cmd.env(var, v);
+        }
+    }
+    for (k, v) in &ctx.spec.env {
+        cmd.env(k, v);
+    }
+    if let Some(secret) = &ctx.msi_secret {
+        cmd.env("IDENTITY_ENDPOINT", &ctx.inner.identity_endpoint);
+        cmd.env("IDENTITY_HEADER", secret);
+    }
+    // Own process group, so a kill reaches the children of `sh -c` too.
+    #[cfg(unix)]
+    cmd.process_group(0);
+    cmd.spawn()
+}
+
+fn kill_process_group(pid: Option<i32>) {
+    #[cfg(unix)]
+    if let Some(pid) = pid.filter(|p| *p > 0) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory
+        // is touched.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}
+
+/// Kills a group's processes and waits for their tasks; forgets its managed identity.
+async fn stop_processes(inner: &Arc<Inner>, key: &str) {
+    let tasks = {
+        let mut world = inner.world();
+        let Some(rt) = world.groups.get_mut(key) else {
+            return;
+        };
+        if let Some(kill) = rt.kill.take() {
+            let _ = kill.send(true);
+        }
+        let secret = rt.msi_secret.take();
+        let tasks: Vec<JoinHandle<()>> = rt.tasks.drain(..).collect();
+        if let Some(s) = secret {
+            world.msi_secrets.remove(&s);
+        }
+        tasks
+    };
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+}
+
+/// Kills a group's processes and drops its runtime (delete, resource group delete).
+pub async fn remove_group_runtime(inner: &Arc<Inner>, key: &str) {
+    stop_processes(inner, key).await;
+    inner.world().groups.remove(key);
+}
+
+/// Kills every container process and waits for them (shutdown).
+pub async fn kill_all(inner: &Arc<Inner>) {
+    let keys: Vec<String> = inner.world().groups.keys().cloned().collect();
+    for k in keys {
+        stop_processes(inner, &k).await;
+    }
+}
+
+/// Best-effort synchronous kill of every container process (Drop).
+pub fn kill_all_now(inner: &Inner) {
+    let mut world = inner.world();
+    for rt in world.groups.values_mut() {
+        if let Some(kill) = rt.kill.take() {
+            let _ = kill.send(true);
+        }
+        for c in &rt.containers {
+            kill_process_group(c.pid);
+        }
+    }
+}
+
+/// `POST .../containerGroups/{n}/{start|stop|restart}`
+pub async fn action(req: &ArmRequest, rg: &str, ty: &ResourceType, action: &str) -> ArmResult {
+    let r = resource_ref(req, rg, ty);
+    if !req.inner.world().groups.contains_key(&r.key) {
+        return Err(resource_not_found(rg, ty, &r.name));
+    }
+    match action {
+        "stop" => {
+            stop_processes(&req.inner, &r.key).await;
+            if let Some(rt) = req.inner.world().groups.get_mut(&r.key) {
+                rt.stopped = true;
+            }
+            Ok(empty_response(StatusCode::NO_CONTENT))
+        }
+        "start" | "restart" => {
+            stop_processes(&req.inner, &r.key).await;
+            let generation = {
+                let mut world = req.inner.world();
+                let Some(rt) = world.groups.get_mut(&r.key) else {
+                    return Err(resource_not_found(rg, ty, &r.name));
+                };
+                rt.generation += 1;
+                rt.stopped = false;
+                rt.provisioning = "Pending";
+                rt.containers = rt.specs.iter().map(|_| waiting()).collect();
+                rt.generation
+            };
+            spawn_provisioning(req.inner.clone(), r.key.clone(), generation);
+            if action == "restart" {
+                return Ok(empty_response(StatusCode::NO_CONTENT));
+            }
+            let url = new_location_operation(req, 1, 200);
+            let mut resp = empty_response(StatusCode::ACCEPTED);
+            set_header(&mut resp, "location", &url);
+            set_header(&mut resp, "retry-after", "1");
+            Ok(resp)
+        }
+        _ => Err(not_found_path()),
+    }
+}
+
+/// `GET .../containerGroups/{n}/containers/{c}/logs[?tail=N]`
+pub async fn logs(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
+    let r = resource_ref(req, rg, ty);
+    let container = req.segs[9].clone();
+    let path = {
+        let world = req.inner.world();
+        let Some(rt) = world.groups.get(&r.key) else {
+            return Err(resource_not_found(rg, ty, &r.name));
+        };
+        let Some(i) = rt.specs.iter().position(|s| s.name == container) else {
+            return Err(ArmError::new(
+                StatusCode::NOT_FOUND,
+                "ContainerNotFound",
+                format!(
+                    "The container '{container}' is not found in container group '{}'.",
+                    r.name
+                ),
+            ));
+        };
+        rt.containers[i].log_path.clone()
+    };
+    let mut content = match path {
+        Some(p) => tokio::fs::read(&p)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    if let Some(tail) = req.query("tail").and_then(|t| t.parse::<usize>().ok()) {
+        let lines: Vec<&str> = content.lines().collect();
+        let start = lines.len().saturating_sub(tail);
+        let mut tailed = lines[start..].join("\n");
+        if !tailed.is_empty() && content.ends_with('\n') {
+            tailed.push('\n');
+        }
+        content = tailed;
+    }
+    // ACI returns at most 4 MB of log.
+    const MAX: usize = 4 * 1024 * 1024;
+    if content.len() > MAX {
+        let mut cut = content.len() - MAX;
+        while !content.is_char_boundary(cut) {
+            cut += 1;
+        }
+        content = content[cut..].to_string();
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "content": content }),
+    ))
+}
+
+/// `GET /subscriptions/{s}/providers/Microsoft.ContainerInstance/locations/{l}/operations/{id}`
+pub fn async_operation(req: &ArmRequest, id: &str) -> ArmResult {
+    let versions = crate::arm::resource_type("microsoft.containerinstance/containergroups")
+        .map(|t| t.api_versions)
+        .unwrap_or(&[]);
+    check_api_version(
+        req,
+        "resource type 'Microsoft.ContainerInstance/operations'",
+        versions,
+    )?;
+    let mut world = req.inner.world();
+    let Some(op) = world.operations.get_mut(id) else {
+        return Err(not_found_path());
+    };
+    op.polls += 1;
+    let first_poll = op.polls == 1;
+    let start_time = op.start_time.clone();
+    let OperationKind::AciProvision {
+        group_id,
+        generation,
+    } = &op.kind
+    else {
+        return Err(not_found_path());
+    };
+    let (group_id, generation) = (group_id.clone(), *generation);
+    let status = match world.groups.get(&group_id) {
+        _ if first_poll => "InProgress",
+        None => "Canceled",
+        Some(rt) if rt.generation != generation => "Canceled",
+        Some(rt) if rt.provisioning == "Pending" => "InProgress",
+        Some(rt) if rt.provisioning == "Failed" => "Failed",
+        Some(_) => "Succeeded",
+    };
+    let mut body = json!({
+        "id": format!("/subscriptions/{}/providers/Microsoft.ContainerInstance/locations/{}/operations/{id}", req.subscription_id(), req.segs[5]),
+        "name": id,
+        "status": status,
+        "startTime": start_time,
+    });
+    if status != "InProgress" {
+        body["endTime"] = json!(util::now_rfc3339());
+    }
+    if status == "Failed" {
+        body["error"] = json!({"code": "ContainerGroupDeploymentFailed", "message": "The container group failed to provision."});
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}

@@ -1,0 +1,247 @@
+//! `serverless-local`: an in-process emulator of the Azure control plane for serveRless.
+//!
+//! It serves, on 127.0.0.1 only:
+//! - over HTTPS (a throw-away CA, see [`LocalAzure::ca_pem`]): Entra ID token endpoints
+//!   (client credentials, device code, refresh token) and ARM (resource groups,
+//!   container groups that really run as local processes, user-assigned identities,
+//!   role assignments, registries, Logic Apps workflows, API connections);
+//! - over plain HTTP: the App Service style managed-identity endpoint that the
+//!   emulated containers use (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`).
+//!
+//! It is strict where Azure is strict (api-version, bearer tokens, names, required
+//! properties, error shapes), so a client that works here works against Azure.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! let azure = serverless_local::LocalAzure::start(serverless_local::Config::new("/tmp/la")).await?;
+//! println!("ARM and authority host: {}", azure.https_endpoint());
+//! azure.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod aci;
+mod arm;
+mod faults;
+mod identity;
+mod journal;
+mod logic;
+mod resources;
+mod server;
+mod state;
+mod tls;
+mod token;
+mod util;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use faults::Faults;
+pub use journal::JournalEntry;
+
+use state::{Inner, World};
+
+/// What the emulated tenant and subscription look like.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tenant_id: String,
+    pub subscription_id: String,
+    /// The service principal accepted by the client-credentials flow.
+    pub client_id: String,
+    pub client_secret: String,
+    /// Where container processes get their working directories and log files.
+    pub work_dir: PathBuf,
+    /// How many device-code polls answer `authorization_pending` before a token.
+    pub device_code_pending_polls: u32,
+    /// Provider namespaces that answer 409 `MissingSubscriptionRegistration` until
+    /// registered (`POST /subscriptions/{s}/providers/{ns}/register`).
+    pub unregistered_providers: Vec<String>,
+}
+
+impl Config {
+    /// Fresh random tenant, subscription and service principal; two pending device-code
+    /// polls; every provider registered.
+    pub fn new(work_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            tenant_id: util::new_uuid(),
+            subscription_id: util::new_uuid(),
+            client_id: util::new_uuid(),
+            client_secret: util::new_secret(),
+            work_dir: work_dir.into(),
+            device_code_pending_polls: 2,
+            unregistered_providers: Vec::new(),
+        }
+    }
+}
+
+/// A running emulator. Dropping it kills the container processes; [`LocalAzure::shutdown`]
+/// also stops the listeners and waits for the processes to end.
+pub struct LocalAzure {
+    inner: Arc<Inner>,
+    ca_pem: String,
+    shutdown_tx: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+impl LocalAzure {
+    /// Binds both listeners on free ports of 127.0.0.1 and starts serving on the
+    /// caller's tokio runtime.
+    pub async fn start(config: Config) -> Result<LocalAzure, String> {
+        std::fs::create_dir_all(&config.work_dir).map_err(|e| {
+            format!(
+                "cannot create work dir {}: {e}",
+                config.work_dir.to_string_lossy()
+            )
+        })?;
+        let tls = tls::generate()?;
+        let https_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot bind the HTTPS listener: {e}"))?;
+        let http_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot bind the identity listener: {e}"))?;
+        let https_port = https_listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .port();
+        let http_port = http_listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .port();
+
+        let service_principal_id = util::new_uuid();
+        let device_user_id = util::new_uuid();
+        let world = World {
+            unregistered: config
+                .unregistered_providers
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
+            principals: [service_principal_id.clone(), device_user_id.clone()]
+                .into_iter()
+                .collect(),
+            ..World::default()
+        };
+        let inner = Arc::new(Inner {
+            config,
+            https_base: format!("https://127.0.0.1:{https_port}"),
+            identity_endpoint: format!("http://127.0.0.1:{http_port}/msi/token"),
+            signer: token::TokenSigner::new(),
+            service_principal_id,
+            device_user_id,
+            world: Mutex::new(world),
+            journal: Mutex::new(Vec::new()),
+            faults: Mutex::new(faults::FaultState::new(Faults::default())),
+            secret_expired: AtomicBool::new(false),
+        });
+
+        let https_app = Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
+            .route(
+                "/{tenant}/oauth2/v2.0/devicecode",
+                post(identity::device_code),
+            )
+            .fallback(arm::handle)
+            .with_state(inner.clone());
+        let http_app = Router::new()
+            .route("/msi/token", get(identity::managed_identity))
+            .with_state(inner.clone());
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
+        let listeners = vec![
+            tokio::spawn(server::accept_loop(
+                https_listener,
+                Some(acceptor),
+                https_app,
+                inner.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(server::accept_loop(
+                http_listener,
+                None,
+                http_app,
+                inner.clone(),
+                shutdown_rx,
+            )),
+        ];
+        Ok(LocalAzure {
+            inner,
+            ca_pem: tls.ca_pem,
+            shutdown_tx,
+            listeners,
+        })
+    }
+
+    /// `https://127.0.0.1:PORT`: the ARM base URL and the authority host.
+    pub fn https_endpoint(&self) -> String {
+        self.inner.https_base.clone()
+    }
+
+    /// `http://127.0.0.1:PORT2/msi/token`: the managed-identity endpoint.
+    pub fn identity_endpoint(&self) -> String {
+        self.inner.identity_endpoint.clone()
+    }
+
+    /// The CA certificate (PEM) that clients must trust to reach [`Self::https_endpoint`].
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// The configuration the emulator runs with (tenant, subscription, credentials).
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Every ARM and identity call so far, oldest first, secrets redacted.
+    pub fn journal(&self) -> Vec<JournalEntry> {
+        self.inner
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the fault settings and reseeds their generator.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.inner.faults.lock().unwrap_or_else(|e| e.into_inner()) =
+            faults::FaultState::new(faults);
+    }
+
+    /// When true, the client secret is refused as expired (AADSTS7000222).
+    pub fn set_secret_expired(&self, expired: bool) {
+        self.inner.secret_expired.store(expired, Ordering::SeqCst);
+    }
+
+    /// Appends a run record to a workflow's run history (`GET .../runs`), for the
+    /// workflow executor. Fills `id`, `name` and `type` when absent.
+    pub fn add_workflow_run(
+        &self,
+        workflow_id: &str,
+        run: serde_json::Value,
+    ) -> Result<(), String> {
+        logic::add_run(&self.inner, workflow_id, run)
+    }
+
+    /// Stops both listeners and kills every container process, waiting for them to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        for handle in self.listeners.drain(..) {
+            let _ = handle.await;
+        }
+        aci::kill_all(&self.inner).await;
+    }
+}
+
+impl Drop for LocalAzure {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        aci::kill_all_now(&self.inner);
+    }
+}

@@ -1,0 +1,92 @@
+//! The emulator's shared state: the resource store and everything the handlers share.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::Value;
+
+use crate::faults::FaultState;
+use crate::journal::JournalEntry;
+use crate::token::{Principal, TokenSigner};
+use crate::Config;
+
+pub struct Inner {
+    pub config: Config,
+    /// `https://127.0.0.1:PORT`: ARM base URL and authority host.
+    pub https_base: String,
+    /// `http://127.0.0.1:PORT2/msi/token`.
+    pub identity_endpoint: String,
+    pub signer: TokenSigner,
+    /// Object id of the service principal behind `config.client_id`.
+    pub service_principal_id: String,
+    /// Object id of the user who "signs in" through the device-code flow.
+    pub device_user_id: String,
+    pub world: Mutex<World>,
+    pub journal: Mutex<Vec<JournalEntry>>,
+    pub faults: Mutex<FaultState>,
+    pub secret_expired: AtomicBool,
+}
+
+/// Everything mutable that handlers read and write together. Never held across an await.
+#[derive(Default)]
+pub struct World {
+    /// Resources keyed by lowercased id, stored as Azure returns them (no secrets).
+    pub resources: BTreeMap<String, Value>,
+    /// Namespaces (lowercase) that still answer `MissingSubscriptionRegistration`.
+    pub unregistered: HashSet<String>,
+    pub operations: HashMap<String, Operation>,
+    pub device_codes: HashMap<String, DeviceCode>,
+    pub refresh_tokens: HashMap<String, RefreshGrant>,
+    /// `X-IDENTITY-HEADER` secret -> the identities a container group may use.
+    pub msi_secrets: HashMap<String, Vec<MsiIdentity>>,
+    /// Container group runtimes keyed by lowercased group id.
+    pub groups: HashMap<String, crate::aci::GroupRuntime>,
+    /// Workflow runs keyed by lowercased workflow id, oldest first.
+    pub workflow_runs: HashMap<String, Vec<Value>>,
+    /// Admin passwords of registries keyed by lowercased registry id.
+    pub registry_passwords: HashMap<String, [String; 2]>,
+    /// Object ids that role assignments may name.
+    pub principals: HashSet<String>,
+}
+
+/// Who a refresh token signs in again, with the extra claims of their tokens.
+pub type RefreshGrant = (Principal, Vec<(&'static str, Value)>);
+
+pub struct DeviceCode {
+    pub client_id: String,
+    pub scope: String,
+    pub pending_polls: u32,
+    pub expires_at: i64,
+}
+
+/// One identity a container may get tokens for through the managed-identity endpoint.
+#[derive(Clone, Debug)]
+pub struct MsiIdentity {
+    pub principal: Principal,
+    /// `None` for the system-assigned identity.
+    pub resource_id: Option<String>,
+}
+
+/// A long-running operation that clients poll.
+pub struct Operation {
+    pub kind: OperationKind,
+    pub polls: u32,
+    pub start_time: String,
+}
+
+pub enum OperationKind {
+    /// A container group being provisioned; its status follows the group's
+    /// provisioning state (after at least one `InProgress`).
+    AciProvision { group_id: String, generation: u64 },
+    /// Done after `remaining` more polls answering 202.
+    Countdown { remaining: u32, final_status: u16 },
+}
+
+impl Inner {
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        // A poisoned lock only means some handler panicked mid-update; the data is
+        // still the best we have, so keep serving.
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
