@@ -280,6 +280,18 @@ async fn throttling_server_errors_and_resets_are_retried() {
     let statuses: Vec<u16> = env.local.journal().iter().map(|e| e.status).collect();
     assert!(statuses.contains(&429), "{statuses:?}");
     assert!(statuses.iter().any(|s| *s >= 500), "{statuses:?}");
+    assert!(
+        statuses.contains(&0),
+        "a dropped connection is journaled as 0: {statuses:?}"
+    );
+    // Each resource group was created exactly once despite the retries.
+    let created = env
+        .local
+        .journal()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.status == 201)
+        .count();
+    assert_eq!(created, 13);
 
     // Throttling that outlasts the budget is its own error.
     env.local.set_faults(Faults {

@@ -80,7 +80,18 @@ pub fn existing_resource_group(req: &ArmRequest, name: &str) -> Result<String, A
 /// `location` is required; ARM normalises it ("West Europe" -> "westeurope").
 pub fn required_location(body: &Value) -> Result<String, ArmError> {
     match body["location"].as_str() {
-        Some(l) if !l.trim().is_empty() => Ok(l.to_ascii_lowercase().replace(' ', "")),
+        Some(l) if !l.trim().is_empty() => {
+            let l = l.to_ascii_lowercase().replace(' ', "");
+            if AZURE_LOCATIONS.contains(&l.as_str()) {
+                Ok(l)
+            } else {
+                Err(ArmError::bad_request(
+                    "LocationNotAvailableForResourceType",
+                    format!("The provided location '{l}' is not available. List the available regions with 'az account list-locations'."),
+                )
+                .with_target("location"))
+            }
+        }
         _ => Err(ArmError::bad_request(
             "LocationRequired",
             "The location property is required for this definition.",
@@ -88,6 +99,66 @@ pub fn required_location(body: &Value) -> Result<String, ArmError> {
         .with_target("location")),
     }
 }
+
+/// Azure's public regions (ARM names), as `az account list-locations` lists them.
+const AZURE_LOCATIONS: &[&str] = &[
+    "australiacentral",
+    "australiacentral2",
+    "australiaeast",
+    "australiasoutheast",
+    "austriaeast",
+    "belgiumcentral",
+    "brazilsouth",
+    "brazilsoutheast",
+    "canadacentral",
+    "canadaeast",
+    "centralindia",
+    "centralus",
+    "chilecentral",
+    "eastasia",
+    "eastus",
+    "eastus2",
+    "francecentral",
+    "francesouth",
+    "germanynorth",
+    "germanywestcentral",
+    "indonesiacentral",
+    "israelcentral",
+    "italynorth",
+    "japaneast",
+    "japanwest",
+    "koreacentral",
+    "koreasouth",
+    "malaysiawest",
+    "mexicocentral",
+    "newzealandnorth",
+    "northcentralus",
+    "northeurope",
+    "norwayeast",
+    "norwaywest",
+    "polandcentral",
+    "qatarcentral",
+    "southafricanorth",
+    "southafricawest",
+    "southcentralus",
+    "southeastasia",
+    "southindia",
+    "spaincentral",
+    "swedencentral",
+    "swedensouth",
+    "switzerlandnorth",
+    "switzerlandwest",
+    "uaecentral",
+    "uaenorth",
+    "uksouth",
+    "ukwest",
+    "westcentralus",
+    "westeurope",
+    "westindia",
+    "westus",
+    "westus2",
+    "westus3",
+];
 
 /// Tags must be an object of strings (absent means none).
 pub fn tags_of(body: &Value) -> Result<Option<Value>, ArmError> {

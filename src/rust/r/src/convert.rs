@@ -16,7 +16,7 @@ pub fn robj_to_json(x: &Robj) -> Value {
         return match names {
             // A named list is an object; so is an empty one that has a names attribute
             // (R's way of writing `{}`).
-            Some(names) if names.iter().any(|n| !n.is_empty()) || list.len() == 0 => {
+            Some(names) if names.iter().any(|n| !n.is_empty()) || list.is_empty() => {
                 let mut map = Map::new();
                 for (name, value) in names.into_iter().zip(list.values()) {
                     map.insert(name, robj_to_json(&value));
