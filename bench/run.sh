@@ -11,6 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 export SERVERLESS_BENCH_PYTHON="$PWD/$VENV/bin/python"
 R_LIBS=.build/lib Rscript bench/blob_transfer.R
+R_LIBS=.build/lib Rscript bench/interrupt_latency.R
 
 # 200 concurrent container-group creates against the control-plane emulator.
 ( cd src/rust && cargo run --locked --release -q -p serverless-core --example aci_creates )

@@ -1,0 +1,38 @@
+# How long Ctrl-C takes to return control during a long upload: a child R process
+# uploads a 1 GiB file, the parent sends SIGINT one second in and times the
+# `serverless_error_interrupted` condition. Three runs.
+library(serveRless)
+target <- local_azure()
+big <- tempfile()
+con <- file(big, "wb")
+seek(con, 1024^3 - 1, rw = "write")
+writeBin(as.raw(1), con)
+close(con)
+for (i in 1:3) {
+  child <- callr::r_bg(function(endpoint, key, file, path) {
+    library(serveRless)
+    target <- az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope",
+                        "devstoreaccount1", blob_endpoint = endpoint, storage_key = key)
+    cat("START\n")
+    res <- tryCatch(blob_upload(target, file, path), error = function(e) e)
+    cat("CLASS", class(res)[1], "\n")
+  }, args = list(target$blob_endpoint, serveRless:::azurite_key, big, paste0("serverless/bench/intr-", i)),
+  stdout = "|", stderr = "|")
+  deadline <- Sys.time() + 30
+  repeat {
+    child$poll_io(100)
+    if (any(grepl("START", child$read_output_lines())) || Sys.time() > deadline) break
+  }
+  Sys.sleep(1)
+  t0 <- Sys.time()
+  child$interrupt()
+  repeat {
+    child$poll_io(20)
+    l <- child$read_output_lines()
+    if (any(grepl("CLASS", l)) || Sys.time() > deadline + 30) break
+  }
+  cat(sprintf("run %d: interrupt -> %s after %.2f s\n", i, sub("CLASS ", "", l[grepl("CLASS", l)][1]),
+              as.numeric(Sys.time() - t0, units = "secs")))
+  child$kill()
+}
+unlink(big)
