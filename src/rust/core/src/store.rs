@@ -51,14 +51,7 @@ pub struct StoreOutcome {
 /// The naming rule for models: it becomes part of blob paths and, later, of Azure
 /// resource names and tags, so it is the strictest of those.
 pub fn check_model_name(name: &str) -> Result<()> {
-    let ok = (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && !name.contains("--");
-    if ok {
+    if crate::blob::is_container_like_name(name) {
         Ok(())
     } else {
         Err(Error::input(format!(

@@ -98,16 +98,20 @@ pub fn split_path(path: &str) -> Result<(&str, &str)> {
     Ok((container, blob))
 }
 
-/// Azure's container rule: 3-63 lowercase letters, digits and single dashes.
-pub fn check_container_name(name: &str) -> Result<()> {
-    let ok = (3..=63).contains(&name.len())
+/// Azure's container rule, which model names share: 3-63 lowercase letters, digits and
+/// single dashes, starting and ending with a letter or digit.
+pub(crate) fn is_container_like_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
         && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
-        && !name.contains("--");
-    if ok {
+        && !name.contains("--")
+}
+
+pub fn check_container_name(name: &str) -> Result<()> {
+    if is_container_like_name(name) {
         Ok(())
     } else {
         Err(Error::input(format!(
