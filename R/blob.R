@@ -16,7 +16,10 @@
 #'   (size, sha256, blocks sent), invisibly. `blob_list()` returns a data frame with
 #'   columns `path`, `size` and `last_modified`. `blob_delete()` returns `path`,
 #'   invisibly.
-#' @examplesIf nzchar(Sys.which("azurite-blob"))
+#' @examples
+#' # Starts Azurite and the control-plane emulator (`make setup` installs Azurite).
+#' \donttest{
+#' if (nzchar(Sys.which("azurite-blob"))) {
 #' target <- local_azure()
 #' f <- tempfile(fileext = ".csv")
 #' write.csv(mtcars, f)
@@ -24,6 +27,8 @@
 #' blob_list(target, "serverless/data/")
 #' blob_download(target, "serverless/data/in/mtcars.csv", tempfile(fileext = ".csv"))
 #' blob_delete(target, "serverless/data/in/mtcars.csv")
+#' }
+#' }
 #' @name blob
 NULL
 

@@ -27,9 +27,14 @@ azurite_key <- paste0(
 #' @param container Blob container for models, data and run records.
 #' @param .local_envir The environment whose end stops the local Azure.
 #' @return A `serverless_target` of kind `"local"`.
-#' @examplesIf nzchar(Sys.which("azurite-blob"))
+#' @examples
+#' # Starts Azurite and the control-plane emulator (`make setup` installs Azurite).
+#' \donttest{
+#' if (nzchar(Sys.which("azurite-blob"))) {
 #' target <- local_azure()
 #' target
+#' }
+#' }
 #' @export
 local_azure <- function(dir = NULL, container = "serverless", .local_envir = parent.frame()) {
   check_string(container)
@@ -142,10 +147,15 @@ stop_process <- function(proc) {
 #' @return `local_azure_journal()`: a data frame with columns `time`, `method`, `path`,
 #'   `api_version`, `status` and `body` (JSON text). `local_azure_faults()`: `target`,
 #'   invisibly.
-#' @examplesIf nzchar(Sys.which("azurite-blob"))
+#' @examples
+#' # Starts Azurite and the control-plane emulator (`make setup` installs Azurite).
+#' \donttest{
+#' if (nzchar(Sys.which("azurite-blob"))) {
 #' target <- local_azure()
 #' local_azure_faults(target, throttle = 0.2)
 #' local_azure_journal(target)
+#' }
+#' }
 #' @export
 local_azure_journal <- function(target) {
   handle <- local_handle(target)

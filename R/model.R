@@ -30,7 +30,10 @@
 #' @return `store_model()`: a `serverless_model_version`. `model_versions()`: a data
 #'   frame, oldest first. `load_model()`: a `serverless_bundle` with elements `model`,
 #'   `predict_fun`, `ptype` and `metadata`.
-#' @examplesIf nzchar(Sys.which("azurite-blob"))
+#' @examples
+#' # Starts Azurite and the control-plane emulator (`make setup` installs Azurite).
+#' \donttest{
+#' if (nzchar(Sys.which("azurite-blob"))) {
 #' target <- local_azure()
 #' fit <- lm(mpg ~ wt + hp, data = mtcars)
 #' v <- store_model(fit, "mpg", target)
@@ -38,6 +41,8 @@
 #' model_versions("mpg", target)
 #' b <- load_model("mpg", target)
 #' all.equal(predict(b$model, mtcars), predict(fit, mtcars))
+#' }
+#' }
 #' @export
 store_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
                         packages = NULL) {
