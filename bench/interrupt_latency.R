@@ -25,7 +25,7 @@ for (i in 1:3) {
   }
   Sys.sleep(1)
   t0 <- Sys.time()
-  child$interrupt()
+  invisible(child$interrupt())
   repeat {
     child$poll_io(20)
     l <- child$read_output_lines()
@@ -33,6 +33,6 @@ for (i in 1:3) {
   }
   cat(sprintf("run %d: interrupt -> %s after %.2f s\n", i, sub("CLASS ", "", l[grepl("CLASS", l)][1]),
               as.numeric(Sys.time() - t0, units = "secs")))
-  child$kill()
+  invisible(child$kill())
 }
 unlink(big)

@@ -107,3 +107,24 @@ test_that("credentials never show their secret", {
   expect_false(grepl("TOP-SECRET-VALUE", shown, fixed = TRUE))
   expect_match(shown, "<hidden>", fixed = TRUE)
 })
+
+test_that("az_credential('auto') picks the first that applies and says which", {
+  withr::local_envvar(
+    AZURE_CLIENT_ID = "00000000-0000-0000-0000-0000000000aa",
+    AZURE_TENANT_ID = "contoso.onmicrosoft.com",
+    AZURE_CLIENT_SECRET = "env-secret-value",
+    AZURE_FEDERATED_TOKEN_FILE = "", IDENTITY_ENDPOINT = "", MSI_ENDPOINT = ""
+  )
+  expect_message(cred <- az_credential(), "client_secret")
+  expect_equal(cred$type, "client_secret")
+  expect_equal(cred$client_id, "00000000-0000-0000-0000-0000000000aa")
+  expect_false(grepl("env-secret-value", paste(format(cred), collapse = "\n"), fixed = TRUE))
+
+  withr::local_envvar(AZURE_CLIENT_SECRET = "", AZURE_FEDERATED_TOKEN_FILE = "/var/run/token")
+  expect_message(cred <- az_credential("auto"), "workload_identity")
+  expect_equal(cred$type, "workload_identity")
+
+  withr::local_envvar(AZURE_FEDERATED_TOKEN_FILE = "", IDENTITY_ENDPOINT = "http://127.0.0.1:1/msi")
+  expect_message(cred <- az_credential("auto"), "managed_identity")
+  expect_equal(cred$type, "managed_identity")
+})
