@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::arm::{not_found_path, ArmError, ArmRequest, ArmResult, ResourceType};
 use crate::resources::{
-    required_location, resolve_identity, resource_not_found, resource_ref, tags_of,
+    patch_tags, required_location, resolve_identity, resource_not_found, resource_ref, tags_of,
 };
 use crate::state::Inner;
 use crate::util::{self, empty_response, json_response};
@@ -58,17 +58,7 @@ pub fn workflow(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
                 None => empty_response(StatusCode::NO_CONTENT),
             })
         }
-        Method::PATCH => {
-            let Some(mut v) = existing else {
-                return Err(resource_not_found(rg, ty, &r.name));
-            };
-            let body = req.json_body()?;
-            if let Some(t) = tags_of(&body)? {
-                v["tags"] = t;
-            }
-            req.inner.world().resources.insert(r.key, v.clone());
-            Ok(json_response(StatusCode::OK, &v))
-        }
+        Method::PATCH => patch_tags(req, existing, &r, rg, ty),
         Method::PUT => {
             let body = req.json_body()?;
             let location = required_location(&body)?;

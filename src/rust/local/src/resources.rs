@@ -669,6 +669,25 @@ fn remove_resource(req: &ArmRequest, key: &str) -> Option<Value> {
     req.inner.world().resources.remove(key)
 }
 
+/// PATCH of a stored resource: ARM lets only its tags change this way.
+pub fn patch_tags(
+    req: &ArmRequest,
+    existing: Option<Value>,
+    r: &ResourceRef,
+    rg: &str,
+    ty: &ResourceType,
+) -> ArmResult {
+    let Some(mut v) = existing else {
+        return Err(resource_not_found(rg, ty, &r.name));
+    };
+    let body = req.json_body()?;
+    if let Some(t) = tags_of(&body)? {
+        v["tags"] = t;
+    }
+    req.inner.world().resources.insert(r.key.clone(), v.clone());
+    Ok(json_response(StatusCode::OK, &v))
+}
+
 /// PUT/GET/PATCH/DELETE of identities, registries and connections.
 pub fn simple_resource(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
     let r = resource_ref(req, rg, ty);
@@ -684,17 +703,7 @@ pub fn simple_resource(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResu
             }
             None => empty_response(StatusCode::NO_CONTENT),
         }),
-        Method::PATCH => {
-            let Some(mut v) = existing else {
-                return Err(resource_not_found(rg, ty, &r.name));
-            };
-            let body = req.json_body()?;
-            if let Some(t) = tags_of(&body)? {
-                v["tags"] = t;
-            }
-            req.inner.world().resources.insert(r.key, v.clone());
-            Ok(json_response(StatusCode::OK, &v))
-        }
+        Method::PATCH => patch_tags(req, existing, &r, rg, ty),
         Method::PUT => {
             let body = req.json_body()?;
             let location = required_location(&body)?;
