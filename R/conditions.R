@@ -67,6 +67,8 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
         }
         p <- st$progress
         for (notice in p$notices) cli::cli_inform(c("!" = cli_escape(notice)))
+        for (step in p$steps) cli::cli_inform(c("i" = cli_escape(step)))
+        if (length(p$log)) cli::cli_verbatim(unlist(p$log))
         if (p$total > 0) {
           if (!is.null(bar) && !identical(p$status, status)) {
             try(cli::cli_progress_done(id = bar), silent = TRUE) # a new phase

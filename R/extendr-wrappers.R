@@ -49,6 +49,19 @@ rs_token_info <- function(config, scope) .Call(wrap__rs_token_info, config, scop
 #' @noRd
 rs_aci_run <- function(config, spec, timeout_s) .Call(wrap__rs_aci_run, config, spec, timeout_s)
 
+#' The sha256 of a file (no network).
+#' @noRd
+rs_file_sha256 <- function(path) .Call(wrap__rs_file_sha256, path)
+
+#' Deploy a model: store it, make sure its runtime image exists, record it. The
+#' request is validated before any network call.
+#' @noRd
+rs_deploy_model <- function(storage, config, request) .Call(wrap__rs_deploy_model, storage, config, request)
+
+#' The deployment record of a model, or NULL.
+#' @noRd
+rs_get_deployment <- function(storage, container, name) .Call(wrap__rs_get_deployment, storage, container, name)
+
 #' Start the control-plane emulator on the runtime; returns its endpoints and the
 #' emulated tenant's service principal.
 #' @noRd

@@ -49,9 +49,18 @@ store_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
   check_string(name)
   rust_check(rs_check_model_name(name))
   check_target(target)
+  bundle <- model_bundle(model, predict_fun, ptype, packages)
+  out <- rust_wait(rs_store_model(target_storage(target), target$container, name, bundle$file, bundle$meta))
+  new_model_version(out$manifest, reused = out$reused, bytes_sent = out$bytes_sent)
+}
+
+# The bundle of a model, serialized to a temporary file that lives as long as the
+# caller's frame: the model, predict_fun, ptype, and the packages it needs.
+model_bundle <- function(model, predict_fun, ptype, packages, require_predict = FALSE,
+                         call = rlang::caller_env()) {
   if (!is.null(predict_fun)) {
     if (!is.function(predict_fun)) {
-      serverless_abort("{.arg predict_fun} must be a function(model, newdata) or NULL.", "input")
+      serverless_abort("{.arg predict_fun} must be a function(model, newdata) or NULL.", "input", call = call)
     }
     # It must be self-contained: the session it was written in is not saved with it.
     if (!isNamespace(environment(predict_fun))) environment(predict_fun) <- globalenv()
@@ -59,10 +68,12 @@ store_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
   if (is.null(ptype)) {
     ptype <- model_ptype(model)
   } else if (!is.data.frame(ptype)) {
-    serverless_abort("{.arg ptype} must be a data frame (zero rows is enough), not {.cls {class(ptype)[1]}}.", "input")
+    serverless_abort("{.arg ptype} must be a data frame (zero rows is enough), not {.cls {class(ptype)[1]}}.",
+                     "input", call = call)
   }
   if (!is.null(ptype)) ptype <- ptype[0, , drop = FALSE]
-  pkgs <- model_packages(model, packages)
+  pkgs <- model_packages(model, packages, predict_fun = predict_fun,
+                         require_predict = require_predict, call = call)
   bundle <- list(
     model = drop_formula_envs(model),
     predict_fun = predict_fun,
@@ -71,8 +82,8 @@ store_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
     r_version = r_version(),
     serverless_version = serverless_version()
   )
-  file <- withr::local_tempfile(pattern = "serverless-bundle-")
-  write_bundle(bundle, file)
+  file <- withr::local_tempfile(pattern = "serverless-bundle-", .local_envir = call)
+  write_bundle(bundle, file, call = call)
   meta <- list(
     model_class = class(model),
     packages = as.list(pkgs),
@@ -81,8 +92,7 @@ store_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
     ptype = ptype_description(ptype),
     has_predict_fun = !is.null(predict_fun)
   )
-  out <- rust_wait(rs_store_model(target_storage(target), target$container, name, file, meta))
-  new_model_version(out$manifest, reused = out$reused, bytes_sent = out$bytes_sent)
+  list(file = file, meta = meta, packages = pkgs)
 }
 
 #' @rdname store_model
@@ -196,28 +206,73 @@ ptype_description <- function(ptype) {
   })
 }
 
-# Packages the model needs: those defining methods for its classes, plus `extra`, each
-# with the installed version. A package that is not installed is an input error.
-model_packages <- function(model, extra = NULL, call = rlang::caller_env()) {
+# Packages the model needs: those defining predict methods for its classes (S3) or
+# the classes themselves (S4), those `predict_fun` calls as `pkg::fun`, plus `extra`;
+# each with its installed version. A package that is not installed is an input error,
+# and, when `require_predict`, a model no installed package can predict with.
+model_packages <- function(model, extra = NULL, predict_fun = NULL, require_predict = FALSE,
+                           call = rlang::caller_env()) {
   if (!is.null(extra) && (!is.character(extra) || anyNA(extra))) {
     serverless_abort("{.arg packages} must be a character vector of package names.", "input", call = call)
   }
   pkgs <- character()
+  has_method <- FALSE
   for (cls in class(model)) {
     method <- utils::getS3method("predict", cls, optional = TRUE)
     if (!is.null(method)) {
+      has_method <- TRUE
       pkg <- environmentName(environment(method))
       if (nzchar(pkg) && !pkg %in% c("base", "stats", "R_GlobalEnv")) pkgs <- c(pkgs, pkg)
     }
   }
+  s4_pkg <- attr(class(model), "package")
+  if (isS4(model) && !is.null(s4_pkg)) {
+    has_method <- TRUE
+    if (!s4_pkg %in% c("base", "stats", "methods", ".GlobalEnv")) pkgs <- c(pkgs, s4_pkg)
+  }
+  if (require_predict && !has_method && is.null(predict_fun)) {
+    serverless_abort(
+      c("No installed package has a {.fn predict} method for a model of class {.cls {class(model)}}.",
+        i = "Install the package that fitted it, or give {.arg predict_fun} (and its {.arg packages})."),
+      "input", call = call
+    )
+  }
+  if (!is.null(predict_fun)) pkgs <- c(pkgs, called_packages(body(predict_fun)))
   pkgs <- unique(c(pkgs, extra))
+  pkgs <- setdiff(pkgs, c(base_packages, "serveRless"))
   missing <- pkgs[!vapply(pkgs, function(p) nzchar(system.file(package = p)), logical(1))]
   if (length(missing)) {
     serverless_abort(c("{.pkg {missing}} {?is/are} not installed.",
                        i = "Install what is missing, or drop it from {.arg packages}."),
                      "input", call = call)
   }
-  vapply(pkgs, function(p) as.character(utils::packageVersion(p)), "")
+  vapply(pkgs, package_version_string, "")
+}
+
+# The packages a function body calls as `pkg::fun` or `pkg:::fun`.
+called_packages <- function(expr) {
+  found <- character()
+  walk <- function(e) {
+    if (is.call(e)) {
+      head <- e[[1]]
+      if (is.name(head) && as.character(head) %in% c("::", ":::")) {
+        found <<- c(found, as.character(e[[2]]))
+      } else {
+        for (part in as.list(e)) walk(part)
+      }
+    }
+  }
+  walk(expr)
+  unique(found)
+}
+
+# The packages that ship with R itself and never need installing.
+base_packages <- c("base", "compiler", "datasets", "graphics", "grDevices", "grid", "methods",
+                   "parallel", "splines", "stats", "stats4", "tcltk", "tools", "utils")
+
+# The version exactly as its DESCRIPTION says ("4.7-1.1", not "4.7.1.1").
+package_version_string <- function(pkg) {
+  utils::packageDescription(pkg, fields = "Version")
 }
 
 r_version <- function() paste(R.version$major, R.version$minor, sep = ".")

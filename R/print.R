@@ -68,3 +68,44 @@ format_bytes <- function(n) {
   i <- if (n > 0) min(floor(log(n, 1000)), length(units) - 1) else 0
   if (i == 0) sprintf("%d B", as.integer(n)) else sprintf("%.1f %s", n / 1000^i, units[i + 1])
 }
+
+#' @export
+format.serverless_deployment <- function(x, ...) {
+  built <- if (isTRUE(x$built)) {
+    sprintf("built (ACR Tasks run %s, %.0f s)", x$build$run_id %||% "?", x$build$seconds %||% NA)
+  } else if (isFALSE(x$built)) {
+    "unchanged (runtime spec already built)"
+  }
+  c(
+    sprintf("<serverless_deployment> %s", x$name),
+    sprintf("  model:    version %s (sha256 %s)", x$model_version, substr(x$model_sha256, 1, 16)),
+    sprintf("  image:    %s", x$image),
+    if (!is.null(built)) sprintf("            %s", built),
+    sprintf("  registry: %s", x$registry),
+    sprintf("  runs on:  %s cpu, %s GB, as identity %s", format(x$cpu), format(x$memory_gb),
+            basename(x$identity)),
+    sprintf("  updated:  %s", format(x$updated, "%Y-%m-%d %H:%M:%S UTC"))
+  )
+}
+
+#' @export
+print.serverless_deployment <- function(x, ...) {
+  cat(format(x), sep = "\n")
+  invisible(x)
+}
+
+#' @export
+format.serverless_plan <- function(x, ...) {
+  items <- x$items
+  counts <- table(factor(items$action, levels = c("create", "update", "delete", "unchanged")))
+  header <- sprintf("<serverless_plan> %s: %s", x$what,
+                    paste(counts, names(counts), collapse = ", "))
+  marks <- c(create = "+", update = "~", delete = "-", unchanged = "=")
+  c(header, sprintf("  %s %-9s %-15s %s", marks[items$action], items$action, items$kind, items$id))
+}
+
+#' @export
+print.serverless_plan <- function(x, ...) {
+  cat(format(x), sep = "\n")
+  invisible(x)
+}

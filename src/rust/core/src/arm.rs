@@ -120,6 +120,17 @@ impl ArmClient {
         })
     }
 
+    /// The HTTP client ARM calls use (it trusts the local Azure's CA when given), for
+    /// the data-plane calls that go with them (registry, build logs).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A bearer token for Resource Manager, e.g. to exchange for a registry token.
+    pub async fn access_token(&self) -> Result<String> {
+        self.bearer(false).await
+    }
+
     async fn bearer(&self, refresh: bool) -> Result<String> {
         if !refresh {
             if let Some(t) = self

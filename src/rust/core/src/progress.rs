@@ -11,6 +11,10 @@ pub struct Progress {
     status: Mutex<String>,
     /// Messages for the user (e.g. a device-code prompt), shown once each.
     notices: Arc<Mutex<Vec<String>>>,
+    /// Steps of multi-step work ("creating registry ..."), shown once each.
+    steps: Mutex<Vec<String>>,
+    /// Lines of a remote log being streamed (e.g. an image build), shown verbatim.
+    log: Mutex<Vec<String>>,
 }
 
 /// A consistent-enough snapshot for one progress-bar update.
@@ -45,6 +49,32 @@ impl Progress {
     /// Messages not shown yet.
     pub fn take_notices(&self) -> Vec<String> {
         std::mem::take(&mut *self.notices.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Announce one step of multi-step work.
+    pub fn step(&self, text: impl Into<String>) {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text.into());
+    }
+
+    /// Steps not shown yet.
+    pub fn take_steps(&self) -> Vec<String> {
+        std::mem::take(&mut *self.steps.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Append lines of a streamed log.
+    pub fn log_lines(&self, lines: impl IntoIterator<Item = String>) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(lines);
+    }
+
+    /// Log lines not shown yet.
+    pub fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn snapshot(&self) -> ProgressSnapshot {

@@ -196,6 +196,24 @@ impl Storage {
         result
     }
 
+    /// What `store_model` would do, without writing: the bundle's sha256 and the
+    /// newest version when it already holds this exact bundle.
+    pub async fn plan_model(
+        &self,
+        container: &str,
+        name: &str,
+        serialized: &Path,
+    ) -> Result<(String, Option<Manifest>)> {
+        check_model_name(name)?;
+        let compressed = sibling(serialized, ".zst");
+        let (src, dst) = (serialized.to_path_buf(), compressed.clone());
+        let hashed = blocking(move || compress_file(&src, &dst)).await;
+        let _ = std::fs::remove_file(&compressed);
+        let (sha256, _, _) = hashed?;
+        let newest = self.model_versions(container, name).await?.pop();
+        Ok((sha256.clone(), newest.filter(|m| m.sha256 == sha256)))
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn store_compressed(
         &self,

@@ -15,7 +15,7 @@ use serverless_core::aci::{self, GroupSpec};
 use serverless_core::arm::ArmClient;
 use serverless_core::auth::{self, CredentialSpec, Endpoints};
 use serverless_core::blob::{split_path, Storage, StorageConfig, UploadOptions};
-use serverless_core::{store, Error};
+use serverless_core::{deploy, store, Error};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,13 +63,17 @@ fn job_poll(job: Robj, wait_ms: i32) -> Robj {
             return error_to_robj(&Error::internal("not a serveRless job handle"));
         };
         let notices = job.progress().take_notices();
+        let steps = job.progress().take_steps();
+        let log = job.progress().take_log();
         let progress = job.progress().snapshot();
         let state = job.poll(Duration::from_millis(wait_ms.max(0) as u64));
         let progress = list!(
             done = progress.done as f64,
             total = progress.total as f64,
             status = progress.status,
-            notices = notices
+            notices = notices,
+            steps = steps,
+            log = log
         );
         match state {
             Poll::Running => list!(finished = false, progress = progress).into(),
@@ -306,6 +310,47 @@ fn rs_aci_run(config: Robj, spec: Robj, timeout_s: f64) -> Robj {
     })
 }
 
+/// The sha256 of a file (no network).
+/// @noRd
+#[extendr]
+fn rs_file_sha256(path: &str) -> Robj {
+    let path = PathBuf::from(path);
+    guard(move || {
+        result_to_robj(serverless_core::templates::file_sha256(&path).map(Value::String))
+    })
+}
+
+/// Deploy a model: store it, make sure its runtime image exists, record it. The
+/// request is validated before any network call.
+/// @noRd
+#[extendr]
+fn rs_deploy_model(storage: Robj, config: Robj, request: Robj) -> Robj {
+    let request: Result<deploy::DeployRequest, Error> =
+        serde_json::from_value(robj_to_json(&request))
+            .map_err(|e| Error::input(format!("invalid deployment request: {e}")));
+    guard(move || {
+        let storage = storage_from(&storage);
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let (storage, config, request) = (storage?, config?, request?);
+            let arm = arm_client(&config, &progress)?;
+            to_value(deploy::deploy(&storage, &arm, &request, &progress).await?)
+        })
+    })
+}
+
+/// The deployment record of a model, or NULL.
+/// @noRd
+#[extendr]
+fn rs_get_deployment(storage: Robj, container: &str, name: &str) -> Robj {
+    let (container, name) = (container.to_string(), name.to_string());
+    guard(move || {
+        start(storage_from(&storage), move |s, _| async move {
+            to_value(deploy::get_deployment(&s, &container, &name).await?)
+        })
+    })
+}
+
 /// The local Azure's control-plane emulator, held by R in the target.
 struct LocalHandle(std::sync::Mutex<Option<serverless_local::LocalAzure>>);
 
@@ -431,6 +476,9 @@ extendr_module! {
     fn rs_load_model;
     fn rs_token_info;
     fn rs_aci_run;
+    fn rs_file_sha256;
+    fn rs_deploy_model;
+    fn rs_get_deployment;
     fn rs_local_start;
     fn rs_local_journal;
     fn rs_local_faults;
