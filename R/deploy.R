@@ -79,7 +79,7 @@ deploy_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
   if (dry_run) {
     return(plan)
   }
-  new_deployment(out$deployment, built = out$built, model_reused = out$model_reused,
+  new_deployment(out$deployment, target, built = out$built, model_reused = out$model_reused,
                  bytes_sent = out$bytes_sent, arm_calls = out$arm_calls, plan = plan,
                  build = out$build, dockerfile = out$dockerfile)
 }
@@ -94,7 +94,7 @@ get_deployment <- function(name, target) {
   if (is.null(record)) {
     return(NULL)
   }
-  new_deployment(record)
+  new_deployment(record, target)
 }
 
 #' How runtime images are built
@@ -243,7 +243,7 @@ read_template <- function(file) {
 
 drop_nulls <- function(x) x[!vapply(x, is.null, logical(1))]
 
-new_deployment <- function(record, built = NA, model_reused = NA, bytes_sent = NA,
+new_deployment <- function(record, target, built = NA, model_reused = NA, bytes_sent = NA,
                            arm_calls = NA, plan = NULL, build = NULL, dockerfile = NULL) {
   structure(
     list(
@@ -265,7 +265,8 @@ new_deployment <- function(record, built = NA, model_reused = NA, bytes_sent = N
       plan = plan,
       build = build,
       dockerfile = dockerfile,
-      record = record
+      record = record,
+      target = target
     ),
     class = "serverless_deployment"
   )

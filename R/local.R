@@ -55,7 +55,17 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   )
   withr::defer(stop_process(proc), envir = .local_envir, priority = "last")
   port <- wait_for_azurite(proc)
-  emulator <- rust_result(rs_local_start(list(work_dir = file.path(dir, "control-plane"))))
+  emulator <- rust_result(rs_local_start(list(
+    work_dir = file.path(dir, "control-plane"),
+    # The storage account exists in the emulated subscription, as it would in Azure.
+    storage_accounts = list(list(
+      resource_group = local_resource_group, name = azurite_account, location = local_location,
+      blob_endpoint = sprintf("http://127.0.0.1:%d/%s", port, azurite_account)
+    )),
+    taken_registry_names = taken_registry_names,
+    # Locally a runtime image runs as this R with these libraries.
+    r_library_paths = as.list(.libPaths())
+  )))
   withr::defer(rs_local_stop(emulator$handle), envir = .local_envir, priority = "first")
   secrets <- new.env(parent = emptyenv())
   secrets$key <- azurite_key
@@ -71,8 +81,8 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
     blob_endpoint = sprintf("http://127.0.0.1:%d/%s", port, azurite_account),
     container = container,
     subscription = emulator$subscription_id,
-    resource_group = "serverless-local",
-    location = "westeurope",
+    resource_group = local_resource_group,
+    location = local_location,
     arm_endpoint = emulator$https,
     authority_host = emulator$https,
     identity_endpoint = emulator$identity,
@@ -83,6 +93,13 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   rust_wait(rs_ensure_container(target_storage(target), container))
   target
 }
+
+local_resource_group <- "serverless-local"
+local_location <- "westeurope"
+
+# Registry names are global in Azure; these well-known ones are taken there, so the
+# local Azure refuses them too.
+taken_registry_names <- c("contoso", "myregistry", "registry", "acr", "docker")
 
 find_azurite <- function(call = rlang::caller_env()) {
   path <- Sys.getenv("SERVERLESS_AZURITE")

@@ -109,3 +109,27 @@ print.serverless_plan <- function(x, ...) {
   cat(format(x), sep = "\n")
   invisible(x)
 }
+
+#' @export
+format.serverless_run <- function(x, ...) {
+  s <- x$shards
+  secs <- sum(s$duration_s, na.rm = TRUE)
+  # Until estimate_cost() exists: ACI pay-as-you-go, East US (reference prices, 2026).
+  cost <- secs * (x$cpu * 0.00001125 + x$memory_gb * 0.00000124)
+  c(
+    sprintf("<serverless_run> %s of %s (model %s)", x$run_id, x$deployment, x$model_version),
+    sprintf("  output: %s", x$output),
+    sprintf("  shard %-2d %-9s exit %-3s %7s rows %7.1f s  %d input%s", s$shard, s$state,
+            ifelse(is.na(s$exit_code), "-", s$exit_code),
+            ifelse(is.na(s$rows), "-", format(s$rows, big.mark = ",")),
+            s$duration_s, s$inputs, ifelse(s$inputs == 1, "", "s")),
+    sprintf("  %d/%d shards succeeded; %.0f container-seconds, about $%.5f (ACI, %s cpu, %s GB)",
+            sum(s$state == "Succeeded"), nrow(s), secs, cost, format(x$cpu), format(x$memory_gb))
+  )
+}
+
+#' @export
+print.serverless_run <- function(x, ...) {
+  cat(format(x), sep = "\n")
+  invisible(x)
+}

@@ -50,3 +50,300 @@ credential_token_info <- function(target, credential = target_credential(target)
   config <- list(endpoints = target_endpoints(target), credential = credential_spec(credential))
   rust_wait(rs_token_info(config, scope))
 }
+
+#' Score data now, on Azure Container Instances
+#'
+#' `score_now()` runs the deployment's model over data in Blob Storage (or a data
+#' frame you give) in one container group per shard. Each group runs
+#' [run_scoring_job()] in the deployment's runtime image, as the deployment's managed
+#' identity, and stops when done (you pay per second). With `wait = TRUE` it shows
+#' progress, collects each shard's logs and exit code, deletes the groups (unless
+#' `keep = TRUE`) and returns the finished run; with `wait = FALSE` it returns at once
+#' and [run_status()] refreshes the run.
+#'
+#' Inputs: `input` is `"container/prefix/pattern"` with an optional glob in the last
+#' part (`"data/in/*.csv"`), or a prefix ending in `/`. CSV, Parquet and RDS files are
+#' read. Shards split the files between them; a single file is split by rows. Outputs:
+#' one file per input (the input columns plus `.pred`) under `output`, and one run
+#' record per shard, `_runs/<run id>/<shard>/_run.json`, written last.
+#'
+#' @param dep A deployment from [deploy_model()] or [get_deployment()].
+#' @param newdata A data frame to score; it is uploaded to the run's own input path and
+#'   its predictions come back with [read_predictions()].
+#' @param input,output Blob paths (`"container/prefix"`) to read from and write to.
+#'   `output` defaults to the run's own path when `newdata` is given.
+#' @param shards Number of container groups.
+#' @param wait Wait for the run to finish.
+#' @param cpu,memory_gb Per group; default: the deployment's.
+#' @param keep Keep the container groups after they finish (for debugging; they are
+#'   not billed once stopped, but count against quotas).
+#' @param timeout Seconds to wait before the run is stopped and its groups deleted.
+#' @return A `serverless_run`. A failed shard raises `serverless_error_job` (with its
+#'   exit code and log tail) once the run has finished; other shards' outputs stay.
+#' @examples
+#' \donttest{
+#' if (nzchar(Sys.which("azurite-blob"))) {
+#' target <- local_azure()
+#' dep <- deploy_model(lm(mpg ~ wt + hp, data = mtcars), "mpg", target)
+#' run <- score_now(dep, newdata = mtcars)
+#' run
+#' head(read_predictions(run))
+#' }
+#' }
+#' @export
+score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards = 1,
+                      wait = TRUE, cpu = NULL, memory_gb = NULL, keep = FALSE, timeout = 3600) {
+  check_deployment(dep)
+  check_flag(wait)
+  check_flag(keep)
+  if (!is.numeric(shards) || length(shards) != 1 || is.na(shards) || shards < 1 ||
+      shards != round(shards)) {
+    serverless_abort("{.arg shards} must be a whole number, at least 1, not {.val {format(shards)}}.", "input")
+  }
+  check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
+  if (is.null(newdata) == is.null(input)) {
+    serverless_abort("Give either {.arg newdata} (a data frame) or {.arg input} (a blob path), not both or neither.",
+                     "input")
+  }
+  if (!is.null(newdata) && !is.data.frame(newdata)) {
+    serverless_abort("{.arg newdata} must be a data frame, not {.cls {class(newdata)[1]}}.", "input")
+  }
+  if (!is.null(newdata) && nrow(newdata) == 0) {
+    serverless_abort("{.arg newdata} has no rows.", "input")
+  }
+  if (!is.null(input)) check_string(input)
+  if (!is.null(output)) check_string(output)
+  if (is.null(output) && is.null(newdata)) {
+    serverless_abort("{.arg output} is needed with {.arg input}: where should the predictions go?", "input")
+  }
+  target <- dep$target
+  run_id <- new_run_id()
+  run_prefix <- sprintf("%s/runs/%s/%s", target$container, dep$name, run_id)
+  if (!is.null(newdata)) {
+    file <- withr::local_tempfile(fileext = ".rds")
+    saveRDS(newdata, file)
+    input <- paste0(run_prefix, "/input/newdata.rds")
+    blob_upload(target, file, input)
+    output <- output %||% paste0(run_prefix, "/output/")
+  }
+  output <- sub("/*$", "/", output)
+  rust_check(rs_check_blob_path(paste0(output, "x")))
+  files <- resolve_inputs(target, input)
+  plan <- shard_inputs(files, shards)
+
+  live <- get_deployment(dep$name, target)
+  if (is.null(live)) {
+    serverless_abort(c("Deployment {.val {dep$name}} no longer exists.",
+                       i = "Deploy the model again with {.fn deploy_model}."), "input")
+  }
+  request <- list(
+    subscription = target$subscription,
+    resource_group = target$resource_group,
+    location = target$location,
+    deployment = dep$name,
+    run_id = run_id,
+    image = live$image,
+    login_server = live$record$login_server,
+    identity_id = live$record$identity_id,
+    cpu = as.numeric(cpu %||% live$cpu),
+    memory_gb = as.numeric(memory_gb %||% live$memory_gb),
+    shards = lapply(seq_along(plan), function(i) {
+      list(index = i, env = job_environment(live, target, run_id, i, length(plan), plan[[i]], output))
+    })
+  )
+  shards_state <- rust_wait(rs_score_run(target_arm(target), request, wait, keep, as.numeric(timeout)))
+  run <- new_run(run_id, live, target, shards_state, output = output, inputs = plan,
+                 request = request, keep = keep)
+  if (wait) run <- finish_run(run)
+  run
+}
+
+#' @rdname score_now
+#' @param run A `serverless_run`.
+#' @export
+run_status <- function(run) {
+  check_run(run)
+  if (run_finished(run)) {
+    return(run)
+  }
+  shards <- rust_wait(rs_score_status(target_arm(run$target), run$shards_state, run$keep))
+  run$shards_state <- shards
+  run$shards <- shards_frame(shards, run$inputs)
+  if (run_finished(run)) run <- finish_run(run, raise = FALSE)
+  run
+}
+
+#' @rdname score_now
+#' @export
+read_predictions <- function(run) {
+  check_run(run)
+  if (!run_finished(run)) {
+    serverless_abort("Run {.val {run$run_id}} has not finished: call {.fn run_status} first.", "input")
+  }
+  outputs <- unlist(lapply(run$records, function(r) unlist(r$outputs)))
+  if (!length(outputs)) {
+    serverless_abort("Run {.val {run$run_id}} wrote no outputs.", "input")
+  }
+  parts <- lapply(outputs, function(path) read_table_blob(run$target, path))
+  out <- do.call(rbind, parts)
+  rownames(out) <- NULL
+  out
+}
+
+# The internal view of a run: finished when every shard has succeeded or failed.
+run_finished <- function(run) all(run$shards$state %in% c("Succeeded", "Failed"))
+
+# Reads the run records, and raises serverless_error_job for a failed shard.
+finish_run <- function(run, raise = TRUE) {
+  run$records <- lapply(seq_len(nrow(run$shards)), function(i) {
+    path <- sprintf("%s_runs/%s/%d/_run.json", run$output, run$run_id, i)
+    tryCatch(read_json_blob(run$target, path), serverless_error = function(e) NULL)
+  })
+  rows <- vapply(run$records, function(r) as.numeric(r$rows_out %||% NA), 0)
+  run$shards$rows <- rows
+  failed <- which(run$shards$state == "Failed")
+  if (raise && length(failed)) {
+    i <- failed[1]
+    logs <- run$shards_state[[i]]$logs %||% ""
+    tail <- utils::tail(strsplit(logs, "\n", fixed = TRUE)[[1]], 15)
+    code <- run$shards$exit_code[i]
+    cli::cli_abort(
+      c("Shard {i} of run {.val {run$run_id}} failed with exit code {code} ({exit_code_meaning(code)}).",
+        i = "{length(failed)} of {nrow(run$shards)} shard{?s} failed; the others' outputs are kept.",
+        i = "Last lines of its log:",
+        cli_escape(tail)),
+      class = c("serverless_error_job", "serverless_error"),
+      exit_code = code, logs = logs, run = run
+    )
+  }
+  run
+}
+
+exit_code_meaning <- function(code) {
+  switch(as.character(code),
+         "0" = "ok", "2" = "bad input", "3" = "model or predict error", "4" = "storage error",
+         "unexpected")
+}
+
+new_run_id <- function() {
+  tolower(paste0(format(Sys.time(), "%Y%m%dt%H%M%S", tz = "UTC"), "-",
+                 paste(sample(c(0:9, letters[1:6]), 6, replace = TRUE), collapse = "")))
+}
+
+check_deployment <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (!inherits(x, "serverless_deployment") || is.null(x$target)) {
+    serverless_abort("{.arg {arg}} must be a deployment from {.fn deploy_model} or {.fn get_deployment}.",
+                     "input", call = call)
+  }
+}
+
+check_run <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (!inherits(x, "serverless_run")) {
+    serverless_abort("{.arg {arg}} must be a run from {.fn score_now}.", "input", call = call)
+  }
+}
+
+# "container/prefix/*.csv" -> the blob paths it matches, sorted.
+resolve_inputs <- function(target, input, call = rlang::caller_env()) {
+  rust_check(rs_check_blob_path(if (grepl("/$", input)) paste0(input, "x") else input), call = call)
+  dir <- sub("[^/]*$", "", input)
+  pattern <- sub("^.*/", "", input)
+  listed <- blob_list(target, dir)
+  names <- listed$name
+  if (nzchar(pattern)) {
+    names <- names[grepl(utils::glob2rx(pattern), basename(names)) & dirname(names) == sub("/$", "", dir)]
+  }
+  names <- names[grepl("\\.(csv|parquet|rds)$", names, ignore.case = TRUE)]
+  if (!length(names)) {
+    serverless_abort(c("No CSV, Parquet or RDS blob matches {.val {input}}.",
+                       i = "List what is there with {.code blob_list(target, \"{dir}\")}."),
+                     "input", call = call)
+  }
+  sort(names)
+}
+
+# Files split between shards (round robin); a single file is split by rows.
+shard_inputs <- function(files, shards, call = rlang::caller_env()) {
+  if (length(files) == 1) {
+    return(lapply(seq_len(shards), function(i) list(files = files, rows = sprintf("%d/%d", i, shards))))
+  }
+  if (shards > length(files)) {
+    serverless_abort(
+      c("{shards} shards for {length(files)} input files: each shard needs at least one file.",
+        i = "Use at most {length(files)} shards, or one big file (split by rows)."),
+      "input", call = call
+    )
+  }
+  groups <- split(files, rep_len(seq_len(shards), length(files)))
+  lapply(groups, function(f) list(files = unname(f), rows = ""))
+}
+
+# The job's contract: everything run_scoring_job() needs, as plain environment
+# variables. No key, SAS or token: the container gets tokens from its identity.
+job_environment <- function(dep, target, run_id, shard, shards, inputs, output) {
+  env <- list(
+    SERVERLESS_RUN_ID = run_id,
+    SERVERLESS_DEPLOYMENT = dep$name,
+    SERVERLESS_MODEL_VERSION = dep$model_version,
+    SERVERLESS_MODEL_SHA256 = dep$model_sha256,
+    SERVERLESS_STORAGE_ACCOUNT = target$storage_account,
+    SERVERLESS_BLOB_ENDPOINT = target$blob_endpoint,
+    SERVERLESS_CONTAINER = target$container,
+    SERVERLESS_INPUTS = paste(inputs$files, collapse = "\n"),
+    SERVERLESS_ROWS = inputs$rows,
+    SERVERLESS_OUTPUT = output,
+    SERVERLESS_SHARD = as.character(shard),
+    SERVERLESS_SHARDS = as.character(shards),
+    AZURE_CLIENT_ID = dep$record$identity_client_id
+  )
+  # The local Azure's CA (public, not a secret) so the job trusts its HTTPS endpoints.
+  if (identical(target$kind, "local")) env$SERVERLESS_CA_PEM <- target$secrets$ca_pem
+  env
+}
+
+new_run <- function(run_id, dep, target, shards_state, output, inputs, request, keep) {
+  structure(
+    list(
+      run_id = run_id,
+      deployment = dep$name,
+      model_version = dep$model_version,
+      output = output,
+      inputs = inputs,
+      shards = shards_frame(shards_state, inputs),
+      shards_state = shards_state,
+      cpu = request$cpu,
+      memory_gb = request$memory_gb,
+      keep = keep,
+      records = NULL,
+      target = target
+    ),
+    class = "serverless_run"
+  )
+}
+
+shards_frame <- function(states, inputs) {
+  time <- function(s, f) parse_time(s[[f]] %||% NA_character_)
+  started <- do.call(c, lapply(states, time, "started"))
+  finished <- do.call(c, lapply(states, time, "finished"))
+  data.frame(
+    shard = vapply(states, function(s) as.integer(s$index), 0L),
+    state = vapply(states, function(s) s$state, ""),
+    exit_code = vapply(states, function(s) as.integer(s$exit_code %||% NA_integer_), 0L),
+    inputs = vapply(inputs, function(i) length(i$files), 0L),
+    rows = NA_real_,
+    duration_s = as.numeric(difftime(finished, started, units = "secs")),
+    stringsAsFactors = FALSE
+  )
+}
+
+#' @rdname score_now
+#' @export
+scoring_logs <- function(run, ...) {
+  UseMethod("scoring_logs")
+}
+
+#' @export
+scoring_logs.serverless_run <- function(run, ...) {
+  logs <- vapply(run$shards_state, function(s) s$logs %||% NA_character_, "")
+  stats::setNames(logs, paste0("shard ", run$shards$shard))
+}

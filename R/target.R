@@ -114,7 +114,8 @@ target_storage <- function(target) {
     endpoint = target$blob_endpoint,
     key = s$key,
     sas = s$sas,
-    token = s$token
+    token = s$token,
+    ca_pem = s$ca_pem
   )
   if (is.null(s$key) && is.null(s$sas) && is.null(s$token)) {
     out$credential <- credential_spec(target_credential(target))

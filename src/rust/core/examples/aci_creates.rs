@@ -68,6 +68,7 @@ async fn main() {
                     secure_env: BTreeMap::new(),
                 }],
                 identity: None,
+                registry_identities: vec![],
                 tags: BTreeMap::from([("serverless-deployment".into(), "bench".into())]),
             };
             aci::create_group(&arm, &spec).await

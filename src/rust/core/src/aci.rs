@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
+    /// Empty: the image's own command (its CMD).
+    #[serde(default)]
     pub command: Vec<String>,
     pub cpu: f64,
     pub memory_gb: f64,
@@ -31,6 +33,10 @@ pub struct GroupSpec {
     /// Resource id of a user-assigned managed identity for the group.
     #[serde(default)]
     pub identity: Option<String>,
+    /// Private registries to pull from, each with the identity (resource id) to use:
+    /// `(login server, identity)`. No password is ever used.
+    #[serde(default)]
+    pub registry_identities: Vec<(String, String)>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
 }
@@ -110,15 +116,18 @@ impl GroupSpec {
                         .iter()
                         .map(|(k, v)| json!({"name": k, "secureValue": v})),
                 );
-                json!({
+                let mut container = json!({
                     "name": c.name,
                     "properties": {
                         "image": c.image,
-                        "command": c.command,
                         "resources": {"requests": {"cpu": c.cpu, "memoryInGB": c.memory_gb}},
                         "environmentVariables": env,
                     }
-                })
+                });
+                if !c.command.is_empty() {
+                    container["properties"]["command"] = json!(c.command);
+                }
+                container
             })
             .collect();
         let mut body = json!({
@@ -134,6 +143,13 @@ impl GroupSpec {
         if let Some(id) = &self.identity {
             body["identity"] =
                 json!({"type": "UserAssigned", "userAssignedIdentities": {id.clone(): {}}});
+        }
+        if !self.registry_identities.is_empty() {
+            body["properties"]["imageRegistryCredentials"] = self
+                .registry_identities
+                .iter()
+                .map(|(server, identity)| json!({"server": server, "identity": identity}))
+                .collect();
         }
         body
     }
@@ -269,6 +285,7 @@ mod tests {
                 secure_env: BTreeMap::from([("S".into(), "secret".into())]),
             }],
             identity: None,
+            registry_identities: vec![],
             tags: BTreeMap::new(),
         }
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod identity;
 pub mod plan;
 pub mod progress;
+pub mod score;
 pub mod store;
 pub mod templates;
 

@@ -88,6 +88,7 @@ impl Env {
                 secure_env: BTreeMap::from([("S".into(), "very-secret-value".into())]),
             }],
             identity: None,
+            registry_identities: vec![],
             tags: BTreeMap::from([("serverless-deployment".into(), "test".into())]),
         }
     }

@@ -15,7 +15,7 @@ use serverless_core::aci::{self, GroupSpec};
 use serverless_core::arm::ArmClient;
 use serverless_core::auth::{self, CredentialSpec, Endpoints};
 use serverless_core::blob::{split_path, Storage, StorageConfig, UploadOptions};
-use serverless_core::{deploy, store, Error};
+use serverless_core::{deploy, score, store, Error};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -320,6 +320,33 @@ fn rs_file_sha256(path: &str) -> Robj {
     })
 }
 
+/// Parse JSON text into R lists and vectors (the package has no JSON dependency).
+/// @noRd
+#[extendr]
+fn rs_json_parse(text: &str) -> Robj {
+    let text = text.to_string();
+    guard(move || {
+        result_to_robj(
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| Error::input(format!("not valid JSON: {e}"))),
+        )
+    })
+}
+
+/// Format R lists and vectors as pretty JSON text.
+/// @noRd
+#[extendr]
+fn rs_json_format(x: Robj) -> Robj {
+    let value = robj_to_json(&x);
+    guard(move || {
+        result_to_robj(
+            serde_json::to_string_pretty(&value)
+                .map(Value::String)
+                .map_err(|e| Error::internal(format!("cannot format JSON: {e}"))),
+        )
+    })
+}
+
 /// Deploy a model: store it, make sure its runtime image exists, record it. The
 /// request is validated before any network call.
 /// @noRd
@@ -351,6 +378,71 @@ fn rs_get_deployment(storage: Robj, container: &str, name: &str) -> Robj {
     })
 }
 
+fn arm_shared(config: &ArmConfig, progress: &serverless_core::Progress) -> Result<std::sync::Arc<ArmClient>, Error> {
+    arm_client(config, progress).map(std::sync::Arc::new)
+}
+
+/// Start a scoring run (one container group per shard) and, with `wait`, follow it
+/// to the end. Returns the shards' states.
+/// @noRd
+#[extendr]
+fn rs_score_run(config: Robj, request: Robj, wait: bool, keep: bool, timeout_s: f64) -> Robj {
+    let request: Result<score::RunRequest, Error> = serde_json::from_value(robj_to_json(&request))
+        .map_err(|e| Error::input(format!("invalid scoring run: {e}")));
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let (config, request) = (config?, request?);
+            let arm = arm_shared(&config, &progress)?;
+            let timeout = Duration::from_secs_f64(timeout_s.max(1.0));
+            to_value(score::run(arm, &request, wait, keep, timeout, &progress).await?)
+        })
+    })
+}
+
+/// Refresh a run's shards; when all are done, collect logs and delete the groups
+/// (unless `keep`).
+/// @noRd
+#[extendr]
+fn rs_score_status(config: Robj, shards: Robj, keep: bool) -> Robj {
+    let shards: Result<Vec<score::ShardState>, Error> =
+        serde_json::from_value(robj_to_json(&shards))
+            .map_err(|e| Error::input(format!("invalid run state: {e}")));
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let (config, shards) = (config?, shards?);
+            let arm = arm_client(&config, &progress)?;
+            let shards = score::poll(&arm, &shards).await?;
+            let all_done = shards.iter().all(|s| s.state == "Succeeded" || s.state == "Failed");
+            let shards = if all_done {
+                score::finish(&arm, &shards, keep).await
+            } else {
+                shards
+            };
+            to_value(shards)
+        })
+    })
+}
+
+/// Delete every container group of a run.
+/// @noRd
+#[extendr]
+fn rs_score_delete(config: Robj, shards: Robj) -> Robj {
+    let shards: Result<Vec<score::ShardState>, Error> =
+        serde_json::from_value(robj_to_json(&shards))
+            .map_err(|e| Error::input(format!("invalid run state: {e}")));
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let (config, shards) = (config?, shards?);
+            let arm = arm_client(&config, &progress)?;
+            score::delete_all(&arm, &shards).await?;
+            Ok(Value::Null)
+        })
+    })
+}
+
 /// The local Azure's control-plane emulator, held by R in the target.
 struct LocalHandle(std::sync::Mutex<Option<serverless_local::LocalAzure>>);
 
@@ -364,7 +456,31 @@ fn rs_local_start(config: Robj) -> Robj {
         let Some(work_dir) = cfg.get("work_dir").and_then(Value::as_str) else {
             return error_to_robj(&Error::input("work_dir is required"));
         };
-        let config = serverless_local::Config::new(work_dir);
+        let mut config = serverless_local::Config::new(work_dir);
+        let strings = |key: &str| -> Vec<String> {
+            cfg.get(key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        config.taken_registry_names = strings("taken_registry_names");
+        config.r_library_paths = strings("r_library_paths")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        if let Some(accounts) = cfg.get("storage_accounts").and_then(Value::as_array) {
+            for a in accounts {
+                let field = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+                config
+                    .storage_accounts
+                    .push(serverless_local::SeededStorageAccount {
+                        resource_group: field("resource_group"),
+                        name: field("name"),
+                        blob_endpoint: field("blob_endpoint"),
+                        location: field("location"),
+                    });
+            }
+        }
         let rt = match job::runtime() {
             Ok(rt) => rt,
             Err(e) => return error_to_robj(&e),
@@ -477,8 +593,13 @@ extendr_module! {
     fn rs_token_info;
     fn rs_aci_run;
     fn rs_file_sha256;
+    fn rs_json_parse;
+    fn rs_json_format;
     fn rs_deploy_model;
     fn rs_get_deployment;
+    fn rs_score_run;
+    fn rs_score_status;
+    fn rs_score_delete;
     fn rs_local_start;
     fn rs_local_journal;
     fn rs_local_faults;

@@ -41,6 +41,10 @@ pub struct StorageConfig {
     pub credential: Option<crate::auth::CredentialSpec>,
     #[serde(default)]
     pub endpoints: Option<crate::auth::Endpoints>,
+    /// A PEM certificate to trust in addition to the system roots (the local Azure's
+    /// Azurite serves HTTPS with it, so bearer tokens work as in Azure).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
 }
 
 // Keep secrets out of any debug output.
@@ -168,11 +172,21 @@ impl Storage {
                 )))
             }
         };
-        let transport = Transport::new(azure_core::http::new_http_client(Some(
-            azure_core::http::HttpClientOptions {
-                automatic_decompression: false,
-            },
-        )));
+        let transport = match &config.ca_pem {
+            // reqwest as built here does no decompression, like the default below.
+            Some(pem) => Transport::new(Arc::new(
+                crate::auth::Endpoints {
+                    ca_pem: Some(pem.clone()),
+                    ..Default::default()
+                }
+                .http_client()?,
+            )),
+            None => Transport::new(azure_core::http::new_http_client(Some(
+                azure_core::http::HttpClientOptions {
+                    automatic_decompression: false,
+                },
+            ))),
+        };
         Ok(Storage {
             account: config.account,
             endpoint,

@@ -1,0 +1,322 @@
+# run_scoring_job(): the program inside every scoring container.
+
+#' The scoring job that runs inside each container
+#'
+#' `run_scoring_job()` is the command of the runtime image: [score_now()] and
+#' [schedule_scoring()] start containers that run it. It is exported so the image can
+#' call it; you do not call it yourself.
+#'
+#' It reads its whole contract from environment variables:
+#'
+#' | variable | meaning |
+#' |---|---|
+#' | `SERVERLESS_RUN_ID` | the run's id |
+#' | `SERVERLESS_DEPLOYMENT` | the deployment (model) name |
+#' | `SERVERLESS_MODEL_VERSION`, `SERVERLESS_MODEL_SHA256` | the model version to load and its bundle's sha256 |
+#' | `SERVERLESS_STORAGE_ACCOUNT`, `SERVERLESS_BLOB_ENDPOINT` | the storage account |
+#' | `SERVERLESS_CONTAINER` | the container holding the models |
+#' | `SERVERLESS_INPUTS` | this shard's input blobs (`container/path`), one per line |
+#' | `SERVERLESS_ROWS` | `i/n` to score only the i-th of n row ranges of a single input, or empty |
+#' | `SERVERLESS_OUTPUT` | the output prefix (`container/prefix/`) |
+#' | `SERVERLESS_SHARD`, `SERVERLESS_SHARDS` | this shard's number and the count |
+#' | `AZURE_CLIENT_ID` | the client id of the managed identity to authenticate as |
+#' | `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` | set by Azure Container Instances (and by the local Azure): where the identity gets tokens |
+#' | `SERVERLESS_CA_PEM` | local Azure only: its CA certificate (public) |
+#'
+#' No key, SAS or token is ever passed in the environment. The job downloads the model
+#' bundle and verifies its sha256, reads each input (CSV, Parquet, RDS) or its row
+#' range, checks the columns against the model's `ptype` (reporting every mismatch at
+#' once), predicts with `predict_fun` or `predict()`, writes one output per input (the
+#' input columns plus `.pred`, or `.pred_<name>` per column of a matrix prediction) and
+#' then, last, `_runs/<run id>/<shard>/_run.json` under the output prefix, so a reader
+#' never takes a partial output for a finished one. It logs one line per step.
+#'
+#' Exit codes: 0 ok, 2 bad input (missing variables, unreadable inputs, columns that do
+#' not match the ptype), 3 model or predict error, 4 storage error.
+#'
+#' @param env The environment variables to read (for tests).
+#' @param exit If `FALSE`, return the exit code instead of quitting R.
+#' @return The exit code, invisibly, when `exit = FALSE`.
+#' @examples
+#' # Inside a container: Rscript -e 'serveRless::run_scoring_job()'
+#' # Without the variables it exits with code 2 (bad input):
+#' run_scoring_job(env = character(), exit = FALSE)
+#' @export
+run_scoring_job <- function(env = Sys.getenv(), exit = TRUE) {
+  started <- Sys.time()
+  record <- list(status = "failed", start = format_time(started))
+  code <- tryCatch(
+    {
+      job <- job_contract(env)
+      record[names(job$record)] <- job$record
+      record <- score_shard(job, record)
+      0L
+    },
+    serverless_job_exit = function(e) {
+      job_log("error: %s", conditionMessage(e))
+      record$error <<- conditionMessage(e)
+      e$exit_code
+    },
+    error = function(e) {
+      job_log("error: %s", conditionMessage(e))
+      record$error <<- conditionMessage(e)
+      4L
+    }
+  )
+  record$exit_code <- code
+  record$end <- format_time(Sys.time())
+  if (code != 0L) record$status <- "failed"
+  if (!is.null(record$target_ok)) {
+    # The record is the last thing written: its presence with status "succeeded" means
+    # every output is complete.
+    tryCatch(write_run_record(job_target_from(env), record),
+             error = function(e) job_log("could not write the run record: %s", conditionMessage(e)))
+  }
+  job_log("exit %d after %.1f s", code, as.numeric(difftime(Sys.time(), started, units = "secs")))
+  if (exit) quit(save = "no", status = code)
+  invisible(code)
+}
+
+job_exit <- function(code, message) {
+  rlang::abort(message, class = "serverless_job_exit", exit_code = as.integer(code))
+}
+
+job_log <- function(fmt, ...) {
+  cat(format(Sys.time(), "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC"), " ", sprintf(fmt, ...), "\n", sep = "")
+}
+
+format_time <- function(t) format(t, "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC")
+
+job_contract <- function(env) {
+  get <- function(name, required = TRUE) {
+    v <- unname(env[name])
+    if (length(v) != 1 || is.na(v) || (!nzchar(v) && required)) {
+      if (required) job_exit(2L, sprintf("the environment variable %s is not set", name))
+      return("")
+    }
+    v
+  }
+  job <- list(
+    run_id = get("SERVERLESS_RUN_ID"),
+    deployment = get("SERVERLESS_DEPLOYMENT"),
+    version = get("SERVERLESS_MODEL_VERSION"),
+    sha256 = get("SERVERLESS_MODEL_SHA256"),
+    inputs = strsplit(get("SERVERLESS_INPUTS"), "\n", fixed = TRUE)[[1]],
+    rows = get("SERVERLESS_ROWS", required = FALSE),
+    output = sub("/*$", "/", get("SERVERLESS_OUTPUT")),
+    shard = as.integer(get("SERVERLESS_SHARD")),
+    shards = as.integer(get("SERVERLESS_SHARDS"))
+  )
+  job$target <- job_target_from(env)
+  job$record <- list(run_id = job$run_id, deployment = job$deployment, model_version = job$version,
+                     model_sha256 = job$sha256, shard = job$shard, shards = job$shards,
+                     inputs = as.list(job$inputs), output_prefix = job$output, target_ok = TRUE)
+  job
+}
+
+# The target inside the container: the storage account, reached with the managed
+# identity's tokens.
+job_target_from <- function(env) {
+  secrets <- new.env(parent = emptyenv())
+  ca <- unname(env["SERVERLESS_CA_PEM"])
+  if (length(ca) == 1 && !is.na(ca) && nzchar(ca)) secrets$ca_pem <- ca
+  client_id <- unname(env["AZURE_CLIENT_ID"])
+  secrets$credential <- new_credential(
+    "managed_identity",
+    client_id = if (length(client_id) == 1 && !is.na(client_id) && nzchar(client_id)) client_id,
+    source = "the container's managed identity"
+  )
+  new_target(
+    kind = "job",
+    storage_account = unname(env["SERVERLESS_STORAGE_ACCOUNT"]),
+    blob_endpoint = unname(env["SERVERLESS_BLOB_ENDPOINT"]),
+    container = unname(env["SERVERLESS_CONTAINER"]),
+    secrets = secrets
+  )
+}
+
+score_shard <- function(job, record) {
+  t0 <- Sys.time()
+  bundle <- tryCatch(
+    load_model(job$deployment, job$target, version = job$version),
+    serverless_error_integrity = function(e) job_exit(3L, conditionMessage(e)),
+    serverless_error_input = function(e) job_exit(3L, conditionMessage(e)),
+    serverless_error = function(e) job_exit(4L, conditionMessage(e))
+  )
+  if (!identical(bundle$metadata$sha256, job$sha256)) {
+    job_exit(3L, sprintf("model %s %s has sha256 %s, not the deployed %s", job$deployment,
+                         job$version, bundle$metadata$sha256, job$sha256))
+  }
+  job_log("loaded model %s %s (sha256 %s) in %.2f s", job$deployment, job$version,
+          substr(job$sha256, 1, 12), secs(t0))
+  outputs <- character()
+  rows_in <- 0
+  rows_out <- 0
+  for (input in job$inputs) {
+    t <- Sys.time()
+    data <- read_input(job, input)
+    job_log("read %s: %d rows in %.2f s", input, nrow(data), secs(t))
+    check_against_ptype(data, bundle$ptype, input)
+    t <- Sys.time()
+    preds <- tryCatch(predict_bundle(bundle, data),
+                      error = function(e) job_exit(3L, paste("predicting failed:", conditionMessage(e))))
+    job_log("predicted %d rows in %.2f s", nrow(data), secs(t))
+    out <- cbind(data, preds)
+    t <- Sys.time()
+    path <- output_path(job, input)
+    write_output(job$target, out, path)
+    job_log("wrote %s in %.2f s", path, secs(t))
+    outputs <- c(outputs, path)
+    rows_in <- rows_in + nrow(data)
+    rows_out <- rows_out + nrow(out)
+  }
+  record$status <- "succeeded"
+  record$outputs <- as.list(outputs)
+  record$rows_in <- rows_in
+  record$rows_out <- rows_out
+  record
+}
+
+secs <- function(t) as.numeric(difftime(Sys.time(), t, units = "secs"))
+
+input_format <- function(path) {
+  ext <- tolower(sub("^.*\\.", "", path))
+  switch(ext, csv = "csv", parquet = "parquet", rds = "rds", NA_character_)
+}
+
+read_input <- function(job, input) {
+  format <- input_format(input)
+  if (is.na(format)) job_exit(2L, sprintf("%s is not a CSV, Parquet or RDS file", input))
+  file <- tempfile(fileext = paste0(".", format))
+  on.exit(unlink(file))
+  tryCatch(blob_download(job$target, input, file),
+           serverless_error = function(e) job_exit(4L, conditionMessage(e)))
+  if (file.info(file)$size == 0) job_exit(2L, sprintf("%s is empty", input))
+  part <- if (nzchar(job$rows)) as.integer(strsplit(job$rows, "/", fixed = TRUE)[[1]]) else c(1L, 1L)
+  data <- tryCatch(
+    read_table_file(file, format, part[1], part[2]),
+    error = function(e) job_exit(2L, sprintf("%s cannot be read: %s", input, conditionMessage(e)))
+  )
+  if (nrow(data) == 0 && !nzchar(job$rows)) job_exit(2L, sprintf("%s has no rows", input))
+  data
+}
+
+# A file as a data frame; `shard`/`shards` picks a contiguous range of its rows.
+read_table_file <- function(file, format, shard = 1L, shards = 1L) {
+  if (format == "rds") {
+    data <- readRDS(file)
+    if (!is.data.frame(data)) stop("the RDS file holds a ", class(data)[1], ", not a data frame")
+    n <- nrow(data)
+    bounds <- floor(n * (c(shard - 1, shard)) / shards)
+    return(data[seq_len(bounds[2] - bounds[1]) + bounds[1], , drop = FALSE])
+  }
+  cols <- rust_check(rs_read_table(file, format, NULL, as.integer(shard), as.integer(shards)))
+  as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE)
+}
+
+# Every mismatch at once: missing columns, and columns of the wrong type.
+check_against_ptype <- function(data, ptype, input) {
+  if (is.null(ptype)) return(invisible())
+  problems <- character()
+  missing <- setdiff(names(ptype), names(data))
+  if (length(missing)) problems <- c(problems, paste0("missing column", if (length(missing) > 1) "s", ": ",
+                                                       paste(missing, collapse = ", ")))
+  for (col in intersect(names(ptype), names(data))) {
+    want <- ptype[[col]]
+    have <- data[[col]]
+    ok <- if (is.factor(want)) {
+      is.factor(have) || is.character(have)
+    } else if (is.numeric(want)) {
+      is.numeric(have)
+    } else if (is.logical(want)) {
+      is.logical(have)
+    } else if (is.character(want)) {
+      is.character(have) || is.factor(have)
+    } else {
+      TRUE
+    }
+    if (!ok) problems <- c(problems, sprintf("column %s is %s, the model needs %s", col,
+                                             class(have)[1], class(want)[1]))
+  }
+  if (length(problems)) {
+    job_exit(2L, sprintf("%s does not match the model's inputs: %s", input, paste(problems, collapse = "; ")))
+  }
+  invisible()
+}
+
+# Columns coerced to the ptype (factor levels, integer vs double), then predicted.
+predict_bundle <- function(bundle, data) {
+  newdata <- data
+  if (!is.null(bundle$ptype)) {
+    for (col in names(bundle$ptype)) {
+      want <- bundle$ptype[[col]]
+      if (is.factor(want)) newdata[[col]] <- factor(as.character(newdata[[col]]), levels = levels(want))
+      else if (is.double(want) && is.integer(newdata[[col]])) newdata[[col]] <- as.double(newdata[[col]])
+    }
+  }
+  pred <- if (is.null(bundle$predict_fun)) {
+    stats::predict(bundle$model, newdata)
+  } else {
+    bundle$predict_fun(bundle$model, newdata)
+  }
+  prediction_columns(pred, nrow(data))
+}
+
+prediction_columns <- function(pred, n) {
+  if (is.data.frame(pred) || is.matrix(pred)) {
+    pred <- as.data.frame(pred, stringsAsFactors = FALSE)
+    if (nrow(pred) != n) stop("the prediction has ", nrow(pred), " rows for ", n, " inputs")
+    names(pred) <- paste0(".pred_", names(pred))
+    return(pred)
+  }
+  if (length(pred) != n) stop("the prediction has ", length(pred), " values for ", n, " inputs")
+  if (is.factor(pred)) pred <- as.character(pred)
+  data.frame(.pred = unname(pred), stringsAsFactors = FALSE)
+}
+
+output_path <- function(job, input) {
+  base <- basename(input)
+  if (nzchar(job$rows) && job$shards > 1) {
+    base <- sub("(\\.[^.]+)$", sprintf("-part-%d\\1", job$shard), base)
+  }
+  paste0(job$output, base)
+}
+
+write_output <- function(target, data, path) {
+  format <- input_format(path)
+  file <- tempfile(fileext = paste0(".", format))
+  on.exit(unlink(file))
+  if (format == "rds") {
+    saveRDS(data, file)
+  } else {
+    cols <- lapply(data, function(x) if (is.factor(x)) as.character(x) else x)
+    rust_check(rs_write_table(cols, file, format))
+  }
+  tryCatch(blob_upload(target, file, path),
+           serverless_error = function(e) job_exit(4L, conditionMessage(e)))
+}
+
+write_run_record <- function(target, record) {
+  record$target_ok <- NULL
+  path <- sprintf("%s_runs/%s/%d/_run.json", record$output_prefix %||% "", record$run_id, record$shard)
+  write_json_blob(target, record, path)
+}
+
+read_table_blob <- function(target, path) {
+  format <- input_format(path)
+  file <- withr::local_tempfile(fileext = paste0(".", format))
+  blob_download(target, path, file)
+  read_table_file(file, format)
+}
+
+read_json_blob <- function(target, path) {
+  file <- withr::local_tempfile(fileext = ".json")
+  blob_download(target, path, file)
+  rust_check(rs_json_parse(paste(readLines(file, warn = FALSE), collapse = "\n")))
+}
+
+write_json_blob <- function(target, x, path) {
+  file <- withr::local_tempfile(fileext = ".json")
+  writeLines(rust_check(rs_json_format(x)), file)
+  blob_upload(target, file, path)
+}
