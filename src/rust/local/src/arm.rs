@@ -121,6 +121,12 @@ pub const TYPES: &[ResourceType] = &[
         type_name: "registries",
         api_versions: &["2019-04-01", "2019-05-01", "2023-07-01", "2025-04-01"],
     },
+    // Seeded only (Config::storage_accounts): readable, never created here.
+    ResourceType {
+        namespace: "Microsoft.Storage",
+        type_name: "storageAccounts",
+        api_versions: &["2023-01-01", "2023-05-01", "2024-01-01", "2025-01-01"],
+    },
     ResourceType {
         namespace: "Microsoft.Logic",
         type_name: "workflows",
@@ -466,6 +472,12 @@ async fn typed_resource(req: &ArmRequest, key: &str) -> ArmResult {
         ("registries", [_, "listcredentials"]) if m == Method::POST => {
             resources::registry_credentials(req, &rg, ty)
         }
+        ("storageAccounts", [_]) if m == Method::GET => resources::simple_resource(req, &rg, ty),
+        ("storageAccounts", [_]) => Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "LocalAzureStorageAccountsAreSeeded",
+            "The local Azure only serves the storage accounts it was started with (Config::storage_accounts); it cannot create, change or delete them.",
+        )),
         (_, [_]) => resources::simple_resource(req, &rg, ty),
         (_, [_, ..]) if m == Method::GET => Err(not_found_path()),
         _ => Err(method_not_allowed(req)),

@@ -62,11 +62,34 @@ pub struct Config {
     /// Provider namespaces that answer 409 `MissingSubscriptionRegistration` until
     /// registered (`POST /subscriptions/{s}/providers/{ns}/register`).
     pub unregistered_providers: Vec<String>,
+    /// Storage accounts that exist from the start (the emulator does not create
+    /// storage accounts; blob data lives elsewhere, e.g. Azurite). Role assignments
+    /// at their scope need them.
+    pub storage_accounts: Vec<SeededStorageAccount>,
+    /// Registry names "taken by another tenant": `checkNameAvailability` reports them
+    /// as `AlreadyExists` and a registry PUT of one fails.
+    pub taken_registry_names: Vec<String>,
+    /// The host's R library paths. Images built by ACR Tasks run the host's R with
+    /// these libraries, so a build that pins a package missing here fails.
+    pub r_library_paths: Vec<PathBuf>,
+}
+
+/// A storage account seeded at start (`Microsoft.Storage/storageAccounts/{name}`).
+#[derive(Debug, Clone)]
+pub struct SeededStorageAccount {
+    /// Created (with `location`) when missing.
+    pub resource_group: String,
+    pub name: String,
+    /// `properties.primaryEndpoints.blob`, e.g. Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1/`.
+    pub blob_endpoint: String,
+    pub location: String,
 }
 
 impl Config {
     /// Fresh random tenant, subscription and service principal; two pending device-code
-    /// polls; every provider registered.
+    /// polls; every provider registered; no storage accounts, taken registry names or
+    /// host R library.
     pub fn new(work_dir: impl Into<PathBuf>) -> Config {
         Config {
             tenant_id: util::new_uuid(),
@@ -76,6 +99,9 @@ impl Config {
             work_dir: work_dir.into(),
             device_code_pending_polls: 2,
             unregistered_providers: Vec::new(),
+            storage_accounts: Vec::new(),
+            taken_registry_names: Vec::new(),
+            r_library_paths: Vec::new(),
         }
     }
 }
@@ -140,6 +166,7 @@ impl LocalAzure {
             faults: Mutex::new(faults::FaultState::new(Faults::default())),
             secret_expired: AtomicBool::new(false),
         });
+        resources::seed_storage_accounts(&inner)?;
 
         let https_app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
@@ -162,6 +189,7 @@ impl LocalAzure {
                 https_app,
                 inner.clone(),
                 shutdown_rx.clone(),
+                true,
             )),
             tokio::spawn(server::accept_loop(
                 http_listener,
@@ -169,6 +197,7 @@ impl LocalAzure {
                 http_app,
                 inner.clone(),
                 shutdown_rx,
+                false,
             )),
         ];
         Ok(LocalAzure {

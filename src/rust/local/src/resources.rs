@@ -187,7 +187,7 @@ pub fn get_subscription(req: &ArmRequest) -> ArmResult {
     ))
 }
 
-fn valid_rg_name(name: &str) -> bool {
+pub fn valid_rg_name(name: &str) -> bool {
     (1..=90).contains(&name.chars().count())
         && !name.ends_with('.')
         && name
@@ -588,6 +588,85 @@ pub fn render(inner: &Inner, key: &str) -> Option<Value> {
         Some(runtime) => Some(crate::aci::with_instance_view(stored, runtime)),
         None => Some(stored),
     }
+}
+
+/// Creates the configured storage accounts (and their resource groups) at start.
+pub fn seed_storage_accounts(inner: &Inner) -> Result<(), String> {
+    let sub = &inner.config.subscription_id;
+    for sa in &inner.config.storage_accounts {
+        if !valid_rg_name(&sa.resource_group) {
+            return Err(format!(
+                "seeded storage account {}: invalid resource group name '{}'",
+                sa.name, sa.resource_group
+            ));
+        }
+        // Azure's rule: 3-24 lowercase letters and digits.
+        if !(3..=24).contains(&sa.name.len())
+            || !sa
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(format!(
+                "invalid seeded storage account name '{}': it must be 3-24 lowercase letters and digits",
+                sa.name
+            ));
+        }
+        let location = sa.location.to_ascii_lowercase().replace(' ', "");
+        if !AZURE_LOCATIONS.contains(&location.as_str()) {
+            return Err(format!(
+                "seeded storage account {}: unknown location '{}'",
+                sa.name, sa.location
+            ));
+        }
+        let mut world = inner.world();
+        let key = rg_key(inner, &sa.resource_group);
+        let rg_name = match world.resources.get(&key) {
+            Some(rg) => rg["name"]
+                .as_str()
+                .unwrap_or(&sa.resource_group)
+                .to_string(),
+            None => {
+                let rg = json!({
+                    "id": format!("/subscriptions/{sub}/resourceGroups/{}", sa.resource_group),
+                    "name": sa.resource_group,
+                    "type": "Microsoft.Resources/resourceGroups",
+                    "location": location,
+                    "properties": {"provisioningState": "Succeeded"},
+                });
+                world.resources.insert(key.clone(), rg);
+                sa.resource_group.clone()
+            }
+        };
+        let id = format!(
+            "/subscriptions/{sub}/resourceGroups/{rg_name}/providers/Microsoft.Storage/storageAccounts/{}",
+            sa.name
+        );
+        if world.resources.contains_key(&id.to_ascii_lowercase()) {
+            return Err(format!("storage account {} is seeded twice", sa.name));
+        }
+        let account = json!({
+            "id": id,
+            "name": sa.name,
+            "type": "Microsoft.Storage/storageAccounts",
+            "location": location,
+            "kind": "StorageV2",
+            "sku": {"name": "Standard_LRS", "tier": "Standard"},
+            "properties": {
+                "provisioningState": "Succeeded",
+                "creationTime": util::now_rfc3339(),
+                "primaryLocation": location,
+                "statusOfPrimary": "available",
+                "accessTier": "Hot",
+                "supportsHttpsTrafficOnly": true,
+                "minimumTlsVersion": "TLS1_2",
+                "allowBlobPublicAccess": false,
+                "primaryEndpoints": {"blob": sa.blob_endpoint},
+            },
+        });
+        world.resources.insert(id.to_ascii_lowercase(), account);
+    }
+    Ok(())
 }
 
 /// Registers a principal (an identity's object id) that role assignments may name.
