@@ -20,11 +20,14 @@
 //! ```
 
 mod aci;
+mod acr;
 mod arm;
+mod dockerfile;
 mod faults;
 mod identity;
 mod journal;
 mod logic;
+mod registry;
 mod resources;
 mod server;
 mod state;
@@ -36,7 +39,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -141,6 +144,7 @@ impl LocalAzure {
             .map_err(|e| e.to_string())?
             .port();
 
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
         let service_principal_id = util::new_uuid();
         let device_user_id = util::new_uuid();
         let world = World {
@@ -159,6 +163,7 @@ impl LocalAzure {
             https_base: format!("https://127.0.0.1:{https_port}"),
             identity_endpoint: format!("http://127.0.0.1:{http_port}/msi/token"),
             signer: token::TokenSigner::new(),
+            tls: acceptor.clone(),
             service_principal_id,
             device_user_id,
             world: Mutex::new(world),
@@ -174,6 +179,7 @@ impl LocalAzure {
                 "/{tenant}/oauth2/v2.0/devicecode",
                 post(identity::device_code),
             )
+            .route("/_acr/{*rest}", any(acr::blob))
             .fallback(arm::handle)
             .with_state(inner.clone());
         let http_app = Router::new()
@@ -181,7 +187,6 @@ impl LocalAzure {
             .with_state(inner.clone());
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
         let listeners = vec![
             tokio::spawn(server::accept_loop(
                 https_listener,
@@ -258,12 +263,14 @@ impl LocalAzure {
         logic::add_run(&self.inner, workflow_id, run)
     }
 
-    /// Stops both listeners and kills every container process, waiting for them to end.
+    /// Stops every listener (registries' too) and kills every container process,
+    /// waiting for them to end.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown_tx.send(true);
         for handle in self.listeners.drain(..) {
             let _ = handle.await;
         }
+        acr::stop_all(&self.inner).await;
         aci::kill_all(&self.inner).await;
     }
 }
@@ -271,6 +278,7 @@ impl LocalAzure {
 impl Drop for LocalAzure {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
+        acr::stop_all_now(&self.inner);
         aci::kill_all_now(&self.inner);
     }
 }
