@@ -887,6 +887,7 @@ async fn execute(inner: Arc<Inner>, key: String, run_id: String, job: Job) {
     {
         return;
     }
+    let build_started = Instant::now();
     let libs = inner.config.r_library_paths.clone();
     let Job {
         source,
@@ -952,6 +953,8 @@ async fn execute(inner: Arc<Inner>, key: String, run_id: String, job: Job) {
     if !go(lines).await {
         return;
     }
+    let build_elapsed = build_started.elapsed().as_secs_f64();
+    let push_started = Instant::now();
     let mut outputs = Vec::new();
     if push {
         if !go(vec![format!(
@@ -998,7 +1001,7 @@ async fn execute(inner: Arc<Inner>, key: String, run_id: String, job: Job) {
     }
     let mut lines = vec![
         format!(
-            "{} Step ID: build marked as successful (elapsed time in seconds: 1.000000)",
+            "{} Step ID: build marked as successful (elapsed time in seconds: {build_elapsed:.6})",
             ts()
         ),
         format!("{} Populating digests for step ID: build...", ts()),
@@ -1006,8 +1009,9 @@ async fn execute(inner: Arc<Inner>, key: String, run_id: String, job: Job) {
     ];
     if push {
         lines.push(format!(
-            "{} Step ID: push marked as successful (elapsed time in seconds: 0.500000)",
-            ts()
+            "{} Step ID: push marked as successful (elapsed time in seconds: {:.6})",
+            ts(),
+            push_started.elapsed().as_secs_f64()
         ));
     }
     lines.extend(dependencies(
@@ -1123,22 +1127,22 @@ fn auth_failed(detail: &str) -> Response<Body> {
     )
 }
 
-/// Checks a SAS against those issued for the blob.
-fn check_sas(issued: &[&Sas], query: &[(String, String)]) -> Result<(), Response<Body>> {
+/// Checks a SAS against those issued for the blob: the refusal, if any.
+fn sas_refusal(issued: &[&Sas], query: &[(String, String)]) -> Option<Response<Body>> {
     if util::form_get(query, "sig").is_none() {
-        return Err(auth_failed("Signature fields not well formed."));
+        return Some(auth_failed("Signature fields not well formed."));
     }
     let Some(sas) = issued.iter().find(|s| s.matches(query)) else {
-        return Err(auth_failed("Signature did not match."));
+        return Some(auth_failed("Signature did not match."));
     };
     if sas.expires <= util::now_epoch() {
-        return Err(auth_failed(&format!(
+        return Some(auth_failed(&format!(
             "Signed expiry time [{}] must be after signed start time [{}]",
             sas.se,
             util::now_rfc3339()
         )));
     }
-    Ok(())
+    None
 }
 
 fn http_date() -> String {
@@ -1195,7 +1199,7 @@ pub async fn blob(
             let Some(upload) = rt.uploads.get_mut(blob_name) else {
                 return auth_failed("Signature did not match.");
             };
-            if let Err(resp) = check_sas(&[&upload.sas], &query) {
+            if let Some(resp) = sas_refusal(&[&upload.sas], &query) {
                 return resp;
             }
             match headers.get("x-ms-blob-type").and_then(|v| v.to_str().ok()) {
@@ -1208,14 +1212,16 @@ pub async fn blob(
                     )
                 }
                 Some("BlockBlob") => {}
-                Some(other) => return blob_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidHeaderValue",
-                    "The value for one of the HTTP headers is not in the correct format.",
-                    &format!(
+                Some(other) => {
+                    return blob_error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidHeaderValue",
+                        "The value for one of the HTTP headers is not in the correct format.",
+                        &format!(
                         "<HeaderName>x-ms-blob-type</HeaderName><HeaderValue>{other}</HeaderValue>"
                     ),
-                ),
+                    )
+                }
             }
             upload.data = Some(body);
             drop(world);
@@ -1240,7 +1246,7 @@ pub async fn blob(
                 );
             };
             let issued: Vec<&Sas> = run.log_sas.iter().collect();
-            if let Err(resp) = check_sas(&issued, &query) {
+            if let Some(resp) = sas_refusal(&issued, &query) {
                 return resp;
             }
             let log = run.log.clone().into_bytes();

@@ -112,15 +112,15 @@ fn oauth_error(status: StatusCode, message: &str) -> Response<Body> {
     errors(status, code, message, Value::Null)
 }
 
-/// Checks `service` (must be this registry) on a token request.
-fn check_service(ctx: &RegistryCtx, form: &[(String, String)]) -> Result<(), Response<Body>> {
+/// Checks `service` (must be this registry) on a token request: the refusal, if any.
+fn service_refusal(ctx: &RegistryCtx, form: &[(String, String)]) -> Option<Response<Body>> {
     match util::form_get(form, "service") {
-        None => Err(oauth_error(
+        None => Some(oauth_error(
             StatusCode::BAD_REQUEST,
             "The 'service' parameter is required.",
         )),
-        Some(s) if s.eq_ignore_ascii_case(&ctx.login_server) => Ok(()),
-        Some(s) => Err(oauth_error(
+        Some(s) if s.eq_ignore_ascii_case(&ctx.login_server) => None,
+        Some(s) => Some(oauth_error(
             StatusCode::BAD_REQUEST,
             &format!(
                 "The service '{s}' is not this registry ('{}').",
@@ -149,7 +149,7 @@ fn exchange(ctx: &RegistryCtx, body: &[u8]) -> Response<Body> {
             )
         }
     }
-    if let Err(r) = check_service(ctx, &form) {
+    if let Some(r) = service_refusal(ctx, &form) {
         return r;
     }
     let tenant = &ctx.inner.config.tenant_id;
@@ -226,7 +226,7 @@ fn token(ctx: &RegistryCtx, body: &[u8]) -> Response<Body> {
             )
         }
     }
-    if let Err(r) = check_service(ctx, &form) {
+    if let Some(r) = service_refusal(ctx, &form) {
         return r;
     }
     let Some(refresh) = util::form_get(&form, "refresh_token") else {
@@ -257,10 +257,10 @@ fn token(ctx: &RegistryCtx, body: &[u8]) -> Response<Body> {
         return oauth_error(StatusCode::NOT_FOUND, "The registry does not exist.");
     };
     let now = util::now_epoch();
-    if !rt
+    if rt
         .refresh_tokens
         .get(refresh)
-        .is_some_and(|g| g.expires > now)
+        .is_none_or(|g| g.expires <= now)
     {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
