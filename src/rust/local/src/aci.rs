@@ -408,8 +408,25 @@ fn resolve_images(
                 argv
             }
         };
-        // The image's ENV first: the group's variables override it.
-        let mut env = image.config.env.clone();
+        // The image runs the host's programs and R: R finds the host library the build
+        // checked, and an image PATH keeps the host's PATH behind it. Then the image's
+        // ENV, which the group's variables override.
+        let mut env = Vec::new();
+        let libs = &inner.config.r_library_paths;
+        if !libs.is_empty() {
+            let joined: Vec<String> = libs
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            env.push(("R_LIBS".to_string(), joined.join(":")));
+        }
+        for (k, v) in &image.config.env {
+            let v = match (k.as_str(), std::env::var("PATH")) {
+                ("PATH", Ok(host)) if !host.is_empty() => format!("{v}:{host}"),
+                _ => v.clone(),
+            };
+            env.push((k.clone(), v));
+        }
         env.extend(d.env);
         specs.push(ContainerSpec {
             name: d.name,

@@ -160,6 +160,9 @@ pub struct Instruction {
     pub args: String,
 }
 
+/// Docker's default PATH (what most base images set).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The instructions a local build understands.
 const KNOWN: &[&str] = &[
     "FROM",
@@ -783,7 +786,11 @@ fn step(
                 }
             }
         };
-        let vars = earlier.map(|s| s.vars.clone()).unwrap_or_default();
+        // A base image's own ENV is unknown; assume the usual PATH so that
+        // `ENV PATH=/x:$PATH` keeps the standard directories.
+        let vars = earlier
+            .map(|s| s.vars.clone())
+            .unwrap_or_else(|| HashMap::from([("PATH".to_string(), DEFAULT_PATH.to_string())]));
         stages.push(Stage {
             name: alias,
             config,
@@ -1104,6 +1111,16 @@ mod tests {
             &[],
         );
         let img = b.image.clone().unwrap_or_else(|| panic!("{}", log(&b)));
+        assert_eq!(
+            run(
+                &[("Dockerfile", "FROM r\nENV PATH=/opt/x/bin:$PATH\n")],
+                &[]
+            )
+            .image
+            .unwrap()
+            .env,
+            vec![("PATH".into(), format!("/opt/x/bin:{DEFAULT_PATH}"))]
+        );
         assert_eq!(img.base_images, vec!["rocker/r-ver:4.2.2".to_string()]);
         assert_eq!(
             img.env,

@@ -4,9 +4,17 @@
 //! - over HTTPS (a throw-away CA, see [`LocalAzure::ca_pem`]): Entra ID token endpoints
 //!   (client credentials, device code, refresh token) and ARM (resource groups,
 //!   container groups that really run as local processes, user-assigned identities,
-//!   role assignments, registries, Logic Apps workflows, API connections);
+//!   role assignments, registries with ACR Tasks quick builds, Logic Apps workflows,
+//!   API connections, seeded storage accounts), and the blob-style SAS URLs of build
+//!   source uploads and run logs (`/_acr/...`);
+//! - over HTTPS, one listener per registry (its `loginServer`, `127.0.0.1:PORT`): the
+//!   registry data plane (ACR token exchange, manifests and tags of built images);
 //! - over plain HTTP: the App Service style managed-identity endpoint that the
 //!   emulated containers use (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`).
+//!
+//! Built images hold no files: a container group running one runs the image's
+//! ENTRYPOINT/CMD as a host process (the host's R and library), which is why builds
+//! check R package pins against [`Config::r_library_paths`].
 //!
 //! It is strict where Azure is strict (api-version, bearer tokens, names, required
 //! properties, error shapes), so a client that works here works against Azure.

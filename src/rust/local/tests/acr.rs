@@ -1247,7 +1247,7 @@ async fn container_groups_pull_built_images() {
             &reg,
             &[(
                 "Dockerfile",
-                "FROM alpine:3.20\nENV GREETING=hi FROM_GROUP=image\nCMD [\"sh\", \"-c\", \"echo $GREETING from $FROM_GROUP\"]\n",
+                "FROM alpine:3.20\nENV GREETING=hi FROM_GROUP=image PATH=/nonexistent/bin:$PATH\nCMD [\"sh\", \"-c\", \"echo $GREETING from $FROM_GROUP\"]\n",
             )],
             "serverless-runtime:1",
         )
@@ -1410,7 +1410,9 @@ async fn container_groups_pull_built_images() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_role_on_the_resource_group_covers_its_registries() {
-    let env = start("rgscope").await;
+    let dir = temp_dir("rgscope-lib");
+    let lib = fake_library(&dir.0, &[("R6", "2.5.1")]);
+    let env = start_with("rgscope", |c| c.r_library_paths = vec![lib.clone()]).await;
     env.create_rg("rg").await;
     let ls = env.create_registry("rg", "scopeacr01", false).await;
     let reg = env.registry_path("rg", "scopeacr01");
@@ -1419,7 +1421,7 @@ async fn pull_role_on_the_resource_group_covers_its_registries() {
             &reg,
             &[(
                 "Dockerfile",
-                "FROM alpine\nENTRYPOINT [\"sh\", \"-c\"]\nCMD [\"exit 0\"]\n",
+                "FROM alpine\nRUN install2.r R6==2.5.1\nENTRYPOINT [\"sh\", \"-c\"]\nCMD [\"test -f $R_LIBS/R6/DESCRIPTION\"]\n",
             )],
             "job:latest",
         )
