@@ -1206,7 +1206,11 @@ async fn uploads_and_logs_need_their_sas_and_runs_are_validated() {
     assert_eq!(done["properties"]["status"], "Succeeded");
     assert_eq!(done["properties"]["outputImages"][0]["tag"], "cb2");
     let (_, list) = env
-        .arm(Method::GET, &format!("{reg}/runs?{TASKS}"), None)
+        .arm(
+            Method::GET,
+            &format!("{reg}/runs?api-version=2019-06-01-preview"),
+            None,
+        )
         .await;
     assert_eq!(list["value"][0]["name"], "cb2");
     assert_eq!(list["value"][1]["name"], "cb1");
@@ -1368,6 +1372,14 @@ async fn container_groups_pull_built_images() {
     assert_eq!(status, 200);
     let password = creds["passwords"][0]["value"].as_str().unwrap().to_string();
     env.remember(&password);
+    let tags = env
+        .http
+        .get(format!("https://{ls}/v2/serverless-runtime/tags/list"))
+        .basic_auth("runacr01", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 200, "the admin user reads the data plane");
     let mut admin = image_group(&image, None);
     admin["properties"]["imageRegistryCredentials"] =
         json!([{"server": ls.clone(), "username": "runacr01", "password": "wrong"}]);
