@@ -18,7 +18,7 @@ use crate::resources::{
     new_location_operation, render, required_location, resolve_identity, resource_not_found,
     resource_ref, tags_of,
 };
-use crate::state::{Inner, MsiIdentity, Operation, OperationKind};
+use crate::state::{Inner, MsiIdentity, Operation, OperationKind, World};
 use crate::token::Principal;
 use crate::util::{self, empty_response, json_response, set_header};
 
@@ -140,8 +140,16 @@ fn positive_number(v: &Value) -> bool {
     v.as_f64().is_some_and(|x| x > 0.0)
 }
 
-/// Validates a container group body; returns the runnable specs.
-fn validate(body: &Value) -> Result<Vec<ContainerSpec>, ArmError> {
+/// A container as the body gives it, before its image is resolved.
+struct Draft {
+    name: String,
+    image: String,
+    command: Option<Vec<String>>,
+    env: Vec<(String, String)>,
+}
+
+/// Validates a container group body; returns its containers.
+fn validate(body: &Value) -> Result<Vec<Draft>, ArmError> {
     let props = &body["properties"];
     if !props.is_object() {
         return Err(ArmError::missing("properties"));
@@ -185,16 +193,16 @@ fn validate(body: &Value) -> Result<Vec<ContainerSpec>, ArmError> {
                 format!("The container name '{name}' in container group is invalid. The container name must contain no more than 63 characters and must match the regex '[a-z0-9]([-a-z0-9]*[a-z0-9])?' (e.g. 'my-name')."),
             ));
         }
-        if specs.iter().any(|s: &ContainerSpec| s.name == name) {
+        if specs.iter().any(|s: &Draft| s.name == name) {
             return Err(ArmError::bad_request(
                 "DuplicateContainerName",
                 format!("The container name '{name}' is used more than once."),
             ));
         }
         let cp = &c["properties"];
-        if cp["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+        let Some(image) = cp["image"].as_str().filter(|s| !s.trim().is_empty()) else {
             return Err(ArmError::missing(&at("properties.image")));
-        }
+        };
         let requests = &cp["resources"]["requests"];
         for field in ["cpu", "memoryInGB"] {
             if requests[field].is_null() {
@@ -211,17 +219,18 @@ fn validate(body: &Value) -> Result<Vec<ContainerSpec>, ArmError> {
                 ));
             }
         }
-        // No images run here: the argv is what we execute.
-        let command: Vec<String> = match cp["command"].as_array() {
-            Some(argv) if !argv.is_empty() && argv.iter().all(Value::is_string) => {
-                argv.iter().filter_map(|a| a.as_str().map(str::to_string)).collect()
-            }
+        let command = match &cp["command"] {
+            Value::Null => None,
+            Value::Array(argv) if argv.iter().all(Value::is_string) => Some(
+                argv.iter()
+                    .filter_map(|a| a.as_str().map(str::to_string))
+                    .collect::<Vec<_>>(),
+            ),
             _ => {
-                return Err(ArmError::bad_request(
-                    "LocalAzureCommandRequired",
-                    format!("Container '{name}': the local Azure runs containers as local processes and cannot run images, so 'properties.command' (an argv array of strings) is required."),
-                )
-                .with_target(&at("properties.command")))
+                return Err(ArmError::invalid(
+                    &at("properties.command"),
+                    format!("The 'command' of container '{name}' must be an array of strings."),
+                ))
             }
         };
         let mut env = Vec::new();
@@ -239,8 +248,188 @@ fn validate(body: &Value) -> Result<Vec<ContainerSpec>, ArmError> {
                 env.push((var_name.to_string(), value.to_string()));
             }
         }
-        specs.push(ContainerSpec {
+        specs.push(Draft {
             name: name.to_string(),
+            image: image.trim().to_string(),
+            command,
+            env,
+        });
+    }
+    Ok(specs)
+}
+
+/// Roles that let a principal pull from a registry: AcrPull, AcrPush, Contributor, Owner.
+const PULL_ROLES: &[&str] = &[
+    "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+    "8311e382-0749-4cb8-b61a-304f252e45ec",
+    "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+];
+
+/// Does `principal` hold a pull role at `scope_id` (lowercased) or above it?
+fn can_pull(world: &World, principal: &str, scope_id: &str) -> bool {
+    world.resources.values().any(|v| {
+        let p = &v["properties"];
+        v["type"] == "Microsoft.Authorization/roleAssignments"
+            && p["principalId"]
+                .as_str()
+                .is_some_and(|x| x.eq_ignore_ascii_case(principal))
+            && p["roleDefinitionId"].as_str().is_some_and(|r| {
+                let guid = r
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                PULL_ROLES.contains(&guid.as_str())
+            })
+            && p["scope"].as_str().is_some_and(|s| {
+                let s = s.to_ascii_lowercase();
+                scope_id == s || scope_id.starts_with(&format!("{}/", s.trim_end_matches('/')))
+            })
+    })
+}
+
+/// The registry host of an image reference (`host[:port]/...`), if it names one.
+fn image_host(image: &str) -> Option<&str> {
+    let (first, _) = image.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
+/// Turns drafts into runnable specs. Images of an emulated registry must be pullable
+/// (a credential for the registry, a pull role or the admin password, a built tag)
+/// and run their recorded ENTRYPOINT+CMD with their ENV; other images cannot run
+/// here, so their `command` is required.
+fn resolve_images(
+    inner: &Inner,
+    group: &str,
+    body: &Value,
+    identity: &Value,
+    drafts: Vec<Draft>,
+) -> Result<Vec<ContainerSpec>, ArmError> {
+    let creds = body["properties"]["imageRegistryCredentials"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut specs = Vec::new();
+    for (i, d) in drafts.into_iter().enumerate() {
+        let target = format!("properties.containers[{i}].properties.command");
+        let world = inner.world();
+        let registry = image_host(&d.image).and_then(|host| {
+            world
+                .registries
+                .iter()
+                .find(|(_, rt)| rt.login_server.eq_ignore_ascii_case(host))
+        });
+        let Some((reg_key, rt)) = registry else {
+            // No images run here: the argv is what we execute.
+            let command = d.command.filter(|c| !c.is_empty()).ok_or_else(|| {
+                ArmError::bad_request(
+                    "LocalAzureCommandRequired",
+                    format!("Container '{}': the local Azure runs containers as local processes and can only run images built in its own registries, so 'properties.command' (an argv array of strings) is required for '{}'.", d.name, d.image),
+                )
+                .with_target(&target)
+            })?;
+            specs.push(ContainerSpec {
+                name: d.name,
+                command,
+                env: d.env,
+            });
+            continue;
+        };
+        let inaccessible = || {
+            ArmError::bad_request(
+                "InaccessibleImage",
+                format!("The image '{}' in container group '{group}' is not accessible. Please check the image and registry credential.", d.image),
+            )
+        };
+        let cred = creds.iter().find(|c| {
+            c["server"]
+                .as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case(&rt.login_server))
+        });
+        let Some(cred) = cred else {
+            return Err(inaccessible());
+        };
+        let allowed = if let Some(uami) = cred["identity"].as_str() {
+            // Only a user-assigned identity of the group itself can pull.
+            identity["userAssignedIdentities"]
+                .as_object()
+                .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(uami)))
+                .and_then(|(_, v)| v["principalId"].as_str())
+                .is_some_and(|p| can_pull(&world, p, reg_key))
+        } else {
+            let admin = world
+                .resources
+                .get(reg_key)
+                .is_some_and(|r| r["properties"]["adminUserEnabled"] == json!(true));
+            let user_ok = cred["username"]
+                .as_str()
+                .is_some_and(|u| u.eq_ignore_ascii_case(&rt.name));
+            let password_ok = cred["password"].as_str().is_some_and(|p| {
+                world
+                    .registry_passwords
+                    .get(reg_key)
+                    .is_some_and(|ps| ps.iter().any(|x| x == p))
+            });
+            admin && user_ok && password_ok
+        };
+        if !allowed {
+            return Err(inaccessible());
+        }
+        let reference = crate::dockerfile::parse_reference(&d.image).map_err(|_| inaccessible())?;
+        let tags = rt.images.get(&reference.repository);
+        let image = match (&reference.digest, &reference.tag) {
+            (Some(digest), _) => tags.and_then(|t| t.values().find(|img| img.digest == *digest)),
+            (None, tag) => tags.and_then(|t| t.get(tag.as_deref().unwrap_or("latest"))),
+        };
+        let Some(image) = image else {
+            return Err(inaccessible());
+        };
+        // ACI's `command` is like `docker run --entrypoint`: it replaces the image's
+        // ENTRYPOINT and CMD. Without it the image's own run.
+        let command = match d.command.filter(|c| !c.is_empty()) {
+            Some(c) => c,
+            None => {
+                let cfg = &image.config;
+                let argv: Vec<String> = cfg
+                    .entrypoint
+                    .iter()
+                    .flatten()
+                    .chain(cfg.cmd.iter().flatten())
+                    .cloned()
+                    .collect();
+                if argv.is_empty() {
+                    return Err(ArmError::bad_request(
+                        "LocalAzureCommandRequired",
+                        format!("Container '{}': the image '{}' has neither ENTRYPOINT nor CMD, so 'properties.command' is required.", d.name, d.image),
+                    )
+                    .with_target(&target));
+                }
+                argv
+            }
+        };
+        // The image runs the host's programs and R: R finds the host library the build
+        // checked, and an image PATH keeps the host's PATH behind it. Then the image's
+        // ENV, which the group's variables override.
+        let mut env = Vec::new();
+        let libs = &inner.config.r_library_paths;
+        if !libs.is_empty() {
+            let joined: Vec<String> = libs
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            env.push(("R_LIBS".to_string(), joined.join(":")));
+        }
+        for (k, v) in &image.config.env {
+            let v = match (k.as_str(), std::env::var("PATH")) {
+                ("PATH", Ok(host)) if !host.is_empty() => format!("{v}:{host}"),
+                _ => v.clone(),
+            };
+            env.push((k.clone(), v));
+        }
+        env.extend(d.env);
+        specs.push(ContainerSpec {
+            name: d.name,
             command,
             env,
         });
@@ -322,7 +511,7 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
     let body = req.json_body()?;
     let location = required_location(&body)?;
     let tags = tags_of(&body)?;
-    let specs = validate(&body)?;
+    let drafts = validate(&body)?;
     let digest = sha256_hex(body.to_string().as_bytes());
     let existing = req.inner.world().resources.get(&r.key).cloned();
     let same = req
@@ -342,6 +531,7 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
         &body["identity"],
         existing.as_ref().map(|e| &e["identity"]),
     )?;
+    let specs = resolve_images(&req.inner, &r.name, &body, &identity, drafts)?;
     if existing.is_some() {
         stop_processes(&req.inner, &r.key).await;
     }

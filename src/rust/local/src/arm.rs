@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::state::Inner;
 use crate::token::TokenError;
 use crate::util::{self, json_response};
-use crate::{aci, logic, resources};
+use crate::{aci, acr, logic, resources};
 
 /// An ARM error: `{"error":{"code","message","target"?}}`.
 #[derive(Debug)]
@@ -120,6 +120,12 @@ pub const TYPES: &[ResourceType] = &[
         namespace: "Microsoft.ContainerRegistry",
         type_name: "registries",
         api_versions: &["2019-04-01", "2019-05-01", "2023-07-01", "2025-04-01"],
+    },
+    // Seeded only (Config::storage_accounts): readable, never created here.
+    ResourceType {
+        namespace: "Microsoft.Storage",
+        type_name: "storageAccounts",
+        api_versions: &["2023-01-01", "2023-05-01", "2024-01-01", "2025-01-01"],
     },
     ResourceType {
         namespace: "Microsoft.Logic",
@@ -399,6 +405,11 @@ async fn dispatch(req: &ArmRequest) -> ArmResult {
         }
         ["providers", _] if m == Method::GET => resources::provider(req),
         ["providers", _, "register"] if m == Method::POST => resources::register_provider(req),
+        ["providers", "microsoft.containerregistry", "checknameavailability"]
+            if m == Method::POST =>
+        {
+            acr::check_name(req)
+        }
         ["providers", "microsoft.containerinstance", "locations", _, "operations", id]
             if m == Method::GET =>
         {
@@ -444,13 +455,27 @@ async fn typed_resource(req: &ArmRequest, key: &str) -> ArmResult {
             ),
         ));
     };
-    check_api_version(
-        req,
-        &format!("resource type '{}'", ty.full_name()),
-        ty.api_versions,
-    )?;
-    let rg = resources::existing_resource_group(req, &req.segs[3])?;
     let rest: Vec<&str> = req.lower[7..].iter().map(String::as_str).collect();
+    // ACR Tasks (runs, quick builds) have api-versions of their own.
+    let tasks = ty.type_name == "registries"
+        && matches!(
+            rest.get(1),
+            Some(&("listbuildsourceuploadurl" | "schedulerun" | "runs"))
+        );
+    if tasks {
+        check_api_version(
+            req,
+            "resource type 'Microsoft.ContainerRegistry/registries/runs'",
+            acr::TASKS_API_VERSIONS,
+        )?;
+    } else {
+        check_api_version(
+            req,
+            &format!("resource type '{}'", ty.full_name()),
+            ty.api_versions,
+        )?;
+    }
+    let rg = resources::existing_resource_group(req, &req.segs[3])?;
     let m = &req.method;
     match (ty.type_name, rest.as_slice()) {
         (_, []) if m == Method::GET => resources::list_of_type(req, &rg, ty),
@@ -463,9 +488,31 @@ async fn typed_resource(req: &ArmRequest, key: &str) -> ArmResult {
         }
         ("workflows", [_]) => logic::workflow(req, &rg, ty),
         ("workflows", [_, ..]) => logic::workflow_sub(req, &rg, ty, &rest[1..]),
+        ("registries", [_]) => acr::registry(req, &rg, ty).await,
         ("registries", [_, "listcredentials"]) if m == Method::POST => {
             resources::registry_credentials(req, &rg, ty)
         }
+        ("registries", [_, "listbuildsourceuploadurl"]) if m == Method::POST => {
+            acr::upload_url(req, &rg, ty)
+        }
+        ("registries", [_, "schedulerun"]) if m == Method::POST => {
+            acr::schedule_run(req, &rg, ty)
+        }
+        ("registries", [_, "runs"]) if m == Method::GET => acr::runs(req, &rg, ty, None, None),
+        ("registries", [_, "runs", _]) if m == Method::GET => {
+            acr::runs(req, &rg, ty, Some(&req.segs[9]), None)
+        }
+        ("registries", [_, "runs", _, action @ ("listlogsasurl" | "cancel")])
+            if m == Method::POST =>
+        {
+            acr::runs(req, &rg, ty, Some(&req.segs[9]), Some(action))
+        }
+        ("storageAccounts", [_]) if m == Method::GET => resources::simple_resource(req, &rg, ty),
+        ("storageAccounts", [_]) => Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "LocalAzureStorageAccountsAreSeeded",
+            "The local Azure only serves the storage accounts it was started with (Config::storage_accounts); it cannot create, change or delete them.",
+        )),
         (_, [_]) => resources::simple_resource(req, &rg, ty),
         (_, [_, ..]) if m == Method::GET => Err(not_found_path()),
         _ => Err(method_not_allowed(req)),

@@ -31,13 +31,15 @@ fn is_secret_name(name: &str) -> bool {
         || n.contains("token")
 }
 
-/// Replaces every value stored under a secret-looking name, at any depth.
+/// Replaces every value stored under a secret-looking name, at any depth, and the
+/// `value` of objects flagged `"isSecret": true` (ACR Tasks run arguments).
 pub fn redact(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let v = if is_secret_name(k) {
+                    let flagged = k == "value" && map.get("isSecret") == Some(&Value::Bool(true));
+                    let v = if flagged || is_secret_name(k) {
                         Value::String("REDACTED".into())
                     } else {
                         redact(v)
@@ -52,9 +54,13 @@ pub fn redact(value: &Value) -> Value {
 }
 
 /// The journal's view of a request body: JSON if it parses, form fields if it is a form.
-pub fn body_for_journal(content_type: Option<&str>, bytes: &[u8]) -> Option<Value> {
+/// Uploaded build sources are only counted (they are data, and may hold anything).
+pub fn body_for_journal(path: &str, content_type: Option<&str>, bytes: &[u8]) -> Option<Value> {
     if bytes.is_empty() {
         return None;
+    }
+    if path.starts_with("/_acr/") {
+        return Some(Value::String(format!("<{} bytes>", bytes.len())));
     }
     let ct = content_type.unwrap_or("").to_ascii_lowercase();
     if ct.starts_with("application/x-www-form-urlencoded") {
@@ -79,11 +85,29 @@ mod tests {
         let body = json!({"properties": {"containers": [{"properties": {"environmentVariables": [
             {"name": "A", "value": "plain"}, {"name": "B", "secureValue": "s3cr3t"}]}}],
             "imageRegistryCredentials": [{"server": "x", "password": "p"}]},
-            "client_secret": "c", "accessKey": "k", "myToken": "t"});
+            "client_secret": "c", "accessKey": "k", "myToken": "t",
+            "arguments": [{"name": "A", "value": "argsecret", "isSecret": true}]});
         let text = redact(&body).to_string();
-        for secret in ["s3cr3t", "\"p\"", "\"c\"", "\"k\"", "\"t\""] {
+        for secret in ["s3cr3t", "\"p\"", "\"c\"", "\"k\"", "\"t\"", "argsecret"] {
             assert!(!text.contains(secret), "{secret} leaked in {text}");
         }
         assert!(text.contains("plain"));
+    }
+
+    #[test]
+    fn redacts_acr_oauth_forms_and_counts_uploads() {
+        let form = b"grant_type=access_token&service=127.0.0.1%3A1&access_token=aaa.bbb.ccc&refresh_token=rrr&password=ppp";
+        let v = body_for_journal(
+            "/oauth2/exchange",
+            Some("application/x-www-form-urlencoded"),
+            form,
+        )
+        .unwrap()
+        .to_string();
+        for secret in ["aaa.bbb.ccc", "rrr", "ppp"] {
+            assert!(!v.contains(secret), "{secret} leaked in {v}");
+        }
+        let upload = body_for_journal("/_acr/source/r/source/x.tar.gz", None, b"{\"a\":1}");
+        assert_eq!(upload, Some(Value::String("<7 bytes>".into())));
     }
 }

@@ -4,9 +4,17 @@
 //! - over HTTPS (a throw-away CA, see [`LocalAzure::ca_pem`]): Entra ID token endpoints
 //!   (client credentials, device code, refresh token) and ARM (resource groups,
 //!   container groups that really run as local processes, user-assigned identities,
-//!   role assignments, registries, Logic Apps workflows, API connections);
+//!   role assignments, registries with ACR Tasks quick builds, Logic Apps workflows,
+//!   API connections, seeded storage accounts), and the blob-style SAS URLs of build
+//!   source uploads and run logs (`/_acr/...`);
+//! - over HTTPS, one listener per registry (its `loginServer`, `127.0.0.1:PORT`): the
+//!   registry data plane (ACR token exchange, manifests and tags of built images);
 //! - over plain HTTP: the App Service style managed-identity endpoint that the
 //!   emulated containers use (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`).
+//!
+//! Built images hold no files: a container group running one runs the image's
+//! ENTRYPOINT/CMD as a host process (the host's R and library), which is why builds
+//! check R package pins against [`Config::r_library_paths`].
 //!
 //! It is strict where Azure is strict (api-version, bearer tokens, names, required
 //! properties, error shapes), so a client that works here works against Azure.
@@ -20,11 +28,14 @@
 //! ```
 
 mod aci;
+mod acr;
 mod arm;
+mod dockerfile;
 mod faults;
 mod identity;
 mod journal;
 mod logic;
+mod registry;
 mod resources;
 mod server;
 mod state;
@@ -36,7 +47,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -62,11 +73,34 @@ pub struct Config {
     /// Provider namespaces that answer 409 `MissingSubscriptionRegistration` until
     /// registered (`POST /subscriptions/{s}/providers/{ns}/register`).
     pub unregistered_providers: Vec<String>,
+    /// Storage accounts that exist from the start (the emulator does not create
+    /// storage accounts; blob data lives elsewhere, e.g. Azurite). Role assignments
+    /// at their scope need them.
+    pub storage_accounts: Vec<SeededStorageAccount>,
+    /// Registry names "taken by another tenant": `checkNameAvailability` reports them
+    /// as `AlreadyExists` and a registry PUT of one fails.
+    pub taken_registry_names: Vec<String>,
+    /// The host's R library paths. Images built by ACR Tasks run the host's R with
+    /// these libraries, so a build that pins a package missing here fails.
+    pub r_library_paths: Vec<PathBuf>,
+}
+
+/// A storage account seeded at start (`Microsoft.Storage/storageAccounts/{name}`).
+#[derive(Debug, Clone)]
+pub struct SeededStorageAccount {
+    /// Created (with `location`) when missing.
+    pub resource_group: String,
+    pub name: String,
+    /// `properties.primaryEndpoints.blob`, e.g. Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1/`.
+    pub blob_endpoint: String,
+    pub location: String,
 }
 
 impl Config {
     /// Fresh random tenant, subscription and service principal; two pending device-code
-    /// polls; every provider registered.
+    /// polls; every provider registered; no storage accounts, taken registry names or
+    /// host R library.
     pub fn new(work_dir: impl Into<PathBuf>) -> Config {
         Config {
             tenant_id: util::new_uuid(),
@@ -76,6 +110,9 @@ impl Config {
             work_dir: work_dir.into(),
             device_code_pending_polls: 2,
             unregistered_providers: Vec::new(),
+            storage_accounts: Vec::new(),
+            taken_registry_names: Vec::new(),
+            r_library_paths: Vec::new(),
         }
     }
 }
@@ -115,6 +152,7 @@ impl LocalAzure {
             .map_err(|e| e.to_string())?
             .port();
 
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
         let service_principal_id = util::new_uuid();
         let device_user_id = util::new_uuid();
         let world = World {
@@ -133,6 +171,7 @@ impl LocalAzure {
             https_base: format!("https://127.0.0.1:{https_port}"),
             identity_endpoint: format!("http://127.0.0.1:{http_port}/msi/token"),
             signer: token::TokenSigner::new(),
+            tls: acceptor.clone(),
             service_principal_id,
             device_user_id,
             world: Mutex::new(world),
@@ -140,6 +179,7 @@ impl LocalAzure {
             faults: Mutex::new(faults::FaultState::new(Faults::default())),
             secret_expired: AtomicBool::new(false),
         });
+        resources::seed_storage_accounts(&inner)?;
 
         let https_app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
@@ -147,6 +187,7 @@ impl LocalAzure {
                 "/{tenant}/oauth2/v2.0/devicecode",
                 post(identity::device_code),
             )
+            .route("/_acr/{*rest}", any(acr::blob))
             .fallback(arm::handle)
             .with_state(inner.clone());
         let http_app = Router::new()
@@ -154,7 +195,6 @@ impl LocalAzure {
             .with_state(inner.clone());
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
         let listeners = vec![
             tokio::spawn(server::accept_loop(
                 https_listener,
@@ -162,6 +202,7 @@ impl LocalAzure {
                 https_app,
                 inner.clone(),
                 shutdown_rx.clone(),
+                true,
             )),
             tokio::spawn(server::accept_loop(
                 http_listener,
@@ -169,6 +210,7 @@ impl LocalAzure {
                 http_app,
                 inner.clone(),
                 shutdown_rx,
+                false,
             )),
         ];
         Ok(LocalAzure {
@@ -229,12 +271,14 @@ impl LocalAzure {
         logic::add_run(&self.inner, workflow_id, run)
     }
 
-    /// Stops both listeners and kills every container process, waiting for them to end.
+    /// Stops every listener (registries' too) and kills every container process,
+    /// waiting for them to end.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown_tx.send(true);
         for handle in self.listeners.drain(..) {
             let _ = handle.await;
         }
+        acr::stop_all(&self.inner).await;
         aci::kill_all(&self.inner).await;
     }
 }
@@ -242,6 +286,7 @@ impl LocalAzure {
 impl Drop for LocalAzure {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
+        acr::stop_all_now(&self.inner);
         aci::kill_all_now(&self.inner);
     }
 }

@@ -187,7 +187,7 @@ pub fn get_subscription(req: &ArmRequest) -> ArmResult {
     ))
 }
 
-fn valid_rg_name(name: &str) -> bool {
+pub fn valid_rg_name(name: &str) -> bool {
     (1..=90).contains(&name.chars().count())
         && !name.ends_with('.')
         && name
@@ -318,6 +318,7 @@ async fn delete_resource_group(inner: &std::sync::Arc<Inner>, key: &str) {
     for g in groups {
         crate::aci::remove_group_runtime(inner, &g).await;
     }
+    crate::acr::remove_runtimes_under(inner, &prefix).await;
 }
 
 /// Registers a `Location`-polled operation that answers 202 `remaining` times.
@@ -590,6 +591,85 @@ pub fn render(inner: &Inner, key: &str) -> Option<Value> {
     }
 }
 
+/// Creates the configured storage accounts (and their resource groups) at start.
+pub fn seed_storage_accounts(inner: &Inner) -> Result<(), String> {
+    let sub = &inner.config.subscription_id;
+    for sa in &inner.config.storage_accounts {
+        if !valid_rg_name(&sa.resource_group) {
+            return Err(format!(
+                "seeded storage account {}: invalid resource group name '{}'",
+                sa.name, sa.resource_group
+            ));
+        }
+        // Azure's rule: 3-24 lowercase letters and digits.
+        if !(3..=24).contains(&sa.name.len())
+            || !sa
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(format!(
+                "invalid seeded storage account name '{}': it must be 3-24 lowercase letters and digits",
+                sa.name
+            ));
+        }
+        let location = sa.location.to_ascii_lowercase().replace(' ', "");
+        if !AZURE_LOCATIONS.contains(&location.as_str()) {
+            return Err(format!(
+                "seeded storage account {}: unknown location '{}'",
+                sa.name, sa.location
+            ));
+        }
+        let mut world = inner.world();
+        let key = rg_key(inner, &sa.resource_group);
+        let rg_name = match world.resources.get(&key) {
+            Some(rg) => rg["name"]
+                .as_str()
+                .unwrap_or(&sa.resource_group)
+                .to_string(),
+            None => {
+                let rg = json!({
+                    "id": format!("/subscriptions/{sub}/resourceGroups/{}", sa.resource_group),
+                    "name": sa.resource_group,
+                    "type": "Microsoft.Resources/resourceGroups",
+                    "location": location,
+                    "properties": {"provisioningState": "Succeeded"},
+                });
+                world.resources.insert(key.clone(), rg);
+                sa.resource_group.clone()
+            }
+        };
+        let id = format!(
+            "/subscriptions/{sub}/resourceGroups/{rg_name}/providers/Microsoft.Storage/storageAccounts/{}",
+            sa.name
+        );
+        if world.resources.contains_key(&id.to_ascii_lowercase()) {
+            return Err(format!("storage account {} is seeded twice", sa.name));
+        }
+        let account = json!({
+            "id": id,
+            "name": sa.name,
+            "type": "Microsoft.Storage/storageAccounts",
+            "location": location,
+            "kind": "StorageV2",
+            "sku": {"name": "Standard_LRS", "tier": "Standard"},
+            "properties": {
+                "provisioningState": "Succeeded",
+                "creationTime": util::now_rfc3339(),
+                "primaryLocation": location,
+                "statusOfPrimary": "available",
+                "accessTier": "Hot",
+                "supportsHttpsTrafficOnly": true,
+                "minimumTlsVersion": "TLS1_2",
+                "allowBlobPublicAccess": false,
+                "primaryEndpoints": {"blob": sa.blob_endpoint},
+            },
+        });
+        world.resources.insert(id.to_ascii_lowercase(), account);
+    }
+    Ok(())
+}
+
 /// Registers a principal (an identity's object id) that role assignments may name.
 pub fn add_principal(inner: &Inner, object_id: &str) {
     inner.world().principals.insert(object_id.to_string());
@@ -710,7 +790,7 @@ pub fn simple_resource(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResu
             let tags = tags_of(&body)?;
             let mut v = match ty.type_name {
                 "userAssignedIdentities" => build_identity(req, &r, &existing)?,
-                "registries" => build_registry(&r, &body, &existing)?,
+                "registries" => build_registry(&req.inner, &r, &body, &existing)?,
                 "connections" => build_connection(&body)?,
                 _ => return Err(not_found_path()),
             };
@@ -775,30 +855,38 @@ fn build_identity(
     Ok(json!({ "properties": props }))
 }
 
+/// 5-50 letters and digits.
+pub fn valid_registry_name(name: &str) -> bool {
+    (5..=50).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// Checks a registry PUT (name and SKU); returns the SKU name.
+pub fn validate_registry(name: &str, body: &Value) -> Result<String, ArmError> {
+    if !valid_registry_name(name) {
+        return Err(ArmError::bad_request(
+            "InvalidRegistryName",
+            format!("Registry name '{name}' is invalid: it must be 5-50 alphanumeric characters."),
+        ));
+    }
+    match body["sku"]["name"].as_str() {
+        Some(s) if ["basic", "standard", "premium"].contains(&s.to_ascii_lowercase().as_str()) => {
+            Ok(s.to_string())
+        }
+        Some(s) => Err(ArmError::invalid(
+            "sku.name",
+            format!("The SKU '{s}' is not valid. Use Basic, Standard or Premium."),
+        )),
+        None => Err(ArmError::missing("sku.name")),
+    }
+}
+
 fn build_registry(
+    inner: &Inner,
     r: &ResourceRef,
     body: &Value,
     existing: &Option<Value>,
 ) -> Result<Value, ArmError> {
-    if !(5..=50).contains(&r.name.len()) || !r.name.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(ArmError::bad_request(
-            "InvalidRegistryName",
-            format!(
-                "Registry name '{}' is invalid: it must be 5-50 alphanumeric characters.",
-                r.name
-            ),
-        ));
-    }
-    let sku = match body["sku"]["name"].as_str() {
-        Some(s) if ["basic", "standard", "premium"].contains(&s.to_ascii_lowercase().as_str()) => s,
-        Some(s) => {
-            return Err(ArmError::invalid(
-                "sku.name",
-                format!("The SKU '{s}' is not valid. Use Basic, Standard or Premium."),
-            ))
-        }
-        None => return Err(ArmError::missing("sku.name")),
-    };
+    let sku = validate_registry(&r.name, body)?;
     let admin = body["properties"]["adminUserEnabled"]
         .as_bool()
         .unwrap_or(false);
@@ -806,10 +894,13 @@ fn build_registry(
         .as_ref()
         .and_then(|e| e["properties"]["creationDate"].as_str().map(str::to_string))
         .unwrap_or_else(util::now_rfc3339);
+    // The registry's own data-plane listener (started by the PUT handler).
+    let login_server = crate::acr::login_server(inner, &r.key)
+        .unwrap_or_else(|| format!("{}.azurecr.io", r.name.to_ascii_lowercase()));
     Ok(json!({
         "sku": {"name": sku, "tier": sku},
         "properties": {
-            "loginServer": format!("{}.azurecr.io", r.name.to_ascii_lowercase()),
+            "loginServer": login_server,
             "creationDate": created,
             "provisioningState": "Succeeded",
             "adminUserEnabled": admin,

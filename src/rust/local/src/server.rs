@@ -21,12 +21,14 @@ use crate::state::Inner;
 use crate::util;
 
 /// Accepts connections until `shutdown` flips; wraps them in TLS when `tls` is given.
+/// `arm` marks the listener whose non-identity calls are ARM (faults, rate-limit headers).
 pub async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     inner: Arc<Inner>,
     mut shutdown: watch::Receiver<bool>,
+    arm: bool,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -49,10 +51,10 @@ pub async fn accept_loop(
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                             .await;
                     if let Ok(Ok(tls_stream)) = handshake {
-                        serve_connection(tls_stream, app, inner, true, shutdown).await;
+                        serve_connection(tls_stream, app, inner, arm, shutdown).await;
                     }
                 }
-                None => serve_connection(stream, app, inner, false, shutdown).await,
+                None => serve_connection(stream, app, inner, arm, shutdown).await,
             }
         });
     }
@@ -62,13 +64,13 @@ async fn serve_connection<S>(
     stream: S,
     app: Router,
     inner: Arc<Inner>,
-    https: bool,
+    arm: bool,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        handle_request(inner.clone(), app.clone(), req, https)
+        handle_request(inner.clone(), app.clone(), req, arm)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -79,9 +81,10 @@ async fn serve_connection<S>(
     }
 }
 
-/// Identity calls (token, device code, managed identity) are never faulted.
-fn is_identity_path(path: &str) -> bool {
-    path.contains("/oauth2/") || path.starts_with("/msi/")
+/// Identity calls (token, device code, managed identity) are never faulted, nor are
+/// the blob-style ACR source uploads and log reads (another service than ARM).
+fn is_not_arm_path(path: &str) -> bool {
+    path.contains("/oauth2/") || path.starts_with("/msi/") || path.starts_with("/_acr/")
 }
 
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
@@ -93,7 +96,7 @@ async fn handle_request(
     inner: Arc<Inner>,
     app: Router,
     req: Request<Incoming>,
-    https: bool,
+    arm: bool,
 ) -> Result<Response<Body>, std::io::Error> {
     let time = util::now_rfc3339();
     let (parts, body) = req.into_parts();
@@ -108,7 +111,7 @@ async fn handle_request(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let journal_body = body_for_journal(content_type.as_deref(), &bytes);
+    let journal_body = body_for_journal(&path, content_type.as_deref(), &bytes);
     let correlation = parts
         .headers
         .get("x-ms-correlation-request-id")
@@ -116,7 +119,7 @@ async fn handle_request(
         .map(str::to_string)
         .unwrap_or_else(util::new_uuid);
     let method = parts.method.to_string();
-    let is_arm = https && !is_identity_path(&path);
+    let is_arm = arm && !is_not_arm_path(&path);
 
     let record = |status: u16| {
         let entry = JournalEntry {

@@ -18,6 +18,8 @@ pub struct Inner {
     /// `http://127.0.0.1:PORT2/msi/token`.
     pub identity_endpoint: String,
     pub signer: TokenSigner,
+    /// The listeners' TLS (one throw-away certificate for every listener).
+    pub tls: tokio_rustls::TlsAcceptor,
     /// Object id of the service principal behind `config.client_id`.
     pub service_principal_id: String,
     /// Object id of the user who "signs in" through the device-code flow.
@@ -48,6 +50,9 @@ pub struct World {
     pub registry_passwords: HashMap<String, [String; 2]>,
     /// Object ids that role assignments may name.
     pub principals: HashSet<String>,
+    /// Live side of registries (data-plane listener, uploads, runs, images) keyed by
+    /// lowercased registry id.
+    pub registries: HashMap<String, crate::acr::RegistryRuntime>,
 }
 
 /// Who a refresh token signs in again, with the extra claims of their tokens.
