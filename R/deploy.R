@@ -185,8 +185,8 @@ runtime_spec <- function(model_packages, runtime) {
     base_image = runtime$base_image,
     repo = runtime$repo,
     packages = lapply(closure, function(p) list(name = p, version = package_version_string(p))),
-    system_libraries = sort(unique(unlist(system_libraries[intersect(closure, names(system_libraries))],
-                                          use.names = FALSE))),
+    system_libraries = as.list(sort(unique(unlist(system_libraries[intersect(closure, names(system_libraries))],
+                                                  use.names = FALSE)))),
     serverless_version = serverless_version(),
     serverless_repo = runtime$serverless_repo,
     serverless_tarball = tarball

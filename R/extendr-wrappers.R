@@ -53,6 +53,14 @@ rs_aci_run <- function(config, spec, timeout_s) .Call(wrap__rs_aci_run, config, 
 #' @noRd
 rs_file_sha256 <- function(path) .Call(wrap__rs_file_sha256, path)
 
+#' Parse JSON text into R lists and vectors (the package has no JSON dependency).
+#' @noRd
+rs_json_parse <- function(text) .Call(wrap__rs_json_parse, text)
+
+#' Format R lists and vectors as pretty JSON text.
+#' @noRd
+rs_json_format <- function(x) .Call(wrap__rs_json_format, x)
+
 #' Deploy a model: store it, make sure its runtime image exists, record it. The
 #' request is validated before any network call.
 #' @noRd
@@ -62,10 +70,28 @@ rs_deploy_model <- function(storage, config, request) .Call(wrap__rs_deploy_mode
 #' @noRd
 rs_get_deployment <- function(storage, container, name) .Call(wrap__rs_get_deployment, storage, container, name)
 
+#' Start a scoring run (one container group per shard) and, with `wait`, follow it
+#' to the end. Returns the shards' states.
+#' @noRd
+rs_score_run <- function(config, request, wait, keep, timeout_s) .Call(wrap__rs_score_run, config, request, wait, keep, timeout_s)
+
+#' Refresh a run's shards; when all are done, collect logs and delete the groups
+#' (unless `keep`).
+#' @noRd
+rs_score_status <- function(config, shards, keep) .Call(wrap__rs_score_status, config, shards, keep)
+
+#' Delete every container group of a run.
+#' @noRd
+rs_score_delete <- function(config, shards) .Call(wrap__rs_score_delete, config, shards)
+
 #' Start the control-plane emulator on the runtime; returns its endpoints and the
 #' emulated tenant's service principal.
 #' @noRd
 rs_local_start <- function(config) .Call(wrap__rs_local_start, config)
+
+#' Add a storage account to the emulated subscription (once Azurite listens).
+#' @noRd
+rs_local_add_storage_account <- function(handle, account) .Call(wrap__rs_local_add_storage_account, handle, account)
 
 #' @noRd
 rs_local_journal <- function(handle) .Call(wrap__rs_local_journal, handle)

@@ -47,26 +47,38 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
     check_string(dir)
   }
   dir.create(dir, recursive = TRUE, showWarnings = FALSE)
-  proc <- processx::process$new(
-    azurite,
-    c("--blobHost", "127.0.0.1", "--blobPort", "0", "--location", dir,
-      "--disableTelemetry", "--silent"),
-    stdout = "|", stderr = "|", cleanup = TRUE, cleanup_tree = TRUE
-  )
-  withr::defer(stop_process(proc), envir = .local_envir, priority = "last")
-  port <- wait_for_azurite(proc)
   emulator <- rust_result(rs_local_start(list(
     work_dir = file.path(dir, "control-plane"),
-    # The storage account exists in the emulated subscription, as it would in Azure.
-    storage_accounts = list(list(
-      resource_group = local_resource_group, name = azurite_account, location = local_location,
-      blob_endpoint = sprintf("http://127.0.0.1:%d/%s", port, azurite_account)
-    )),
     taken_registry_names = taken_registry_names,
     # Locally a runtime image runs as this R with these libraries.
     r_library_paths = as.list(.libPaths())
   )))
   withr::defer(rs_local_stop(emulator$handle), envir = .local_envir, priority = "first")
+  # Azurite serves HTTPS with a certificate from the emulator's CA, so Entra ID tokens
+  # (the managed identities of scoring containers) work against it as in Azure.
+  tls_dir <- file.path(dir, "tls")
+  dir.create(tls_dir, showWarnings = FALSE, mode = "0700")
+  cert <- file.path(tls_dir, "cert.pem")
+  key <- file.path(tls_dir, "key.pem")
+  writeLines(emulator$tls_cert, cert)
+  file.create(key)
+  Sys.chmod(key, "0600")
+  writeLines(emulator$tls_key, key)
+  proc <- processx::process$new(
+    azurite,
+    c("--blobHost", "127.0.0.1", "--blobPort", "0", "--location", dir,
+      "--cert", cert, "--key", key, "--oauth", "basic",
+      "--disableTelemetry", "--silent"),
+    stdout = "|", stderr = "|", cleanup = TRUE, cleanup_tree = TRUE
+  )
+  withr::defer(stop_process(proc), envir = .local_envir, priority = "last")
+  port <- wait_for_azurite(proc)
+  blob_endpoint <- sprintf("https://127.0.0.1:%d/%s", port, azurite_account)
+  # The storage account exists in the emulated subscription, as it would in Azure.
+  rust_result(rs_local_add_storage_account(emulator$handle, list(
+    resource_group = local_resource_group, name = azurite_account, location = local_location,
+    blob_endpoint = blob_endpoint
+  )))
   secrets <- new.env(parent = emptyenv())
   secrets$key <- azurite_key
   secrets$ca_pem <- emulator$ca_pem
@@ -78,7 +90,7 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   target <- new_target(
     kind = "local",
     storage_account = azurite_account,
-    blob_endpoint = sprintf("http://127.0.0.1:%d/%s", port, azurite_account),
+    blob_endpoint = blob_endpoint,
     container = container,
     subscription = emulator$subscription_id,
     resource_group = local_resource_group,
@@ -123,7 +135,7 @@ wait_for_azurite <- function(proc, timeout = 30, call = rlang::caller_env()) {
     proc$poll_io(200)
     lines <- proc$read_output_lines()
     seen <- c(seen, lines)
-    hit <- regmatches(seen, regexpr("listens on http://127\\.0\\.0\\.1:[0-9]+", seen))
+    hit <- regmatches(seen, regexpr("listens on https?://127\\.0\\.0\\.1:[0-9]+", seen))
     if (length(hit)) {
       return(as.integer(sub(".*:", "", hit[[1]])))
     }

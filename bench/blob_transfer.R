@@ -27,11 +27,17 @@ py <- function(...) {
   out <- system2(python, c(file.path("bench", "peer_python.py"), ...), stdout = TRUE)
   out[length(out)]
 }
+# Azurite serves HTTPS with the local Azure's CA: every peer trusts it.
+ca_file <- tempfile(fileext = ".pem")
+writeLines(target$secrets$ca_pem, ca_file)
+Sys.setenv(REQUESTS_CA_BUNDLE = ca_file)
 curl_time <- function(args) {
-  as.numeric(system2("curl", c("-sS", "-o", "/dev/null", "-w", "%{time_total}", args), stdout = TRUE))
+  as.numeric(system2("curl", c("-sS", "--cacert", ca_file, "-o", "/dev/null", "-w", "%{time_total}", args),
+                     stdout = TRUE))
 }
 curl_get_time <- function(url, file) {
-  as.numeric(system2("curl", c("-sS", "-o", shQuote(file), "-w", "%{time_total}", shQuote(url)), stdout = TRUE))
+  as.numeric(system2("curl", c("-sS", "--cacert", ca_file, "-o", shQuote(file), "-w", "%{time_total}",
+                               shQuote(url)), stdout = TRUE))
 }
 curl_put_time <- function(url, file) {
   curl_time(c("-X", "PUT", "-H", "x-ms-blob-type:BlockBlob", "-H", "x-ms-version:2025-11-05",

@@ -9,14 +9,15 @@ seek(con, 1024^3 - 1, rw = "write")
 writeBin(as.raw(1), con)
 close(con)
 for (i in 1:3) {
-  child <- callr::r_bg(function(endpoint, key, file, path) {
+  child <- callr::r_bg(function(endpoint, key, ca, file, path) {
     library(serveRless)
     target <- az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope",
                         "devstoreaccount1", blob_endpoint = endpoint, storage_key = key)
+    target$secrets$ca_pem <- ca # the local Azure's CA
     cat("START\n")
     res <- tryCatch(blob_upload(target, file, path), error = function(e) e)
     cat("CLASS", class(res)[1], "\n")
-  }, args = list(target$blob_endpoint, serveRless:::azurite_key, big, paste0("serverless/bench/intr-", i)),
+  }, args = list(target$blob_endpoint, serveRless:::azurite_key, target$secrets$ca_pem, big, paste0("serverless/bench/intr-", i)),
   stdout = "|", stderr = "|")
   deadline <- Sys.time() + 30
   repeat {

@@ -20,7 +20,9 @@ azurite_az_target <- function(target = test_target(), ...) {
     ),
     list(...)
   )
-  do.call(az_target, args)
+  out <- do.call(az_target, args)
+  out$secrets$ca_pem <- target$secrets$ca_pem # Azurite serves HTTPS with the local CA
+  out
 }
 
 # A sparse file: large on paper, cheap to make.

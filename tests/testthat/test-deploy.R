@@ -1,5 +1,8 @@
 # deploy_model() on the local Azure: runtime images, shared identity, plans.
 
+# Build logs stream to the console for users; the tests keep their output short.
+deploy_model <- function(...) suppressMessages(serveRless::deploy_model(...))
+
 # Each test gets its own local Azure, so its journal shows only its own calls.
 deploy_target <- function(envir = parent.frame()) {
   local_azure(.local_envir = envir)
@@ -30,7 +33,7 @@ test_that("a runtime image is built once per spec and shared by models that need
   expect_identical(get_deployment("mpg", target)$model_version, dep1$model_version)
 
   # glm needs only stats, like lm: same spec, same image, no build.
-  dep2 <- deploy_model(fits$glm, "am", target)
+  dep2 <- deploy_model(fits$glm, "transmission", target)
   expect_false(dep2$built)
   expect_identical(dep2$image, dep1$image)
   expect_equal(nrow(journal_calls(target, "/scheduleRun$", "POST")), 1)
@@ -55,7 +58,7 @@ test_that("a model needing another package gets its own image pinning that packa
   target <- deploy_target()
   fits <- fit_models()
   lm_dep <- deploy_model(fits$lm, "mpg", target)
-  rf_dep <- deploy_model(fits$rf, "rf", target)
+  rf_dep <- deploy_model(fits$rf, "mpg-forest", target)
   expect_true(rf_dep$built)
   expect_false(identical(rf_dep$image, lm_dep$image))
   version <- utils::packageDescription("randomForest")$Version
@@ -141,9 +144,9 @@ test_that("bad deploy input is refused before any network call, naming the value
   expect_error(deploy_model(fit, "mpg", offline, runtime = list()), class = "serverless_error_input")
   expect_error(runtime_options(serverless_tarball = "/no/such/serveRless.tar.gz"),
                class = "serverless_error_input")
-  bad_registry <- azurite_az_target(blob_endpoint = "http://127.0.0.1:9/devstoreaccount1",
-                                    registry = "has-dashes")
-  err <- expect_error(deploy_model(fit, "mpg", bad_registry), class = "serverless_error_input")
+  err <- expect_error(azurite_az_target(blob_endpoint = "http://127.0.0.1:9/devstoreaccount1",
+                                        registry = "has-dashes"),
+                      class = "serverless_error_input")
   expect_match(conditionMessage(err), "has-dashes")
 })
 

@@ -1,14 +1,15 @@
 # A child R process uploads a large file; the parent interrupts or kills it mid-way.
 
 upload_in_child <- function(target, file, path) {
-  callr::r_bg(function(endpoint, key, file, path) {
+  callr::r_bg(function(endpoint, key, ca, file, path) {
     library(serveRless)
     target <- az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope",
                         "devstoreaccount1", blob_endpoint = endpoint, storage_key = key)
+    target$secrets$ca_pem <- ca # the local Azure's CA
     cat("START\n")
     res <- tryCatch(blob_upload(target, file, path), error = function(e) e)
     cat("CLASS", class(res)[1], "\n")
-  }, args = list(target$blob_endpoint, serveRless:::azurite_key, file, path),
+  }, args = list(target$blob_endpoint, serveRless:::azurite_key, target$secrets$ca_pem, file, path),
   stdout = "|", stderr = "|")
 }
 

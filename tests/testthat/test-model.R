@@ -15,7 +15,7 @@ test_that("lm, glm and randomForest models round-trip with identical predictions
   rf <- load_model("roundtrip-rf", target)
   expect_named(rf$metadata$meta$packages, "randomForest")
   expect_equal(rf$metadata$meta$packages$randomForest,
-               as.character(utils::packageVersion("randomForest")))
+               utils::packageDescription("randomForest")$Version)
   expect_setequal(names(rf$ptype), c("wt", "hp", "am"))
   expect_s3_class(rf$ptype$am, "factor")
   expect_equal(nrow(rf$ptype), 0)
@@ -59,14 +59,15 @@ test_that("storing an identical bundle uploads nothing and reuses the version", 
 
 test_that("two processes storing different models under one name both keep their version", {
   target <- test_target()
-  store_one <- function(endpoint, key, formula) {
+  store_one <- function(endpoint, key, ca, formula) {
     library(serveRless)
     target <- az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope",
                         "devstoreaccount1", blob_endpoint = endpoint, storage_key = key)
+    target$secrets$ca_pem <- ca # the local Azure's CA
     fit <- lm(stats::as.formula(formula), data = mtcars)
     store_model(fit, "concurrent", target)$version
   }
-  args <- list(target$blob_endpoint, serveRless:::azurite_key)
+  args <- list(target$blob_endpoint, serveRless:::azurite_key, target$secrets$ca_pem)
   a <- callr::r_bg(store_one, c(args, "mpg ~ wt"))
   b <- callr::r_bg(store_one, c(args, "mpg ~ hp"))
   a$wait(60000)

@@ -4,7 +4,7 @@ test_that("local_azure() gives a working target and stops Azurite with its scope
     target <- local_azure()
     expect_s3_class(target, "serverless_target")
     expect_equal(target$kind, "local")
-    expect_match(target$blob_endpoint, "^http://127\\.0\\.0\\.1:[0-9]+/devstoreaccount1$")
+    expect_match(target$blob_endpoint, "^https://127\\.0\\.0\\.1:[0-9]+/devstoreaccount1$")
     expect_true(target$process$is_alive())
     pid <<- target$process
     expect_equal(nrow(blob_list(target)), 0)

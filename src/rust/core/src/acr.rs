@@ -90,7 +90,9 @@ pub async fn check_name_available(arm: &ArmClient, subscription: &str, name: &st
         "/subscriptions/{subscription}/providers/Microsoft.ContainerRegistry/checkNameAvailability"
     );
     let body = json!({"name": name, "type": "Microsoft.ContainerRegistry/registries"});
-    let rsp = arm.post(&path, api::CONTAINER_REGISTRY, Some(&body)).await?;
+    let rsp = arm
+        .post(&path, api::CONTAINER_REGISTRY, Some(&body))
+        .await?;
     if rsp["nameAvailable"].as_bool() == Some(true) {
         return Ok(());
     }
@@ -182,10 +184,13 @@ async fn token_field(rsp: reqwest::Response, field: &str, host: &str) -> Result<
             )
         });
     }
-    body[field]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| Error::azure(status.as_u16(), None, format!("registry {host} returned no {field}")))
+    body[field].as_str().map(str::to_string).ok_or_else(|| {
+        Error::azure(
+            status.as_u16(),
+            None,
+            format!("registry {host} returned no {field}"),
+        )
+    })
 }
 
 /// Whether `repository:tag` exists in the registry (a HEAD on its manifest).

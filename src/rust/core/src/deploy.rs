@@ -316,7 +316,9 @@ pub async fn deploy(
     );
     let grants = [
         (
-            registry.as_ref().map_or(registry_path.clone(), |r| r.id.clone()),
+            registry
+                .as_ref()
+                .map_or(registry_path.clone(), |r| r.id.clone()),
             roles::ACR_PULL,
             "AcrPull: the scoring containers pull the runtime image",
         ),
@@ -336,7 +338,9 @@ pub async fn deploy(
             identity::assignment_name(
                 &scope,
                 role,
-                identity.as_ref().map_or("(new identity)", |i| &i.principal_id)
+                identity
+                    .as_ref()
+                    .map_or("(new identity)", |i| &i.principal_id)
             )
         );
         if granted {
@@ -488,13 +492,12 @@ pub async fn get_deployment(
     name: &str,
 ) -> Result<Option<Deployment>> {
     store::check_model_name(name)?;
-    match storage
-        .get_bytes(container, &deployment_blob(name))
-        .await
-    {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::integrity(format!("the deployment record of `{name}` is not valid: {e}"))),
+    match storage.get_bytes(container, &deployment_blob(name)).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::integrity(format!(
+                "the deployment record of `{name}` is not valid: {e}"
+            ))
+        }),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }

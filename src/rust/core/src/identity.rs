@@ -94,11 +94,18 @@ pub fn assignment_name(scope: &str, role: &str, principal_id: &str) -> String {
 }
 
 fn role_definition_id(subscription: &str, role: &str) -> String {
-    format!("/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}")
+    format!(
+        "/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
+    )
 }
 
 /// Whether `principal_id` holds `role` at `scope` (or above it).
-pub async fn has_role(arm: &ArmClient, scope: &str, role: &str, principal_id: &str) -> Result<bool> {
+pub async fn has_role(
+    arm: &ArmClient,
+    scope: &str,
+    role: &str,
+    principal_id: &str,
+) -> Result<bool> {
     let path = format!(
         "{scope}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{principal_id}'"
     );
@@ -143,10 +150,17 @@ mod tests {
     #[test]
     fn assignment_names_are_stable_guids() {
         let a = assignment_name("/subscriptions/s/rg", roles::ACR_PULL, "P");
-        assert_eq!(a, assignment_name("/SUBSCRIPTIONS/s/RG", roles::ACR_PULL, "p"));
+        assert_eq!(
+            a,
+            assignment_name("/SUBSCRIPTIONS/s/RG", roles::ACR_PULL, "p")
+        );
         assert_ne!(
             a,
-            assignment_name("/subscriptions/s/rg", roles::STORAGE_BLOB_DATA_CONTRIBUTOR, "p")
+            assignment_name(
+                "/subscriptions/s/rg",
+                roles::STORAGE_BLOB_DATA_CONTRIBUTOR,
+                "p"
+            )
         );
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "5");

@@ -10,7 +10,7 @@ use crate::aci::{self, ContainerSpec, GroupSpec};
 use crate::arm::{api, ArmClient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -146,14 +146,12 @@ pub async fn start(arm: Arc<ArmClient>, req: &RunRequest) -> Result<Vec<ShardSta
         paths: specs.iter().map(GroupSpec::path).collect(),
         armed: true,
     };
-    let created: Result<Vec<()>> = stream::iter(specs.iter())
-        .map(|spec| {
-            let arm = arm.clone();
-            async move { aci::create_group(&arm, spec).await.map(|_| ()) }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await;
+    let created: Result<Vec<()>> = in_batches(&specs, |spec| async {
+        aci::create_group(&arm, spec).await.map(|_| ())
+    })
+    .await
+    .into_iter()
+    .collect();
     if let Err(e) = created {
         // Delete now, not in the background: the caller sees a clean state.
         for path in std::mem::take(&mut cleanup.paths) {
@@ -192,9 +190,7 @@ async fn poll_one(arm: &ArmClient, shard: &ShardState) -> Result<ShardState> {
         });
     };
     let cur = group.pointer("/properties/containers/0/properties/instanceView/currentState");
-    let container_state = cur
-        .and_then(|s| s["state"].as_str())
-        .unwrap_or("Waiting");
+    let container_state = cur.and_then(|s| s["state"].as_str()).unwrap_or("Waiting");
     let exit_code = cur.and_then(|s| s["exitCode"].as_i64());
     let text = |k: &str| cur.and_then(|s| s[k].as_str()).map(str::to_string);
     let state = match (container_state, exit_code) {
@@ -223,42 +219,49 @@ async fn poll_one(arm: &ArmClient, shard: &ShardState) -> Result<ShardState> {
 }
 
 pub async fn poll(arm: &ArmClient, shards: &[ShardState]) -> Result<Vec<ShardState>> {
-    stream::iter(shards)
-        .map(|s| poll_one(arm, s))
-        .buffered(CONCURRENCY)
-        .try_collect()
+    in_batches(shards, |s| poll_one(arm, s))
         .await
+        .into_iter()
+        .collect()
+}
+
+/// Runs `f` over `items`, `CONCURRENCY` at a time, keeping their order.
+async fn in_batches<'a, T, F, Fut, R>(items: &'a [T], f: F) -> Vec<R>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(CONCURRENCY) {
+        out.extend(join_all(chunk.iter().map(&f)).await);
+    }
+    out
 }
 
 /// Collects the logs of finished shards and deletes their groups (unless `keep`).
 pub async fn finish(arm: &ArmClient, shards: &[ShardState], keep: bool) -> Vec<ShardState> {
-    stream::iter(shards)
-        .map(|s| async move {
-            let mut s = s.clone();
-            if !s.done() || s.deleted {
-                return s;
-            }
-            if s.logs.is_none() {
-                s.logs = Some(aci::logs(arm, &s.group, "score").await.unwrap_or_default());
-            }
-            if !keep && aci::delete_group(arm, &s.group).await.is_ok() {
-                s.deleted = true;
-            }
-            s
-        })
-        .buffered(CONCURRENCY)
-        .collect()
-        .await
+    in_batches(shards, |s| async move {
+        let mut s = s.clone();
+        if !s.done() || s.deleted {
+            return s;
+        }
+        if s.logs.is_none() {
+            s.logs = Some(aci::logs(arm, &s.group, "score").await.unwrap_or_default());
+        }
+        if !keep && aci::delete_group(arm, &s.group).await.is_ok() {
+            s.deleted = true;
+        }
+        s
+    })
+    .await
 }
 
 /// Deletes every group of a run, finished or not.
 pub async fn delete_all(arm: &ArmClient, shards: &[ShardState]) -> Result<()> {
-    let results: Vec<Result<()>> = stream::iter(shards)
-        .map(|s| aci::delete_group(arm, &s.group))
-        .buffer_unordered(CONCURRENCY)
+    in_batches(shards, |s| aci::delete_group(arm, &s.group))
+        .await
+        .into_iter()
         .collect()
-        .await;
-    results.into_iter().collect()
 }
 
 /// Starts a run and, with `wait`, follows it to the end: progress counts shards done,

@@ -65,7 +65,11 @@ impl RuntimeSpec {
         plain("R version", &self.r_version, ".")?;
         plain("base image", &self.base_image, "._-/:@")?;
         plain("repository URL", &self.repo, ".:/_-~%")?;
-        plain("serveRless repository URL", &self.serverless_repo, ".:/_-~%")?;
+        plain(
+            "serveRless repository URL",
+            &self.serverless_repo,
+            ".:/_-~%",
+        )?;
         plain("serveRless version", &self.serverless_version, ".-")?;
         for p in &self.packages {
             plain("package name", &p.name, ".")?;

@@ -6,7 +6,9 @@ use serverless_core::templates::{render_dockerfile, PackagePin, RuntimeSpec};
 use std::path::PathBuf;
 
 fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../..")
+        .join(path)
 }
 
 fn pin(name: &str, version: &str) -> PackagePin {

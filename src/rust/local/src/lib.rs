@@ -122,6 +122,9 @@ impl Config {
 pub struct LocalAzure {
     inner: Arc<Inner>,
     ca_pem: String,
+    /// The HTTPS leaf certificate chain and key (PEM), for Azurite.
+    tls_cert_pem: String,
+    tls_key_pem: String,
     shutdown_tx: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
 }
@@ -216,6 +219,8 @@ impl LocalAzure {
         Ok(LocalAzure {
             inner,
             ca_pem: tls.ca_pem,
+            tls_cert_pem: tls.cert_pem,
+            tls_key_pem: tls.key_pem,
             shutdown_tx,
             listeners,
         })
@@ -234,6 +239,19 @@ impl LocalAzure {
     /// The CA certificate (PEM) that clients must trust to reach [`Self::https_endpoint`].
     pub fn ca_pem(&self) -> String {
         self.ca_pem.clone()
+    }
+
+    /// The certificate chain and private key (PEM) the HTTPS listener serves, signed by
+    /// [`Self::ca_pem`]: another local server (Azurite) can serve HTTPS with them so
+    /// clients trust both through one CA.
+    pub fn tls_cert_and_key(&self) -> (String, String) {
+        (self.tls_cert_pem.clone(), self.tls_key_pem.clone())
+    }
+
+    /// Adds a storage account (and its resource group when missing) after start, e.g.
+    /// once Azurite is listening and its endpoint is known.
+    pub fn add_storage_account(&self, account: SeededStorageAccount) -> Result<(), String> {
+        resources::seed_storage_account(&self.inner, &account)
     }
 
     /// The configuration the emulator runs with (tenant, subscription, credentials).

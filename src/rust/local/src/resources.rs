@@ -593,8 +593,16 @@ pub fn render(inner: &Inner, key: &str) -> Option<Value> {
 
 /// Creates the configured storage accounts (and their resource groups) at start.
 pub fn seed_storage_accounts(inner: &Inner) -> Result<(), String> {
-    let sub = &inner.config.subscription_id;
     for sa in &inner.config.storage_accounts {
+        seed_storage_account(inner, sa)?;
+    }
+    Ok(())
+}
+
+/// Creates one storage account (and its resource group when missing).
+pub fn seed_storage_account(inner: &Inner, sa: &crate::SeededStorageAccount) -> Result<(), String> {
+    let sub = &inner.config.subscription_id;
+    {
         if !valid_rg_name(&sa.resource_group) {
             return Err(format!(
                 "seeded storage account {}: invalid resource group name '{}'",

@@ -12,6 +12,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub struct Tls {
     pub server_config: Arc<rustls::ServerConfig>,
     pub ca_pem: String,
+    /// The leaf certificate (followed by the CA) and its key, for other local servers
+    /// that should be trusted through the same CA (Azurite).
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 pub fn generate() -> Result<Tls, String> {
@@ -40,6 +44,8 @@ pub fn generate() -> Result<Tls, String> {
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).map_err(err)?;
 
+    let cert_pem = format!("{}{}", leaf_cert.pem(), ca_pem);
+    let key_pem = leaf_key.serialize_pem();
     let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -54,5 +60,7 @@ pub fn generate() -> Result<Tls, String> {
     Ok(Tls {
         server_config: Arc::new(config),
         ca_pem,
+        cert_pem,
+        key_pem,
     })
 }

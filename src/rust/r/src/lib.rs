@@ -315,9 +315,7 @@ fn rs_aci_run(config: Robj, spec: Robj, timeout_s: f64) -> Robj {
 #[extendr]
 fn rs_file_sha256(path: &str) -> Robj {
     let path = PathBuf::from(path);
-    guard(move || {
-        result_to_robj(serverless_core::templates::file_sha256(&path).map(Value::String))
-    })
+    guard(move || result_to_robj(serverless_core::templates::file_sha256(&path).map(Value::String)))
 }
 
 /// Parse JSON text into R lists and vectors (the package has no JSON dependency).
@@ -378,7 +376,10 @@ fn rs_get_deployment(storage: Robj, container: &str, name: &str) -> Robj {
     })
 }
 
-fn arm_shared(config: &ArmConfig, progress: &serverless_core::Progress) -> Result<std::sync::Arc<ArmClient>, Error> {
+fn arm_shared(
+    config: &ArmConfig,
+    progress: &serverless_core::Progress,
+) -> Result<std::sync::Arc<ArmClient>, Error> {
     arm_client(config, progress).map(std::sync::Arc::new)
 }
 
@@ -414,7 +415,9 @@ fn rs_score_status(config: Robj, shards: Robj, keep: bool) -> Robj {
             let (config, shards) = (config?, shards?);
             let arm = arm_client(&config, &progress)?;
             let shards = score::poll(&arm, &shards).await?;
-            let all_done = shards.iter().all(|s| s.state == "Succeeded" || s.state == "Failed");
+            let all_done = shards
+                .iter()
+                .all(|s| s.state == "Succeeded" || s.state == "Failed");
             let shards = if all_done {
                 score::finish(&arm, &shards, keep).await
             } else {
@@ -460,7 +463,11 @@ fn rs_local_start(config: Robj) -> Robj {
         let strings = |key: &str| -> Vec<String> {
             cfg.get(key)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         config.taken_registry_names = strings("taken_registry_names");
@@ -468,19 +475,7 @@ fn rs_local_start(config: Robj) -> Robj {
             .into_iter()
             .map(PathBuf::from)
             .collect();
-        if let Some(accounts) = cfg.get("storage_accounts").and_then(Value::as_array) {
-            for a in accounts {
-                let field = |k: &str| a[k].as_str().unwrap_or_default().to_string();
-                config
-                    .storage_accounts
-                    .push(serverless_local::SeededStorageAccount {
-                        resource_group: field("resource_group"),
-                        name: field("name"),
-                        blob_endpoint: field("blob_endpoint"),
-                        location: field("location"),
-                    });
-            }
-        }
+
         let rt = match job::runtime() {
             Ok(rt) => rt,
             Err(e) => return error_to_robj(&e),
@@ -491,8 +486,11 @@ fn rs_local_start(config: Robj) -> Robj {
                 format!("the local Azure did not start: {e}"),
             )),
             Ok(local) => {
+                let (tls_cert, tls_key) = local.tls_cert_and_key();
                 let value = list!(
                     https = local.https_endpoint(),
+                    tls_cert = tls_cert,
+                    tls_key = tls_key,
                     identity = local.identity_endpoint(),
                     ca_pem = local.ca_pem(),
                     tenant_id = config.tenant_id.clone(),
@@ -505,6 +503,27 @@ fn rs_local_start(config: Robj) -> Robj {
             }
         }
     })
+}
+
+/// Add a storage account to the emulated subscription (once Azurite listens).
+/// @noRd
+#[extendr]
+fn rs_local_add_storage_account(handle: Robj, account: Robj) -> Robj {
+    let a = robj_to_json(&account);
+    let field = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+    let account = serverless_local::SeededStorageAccount {
+        resource_group: field("resource_group"),
+        name: field("name"),
+        blob_endpoint: field("blob_endpoint"),
+        location: field("location"),
+    };
+    result_to_robj(
+        with_local(handle, |local| local.add_storage_account(account)).and_then(|r| {
+            r.map(|_| Value::Null).map_err(|e| {
+                Error::internal(format!("the local Azure refused the storage account: {e}"))
+            })
+        }),
+    )
 }
 
 fn with_local<T>(
@@ -601,6 +620,7 @@ extendr_module! {
     fn rs_score_status;
     fn rs_score_delete;
     fn rs_local_start;
+    fn rs_local_add_storage_account;
     fn rs_local_journal;
     fn rs_local_faults;
     fn rs_local_stop;
