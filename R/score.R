@@ -347,3 +347,12 @@ scoring_logs.serverless_run <- function(run, ...) {
   logs <- vapply(run$shards_state, function(s) s$logs %||% NA_character_, "")
   stats::setNames(logs, paste0("shard ", run$shards$shard))
 }
+
+# The container groups of the target's resource group, from Resource Manager: what
+# is (still) there, e.g. to check that no run left one behind.
+container_groups <- function(target) {
+  path <- sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.ContainerInstance/containerGroups",
+                  target$subscription, target$resource_group)
+  out <- rust_wait(rs_arm_get(target_arm(target), path, "2023-05-01"))
+  vapply(out$value, function(g) g$name, "")
+}

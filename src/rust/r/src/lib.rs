@@ -446,6 +446,21 @@ fn rs_score_delete(config: Robj, shards: Robj) -> Robj {
     })
 }
 
+/// GET a Resource Manager path (for listings in diagnostics and tests).
+/// @noRd
+#[extendr]
+fn rs_arm_get(config: Robj, path: &str, api_version: &str) -> Robj {
+    let (path, api_version) = (path.to_string(), api_version.to_string());
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let config = config?;
+            let arm = arm_client(&config, &progress)?;
+            arm.get(&path, &api_version).await
+        })
+    })
+}
+
 /// The local Azure's control-plane emulator, held by R in the target.
 struct LocalHandle(std::sync::Mutex<Option<serverless_local::LocalAzure>>);
 
@@ -619,6 +634,7 @@ extendr_module! {
     fn rs_score_run;
     fn rs_score_status;
     fn rs_score_delete;
+    fn rs_arm_get;
     fn rs_local_start;
     fn rs_local_add_storage_account;
     fn rs_local_journal;

@@ -1,0 +1,154 @@
+# score_now() and run_scoring_job() end to end on the local Azure: real container
+# processes running the real job against Azurite, as the deployment's identity.
+
+score_quietly <- function(...) suppressMessages(score_now(...))
+deploy_quietly <- function(...) suppressMessages(deploy_model(...))
+
+test_that("score_now(newdata=) gives exactly the local predictions for five model kinds", {
+  skip_if_not_installed("randomForest")
+  skip_if_not_installed("ranger")
+  skip_if_not_installed("glmnet")
+  target <- local_azure()
+  fits <- fit_models()
+  cars <- fits$data
+  newdata <- cars[, c("wt", "hp", "am")]
+
+  check <- function(dep, local, newdata) {
+    run <- score_quietly(dep, newdata = newdata)
+    expect_s3_class(run, "serverless_run")
+    expect_equal(run$shards$state, "Succeeded")
+    preds <- read_predictions(run)
+    expect_identical(preds[names(newdata)], newdata, ignore_attr = TRUE)
+    expect_identical(preds$.pred, local)
+    run
+  }
+
+  run <- check(deploy_quietly(fits$lm, "mpg-lm", target), unname(predict(fits$lm, newdata)), newdata)
+  expect_equal(run$shards$rows, nrow(newdata))
+  check(deploy_quietly(fits$glm, "am-glm", target),
+        unname(predict(fits$glm, newdata, type = "link")), newdata)
+
+  set.seed(2)
+  rf_class <- randomForest::randomForest(am ~ wt + hp, data = cars, ntree = 30)
+  check(deploy_quietly(rf_class, "am-forest", target),
+        as.character(predict(rf_class, newdata)), newdata)
+
+  rg <- ranger::ranger(mpg ~ wt + hp, data = cars, num.trees = 30, seed = 3)
+  dep <- deploy_quietly(rg, "mpg-ranger", target, packages = "ranger",
+                        predict_fun = function(model, newdata) stats::predict(model, data = newdata)$predictions)
+  check(dep, predict(rg, data = newdata)$predictions, newdata)
+
+  x <- as.matrix(cars[, c("wt", "hp", "qsec")])
+  net <- glmnet::glmnet(x, cars$mpg)
+  dep <- deploy_quietly(net, "mpg-glmnet", target, ptype = as.data.frame(x)[0, ],
+                        predict_fun = function(model, newdata) {
+                          stats::predict(model, newx = as.matrix(newdata), s = 0.1)[, 1]
+                        })
+  check(dep, unname(stats::predict(net, newx = x, s = 0.1)[, 1]), as.data.frame(x))
+
+  expect_length(container_groups(target), 0)
+})
+
+test_that("a 4-shard run over 8 CSV files writes 8 outputs and 4 run records", {
+  target <- local_azure()
+  fits <- fit_models()
+  dep <- deploy_quietly(fits$lm, "mpg", target)
+  parts <- split(fits$data[, c("wt", "hp")], rep(1:8, length.out = nrow(fits$data)))
+  for (i in seq_along(parts)) {
+    f <- withr::local_tempfile(fileext = ".csv")
+    utils::write.csv(parts[[i]], f, row.names = FALSE)
+    blob_upload(target, f, sprintf("serverless/in/part-%d.csv", i))
+  }
+  run <- score_quietly(dep, input = "serverless/in/*.csv", output = "serverless/out/", shards = 4)
+  expect_equal(run$shards$state, rep("Succeeded", 4))
+  expect_equal(run$shards$inputs, rep(2L, 4))
+  out <- blob_list(target, "serverless/out/")$name
+  expect_setequal(out[!grepl("_runs/", out)], sprintf("serverless/out/part-%d.csv", 1:8))
+  records <- out[grepl("_run.json$", out)]
+  expect_length(records, 4)
+  expect_true(all(vapply(run$records, function(r) r$status, "") == "succeeded"))
+  preds <- read_predictions(run)
+  expect_equal(nrow(preds), nrow(fits$data))
+  expect_equal(sort(preds$.pred), sort(unname(predict(fits$lm, fits$data))), tolerance = 1e-12)
+  expect_length(container_groups(target), 0)
+  expect_output(print(run), "4/4 shards succeeded")
+})
+
+test_that("Parquet input works, and one big file is split by rows across shards", {
+  target <- local_azure()
+  fits <- fit_models()
+  dep <- deploy_quietly(fits$lm, "mpg", target)
+  big <- fits$data[rep(seq_len(nrow(fits$data)), 50), c("wt", "hp")]
+  f <- withr::local_tempfile(fileext = ".parquet")
+  rust_check <- getFromNamespace("rust_check", "serveRless")
+  rust_check(serveRless:::rs_write_table(as.list(big), f, "parquet"))
+  blob_upload(target, f, "serverless/pq/cars.parquet")
+  run <- score_quietly(dep, input = "serverless/pq/cars.parquet", output = "serverless/pq-out/", shards = 2)
+  expect_equal(run$shards$state, rep("Succeeded", 2))
+  preds <- read_predictions(run)
+  expect_equal(nrow(preds), nrow(big))
+  expect_equal(preds$.pred, unname(predict(fits$lm, big)), tolerance = 1e-12)
+})
+
+test_that("a ptype mismatch makes the shard exit 2, naming every bad column; no group is left", {
+  target <- local_azure()
+  fits <- fit_models()
+  dep <- deploy_quietly(fits$lm, "mpg", target)
+  bad <- data.frame(wt = c("heavy", "light"), qsec = 1:2)
+  err <- expect_error(score_quietly(dep, newdata = bad), class = "serverless_error_job")
+  expect_equal(err$exit_code, 2L)
+  expect_match(conditionMessage(err), "hp")
+  expect_match(conditionMessage(err), "wt")
+  expect_match(err$logs, "missing column: hp")
+  expect_length(container_groups(target), 0)
+  # Its run record says it failed: nothing claims success.
+  expect_equal(err$run$records[[1]]$status, "failed")
+  expect_equal(err$run$records[[1]]$exit_code, 2L)
+})
+
+test_that("a model whose predict fails exits 3", {
+  target <- local_azure()
+  fits <- fit_models()
+  dep <- deploy_quietly(fits$lm, "mpg", target,
+                        predict_fun = function(model, newdata) stop("model exploded"))
+  err <- expect_error(score_quietly(dep, newdata = fits$data[1:3, c("wt", "hp")]),
+                      class = "serverless_error_job")
+  expect_equal(err$exit_code, 3L)
+  expect_match(err$logs, "model exploded")
+})
+
+test_that("bad scoring input is refused before any container starts", {
+  target <- local_azure()
+  fits <- fit_models()
+  dep <- deploy_quietly(fits$lm, "mpg", target)
+  before <- nrow(local_azure_journal(target))
+  expect_error(score_now(dep, newdata = fits$data, shards = 0), "shards", class = "serverless_error_input")
+  expect_error(score_now(dep, newdata = fits$data, cpu = 8), "cpu", class = "serverless_error_input")
+  expect_error(score_now(dep, newdata = fits$data, memory_gb = 0.3), "memory_gb",
+               class = "serverless_error_input")
+  expect_error(score_now(dep), "newdata", class = "serverless_error_input")
+  expect_error(score_now(dep, newdata = fits$data[0, ]), "no rows", class = "serverless_error_input")
+  expect_error(score_now("mpg", newdata = fits$data), class = "serverless_error_input")
+  err <- expect_error(score_now(dep, input = "serverless/nothing/*.csv", output = "serverless/o/"),
+                      class = "serverless_error_input")
+  expect_match(conditionMessage(err), "serverless/nothing/*.csv", fixed = TRUE)
+  for (i in 1:2) {
+    f <- withr::local_tempfile(fileext = ".csv")
+    utils::write.csv(fits$data[, c("wt", "hp")], f, row.names = FALSE)
+    blob_upload(target, f, sprintf("serverless/two/p%d.csv", i))
+  }
+  err <- expect_error(score_now(dep, input = "serverless/two/", output = "serverless/o/", shards = 3),
+                      class = "serverless_error_input")
+  expect_match(conditionMessage(err), "3 shards for 2 input files")
+  expect_equal(sum(grepl("containerGroups", local_azure_journal(target)$path[-seq_len(before)])), 0)
+
+  blob_delete(target, "serverless/deployments/mpg.json")
+  err <- expect_error(score_now(dep, newdata = fits$data), class = "serverless_error_input")
+  expect_match(conditionMessage(err), "no longer exists")
+})
+
+test_that("run_scoring_job() without its environment exits 2 and says what is missing", {
+  out <- utils::capture.output(code <- run_scoring_job(env = character(), exit = FALSE))
+  expect_equal(code, 2L)
+  expect_match(paste(out, collapse = "\n"), "SERVERLESS_RUN_ID")
+})
