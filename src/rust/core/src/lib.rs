@@ -1,6 +1,8 @@
-//! serveRless core: every Azure call the package makes, in plain Rust.
+//! serveRless core: every Azure call the package makes, in plain Rust, and the
+//! table I/O of scoring jobs.
 //!
-//! No R types here (the `r` crate converts); one module per Azure service.
+//! No R types here (the `r` crate converts); one module per Azure service, plus
+//! `table` (CSV and Parquet).
 
 pub mod aci;
 pub mod arm;
@@ -9,6 +11,7 @@ pub mod blob;
 pub mod error;
 pub mod progress;
 pub mod store;
+pub mod table;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::Progress;
