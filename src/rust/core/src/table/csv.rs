@@ -65,7 +65,12 @@ pub fn read_csv_rows(
 
     let hints: Vec<Option<ColumnType>> = names.iter().map(|n| hinted(hint, n)).collect();
     let mut parsed = parallel(&chunks, |&(start, end)| {
-        let rows = estimate_rows(bytes, start, end);
+        // The first chunk's vectors get room for every row, so the others are
+        // appended to them in place (untouched capacity costs no memory).
+        let rows = match start == lo {
+            true => estimate_rows(bytes, lo, hi),
+            false => estimate_rows(bytes, start, end),
+        };
         let mut columns: Vec<ColumnParser> =
             hints.iter().map(|h| ColumnParser::new(*h, rows)).collect();
         let n = parse_chunk(bytes, start, end, &mut columns)?;
@@ -454,7 +459,23 @@ fn parse_chunk(
             continue;
         }
         for (c, column) in columns.iter_mut().enumerate() {
-            let (span, last) = reader.field()?;
+            let last = match column.fast(&bytes[reader.pos..end]) {
+                Some((n, last)) => {
+                    reader.pos += n;
+                    last
+                }
+                None => {
+                    let (span, last) = reader.field()?;
+                    column
+                        .push(reader.text(&span), span.quoted)
+                        .map_err(|message| Bad {
+                            offset: span.start,
+                            column: Some(c),
+                            message,
+                        })?;
+                    last
+                }
+            };
             if last && c + 1 < ncol {
                 return Err(Bad::at(
                     record,
@@ -471,13 +492,6 @@ fn parse_chunk(
                     format!("expected {ncol} fields, found {found}"),
                 ));
             }
-            column
-                .push(reader.text(&span), span.quoted)
-                .map_err(|message| Bad {
-                    offset: span.start,
-                    column: Some(c),
-                    message,
-                })?;
         }
         rows += 1;
     }
@@ -553,6 +567,36 @@ impl ColumnParser {
             hint: None,
             capacity: 0,
             data: Builder::Skip,
+        }
+    }
+
+    /// Parse a plain number where it stands, without finding the field's end first:
+    /// the common case of numeric columns. Returns the bytes taken (with the comma or
+    /// line end) and whether the record ended; `None` leaves the field to `push`,
+    /// which accepts everything this does, and more.
+    fn fast(&mut self, rest: &[u8]) -> Option<(usize, bool)> {
+        match &mut self.data {
+            Builder::Double(v) => {
+                let lead = match rest.first()? {
+                    b'-' | b'+' => *rest.get(1)?,
+                    b => *b,
+                };
+                // Words (Inf, NA) and quoted fields take the general path.
+                if !(lead.is_ascii_digit() || lead == b'.') {
+                    return None;
+                }
+                let (value, n) = fast_float2::parse_partial::<f64, _>(rest).ok()?;
+                let (skip, last) = after_value(rest, n)?;
+                v.push(Some(value));
+                Some((n + skip, last))
+            }
+            Builder::Integer(v) => {
+                let (value, n) = integer_prefix(rest)?;
+                let (skip, last) = after_value(rest, n)?;
+                v.push(Some(value));
+                Some((n + skip, last))
+            }
+            _ => None,
         }
     }
 
@@ -676,26 +720,51 @@ fn assemble(t: ColumnType, parts: Vec<Builder>, total: usize) -> Result<Column> 
 }
 
 /// Concatenate the chunks' values (`take` gives them in the column's type); chunks
-/// with only missing values add `None`s. A single chunk is moved, not copied.
+/// with only missing values add `None`s. The first chunk's vector is kept, and the
+/// others are appended to it.
 fn gather<T: Clone>(
-    mut parts: Vec<Builder>,
+    parts: Vec<Builder>,
     total: usize,
     take: impl Fn(Builder) -> Option<Vec<Option<T>>>,
 ) -> Option<Vec<Option<T>>> {
-    if parts.len() == 1 {
-        return match parts.pop()? {
-            Builder::Missing(n) => Some(vec![None; n]),
-            part => take(part),
-        };
-    }
-    let mut out = Vec::with_capacity(total);
+    let mut out: Option<Vec<Option<T>>> = None;
     for part in parts {
+        let v = out.get_or_insert_with(|| Vec::with_capacity(total));
         match part {
-            Builder::Missing(n) => out.resize(out.len() + n, None),
-            part => out.extend(take(part)?),
+            Builder::Missing(n) => v.resize(v.len() + n, None),
+            part if v.is_empty() => {
+                let mut first = take(part)?;
+                first.reserve(total.saturating_sub(first.len()));
+                *v = first;
+            }
+            part => v.extend(take(part)?),
         }
     }
-    Some(out)
+    Some(out.unwrap_or_default())
+}
+
+/// What follows a value that ends `n` bytes into `rest`: the bytes to skip and
+/// whether the record ended. `None` unless the field ends there.
+fn after_value(rest: &[u8], n: usize) -> Option<(usize, bool)> {
+    match rest.get(n..)? {
+        [] => Some((0, true)),
+        [b',', ..] => Some((1, false)),
+        [b'\n', ..] | [b'\r'] => Some((1, true)),
+        [b'\r', b'\n', ..] => Some((2, true)),
+        _ => None,
+    }
+}
+
+/// An integer at the start of `bytes` (sign and digits, within R's range), and its
+/// length.
+fn integer_prefix(bytes: &[u8]) -> Option<(i32, usize)> {
+    let sign = usize::from(matches!(bytes.first()?, b'-' | b'+'));
+    let digits = bytes[sign..]
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(bytes.len() - sign);
+    let n = sign + digits;
+    Some((parse_integer(&bytes[..n])?, n))
 }
 
 fn trim(b: &[u8]) -> &[u8] {
