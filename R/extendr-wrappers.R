@@ -41,6 +41,16 @@ rs_model_versions <- function(storage, container, name) .Call(wrap__rs_model_ver
 #' @noRd
 rs_load_model <- function(storage, container, name, version, dest) .Call(wrap__rs_load_model, storage, container, name, version, dest)
 
+#' Read a CSV or Parquet file into a named list of vectors: the rows of shard
+#' `shard` of `shards` (1-based; 1 of 1 is the whole file). `hint` is NULL or a
+#' named character vector of column types, used for CSV.
+#' @noRd
+rs_read_table <- function(path, format, hint, shard, shards) .Call(wrap__rs_read_table, path, format, hint, shard, shards)
+
+#' Write a named list of atomic vectors to a CSV or Parquet file.
+#' @noRd
+rs_write_table <- function(columns, path, format) .Call(wrap__rs_write_table, columns, path, format)
+
 #' Get a token for `scope`; returns what it is like, never the token itself.
 #' @noRd
 rs_token_info <- function(config, scope) .Call(wrap__rs_token_info, config, scope)

@@ -1,6 +1,8 @@
-//! serveRless core: every Azure call the package makes, in plain Rust.
+//! serveRless core: every Azure call the package makes, in plain Rust, and the
+//! table I/O of scoring jobs.
 //!
-//! No R types here (the `r` crate converts); one module per Azure service.
+//! No R types here (the `r` crate converts); one module per Azure service, plus
+//! `table` (CSV and Parquet).
 
 pub mod aci;
 pub mod acr;
@@ -15,6 +17,7 @@ pub mod progress;
 pub mod score;
 pub mod store;
 pub mod templates;
+pub mod table;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::Progress;

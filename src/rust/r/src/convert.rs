@@ -126,6 +126,14 @@ pub fn result_to_robj(result: std::result::Result<Value, Error>) -> Robj {
     }
 }
 
+/// Like `result_to_robj`, for a value that is already an R object (e.g. a table).
+pub fn robj_result(result: std::result::Result<Robj, Error>) -> Robj {
+    match result {
+        Ok(value) => list!(ok = true, value = value).into(),
+        Err(err) => error_to_robj(&err),
+    }
+}
+
 pub fn error_to_robj(err: &Error) -> Robj {
     let value = serde_json::to_value(err).unwrap_or(Value::Null);
     list!(ok = false, error = json_to_robj(&value)).into()

@@ -6,8 +6,9 @@
 
 mod convert;
 mod job;
+mod table;
 
-use convert::{error_to_robj, result_to_robj, robj_to_json};
+use convert::{error_to_robj, result_to_robj, robj_result, robj_to_json};
 use extendr_api::prelude::*;
 use job::{Job, Poll};
 use serde_json::{json, Value};
@@ -228,6 +229,24 @@ fn rs_load_model(storage: Robj, container: &str, name: &str, version: &str, dest
             )
         })
     })
+}
+
+/// Read a CSV or Parquet file into a named list of vectors: the rows of shard
+/// `shard` of `shards` (1-based; 1 of 1 is the whole file). `hint` is NULL or a
+/// named character vector of column types, used for CSV.
+/// @noRd
+#[extendr]
+fn rs_read_table(path: &str, format: &str, hint: Robj, shard: i32, shards: i32) -> Robj {
+    let (path, format) = (path.to_string(), format.to_string());
+    guard(move || robj_result(table::read(&path, &format, &hint, shard, shards)))
+}
+
+/// Write a named list of atomic vectors to a CSV or Parquet file.
+/// @noRd
+#[extendr]
+fn rs_write_table(columns: Robj, path: &str, format: &str) -> Robj {
+    let (path, format) = (path.to_string(), format.to_string());
+    guard(move || result_to_robj(table::write(&columns, &path, &format)))
 }
 
 /// How to reach ARM: endpoints plus a credential, as R describes them.
@@ -624,6 +643,8 @@ extendr_module! {
     fn rs_store_model;
     fn rs_model_versions;
     fn rs_load_model;
+    fn rs_read_table;
+    fn rs_write_table;
     fn rs_token_info;
     fn rs_aci_run;
     fn rs_file_sha256;

@@ -1,0 +1,212 @@
+//! Tables between R and the core: a named list of atomic vectors <-> `Table`.
+//! Each R vector is allocated once and filled straight from the core's vector.
+
+use extendr_api::prelude::*;
+use serde_json::{json, Value};
+use serverless_core::table::{self, Column, ColumnType, Table};
+use serverless_core::Error;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+
+#[derive(Clone, Copy)]
+enum Format {
+    Csv,
+    Parquet,
+}
+
+fn format_of(name: &str) -> Result<Format, Error> {
+    match name {
+        "csv" => Ok(Format::Csv),
+        "parquet" => Ok(Format::Parquet),
+        other => Err(Error::input(format!(
+            "unknown table format \"{other}\": expected \"csv\" or \"parquet\""
+        ))),
+    }
+}
+
+/// `NULL`, or a named character vector of R type names.
+fn hint_of(hint: &Robj) -> Result<Vec<(String, ColumnType)>, Error> {
+    if hint.is_null() {
+        return Ok(Vec::new());
+    }
+    let bad = || Error::input("the type hint must be NULL or a named character vector");
+    let (Some(types), Some(names)) = (hint.as_str_iter(), hint.names()) else {
+        return Err(bad());
+    };
+    names
+        .zip(types)
+        .map(|(name, t)| {
+            if t.is_na() {
+                return Err(bad());
+            }
+            let t =
+                ColumnType::from_name(t).map_err(|e| e.context(format!("column \"{name}\"")))?;
+            Ok((name.to_string(), t))
+        })
+        .collect()
+}
+
+/// Read rows of shard `shard` (1-based) of `shards` from a CSV or Parquet file.
+pub fn read(path: &str, format: &str, hint: &Robj, shard: i32, shards: i32) -> Result<Robj, Error> {
+    let format = format_of(format)?;
+    let hint = hint_of(hint)?;
+    if shards < 1 || shard < 1 || shard > shards {
+        return Err(Error::input(format!(
+            "shard must be between 1 and shards: shard = {shard}, shards = {shards}"
+        )));
+    }
+    let (shard, shards) = (shard as usize - 1, shards as usize);
+    let table = match format {
+        // Read once; the bytes are dropped before the R vectors are made.
+        Format::Csv => {
+            let bytes =
+                std::fs::read(path).map_err(|e| Error::io(format!("cannot read {path}"), e))?;
+            table::read_csv_rows(&bytes, &hint, shard, shards)
+        }
+        // Parquet reads only the column chunks it decodes.
+        Format::Parquet => {
+            let file = File::open(path).map_err(|e| Error::io(format!("cannot read {path}"), e))?;
+            table::read_parquet_rows(file, shard, shards)
+        }
+    }
+    .map_err(|e| e.context(path))?;
+    table_to_r(table)
+}
+
+/// A named list, one R vector per column; each column is freed once converted.
+fn table_to_r(table: Table) -> Result<Robj, Error> {
+    let Table { names, columns } = table;
+    let mut values = Vec::with_capacity(columns.len());
+    for (name, column) in names.iter().zip(columns) {
+        values.push(column_to_r(name, column)?);
+    }
+    List::from_names_and_values(&names, values)
+        .map(Robj::from)
+        .map_err(|e| Error::internal(format!("cannot build the table's list: {e}")))
+}
+
+fn column_to_r(name: &str, column: Column) -> Result<Robj, Error> {
+    Ok(match column {
+        Column::Logical(v) => Logicals::from_values(v.into_iter().map(Rbool::from)).into(),
+        Column::Integer(v) => Integers::from_values(v.into_iter().map(Rint::from)).into(),
+        Column::Double(v) => Doubles::from_values(v.into_iter().map(Rfloat::from)).into(),
+        Column::Character(v) => {
+            // R raises an error (a longjmp through Rust) for these: refuse them first.
+            for (i, s) in v.iter().enumerate() {
+                let Some(s) = s else { continue };
+                if s.len() > i32::MAX as usize || s.contains('\0') {
+                    return Err(Error::input(format!(
+                        "column \"{name}\", row {}: R strings cannot hold NUL bytes or \
+                         more than 2^31 - 1 bytes",
+                        i + 1
+                    )));
+                }
+            }
+            Strings::from_values(v.iter().map(|s| s.as_deref().unwrap_or(<&str>::na()))).into()
+        }
+    })
+}
+
+/// Write a named list of atomic vectors (factors as their labels) to `path`. The file
+/// appears complete or not at all: it is written beside `path` and renamed.
+pub fn write(columns: &Robj, path: &str, format: &str) -> Result<Value, Error> {
+    let format = format_of(format)?;
+    let table = table_from_r(columns)?;
+    let partial = format!("{path}.partial");
+    let written = write_file(&table, &partial, format);
+    let done = written.and_then(|_| {
+        std::fs::rename(&partial, path).map_err(|e| Error::io(format!("cannot write {path}"), e))
+    });
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok(json!({"rows": table.nrow(), "columns": table.ncol(), "bytes": bytes}))
+}
+
+fn write_file(table: &Table, file: &str, format: Format) -> Result<(), Error> {
+    let io = |e| Error::io(format!("cannot write {file}"), e);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(file).map_err(io)?);
+    match format {
+        Format::Csv => table::write_csv(table, &mut out)?,
+        Format::Parquet => table::write_parquet(table, &mut out)?,
+    }
+    out.flush().map_err(io)
+}
+
+fn table_from_r(columns: &Robj) -> Result<Table, Error> {
+    let bad = || Error::input("the columns must be a named list of atomic vectors");
+    let list = columns.as_list().ok_or_else(bad)?;
+    let names: Vec<String> = match columns.names() {
+        Some(names) => names.map(str::to_owned).collect(),
+        None if list.is_empty() => Vec::new(),
+        None => return Err(bad()),
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for (name, value) in names.iter().zip(list.values()) {
+        out.push(column_from_r(name, &value)?);
+    }
+    Table::new(names, out)
+}
+
+fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
+    // Factors first: they are integer vectors underneath. (extendr's own factor
+    // iterator panics on NA codes, so the labels are looked up here.)
+    if x.is_factor() {
+        let codes = x.as_integer_slice().unwrap_or(&[]);
+        let levels: Vec<&str> = x.levels().map(|l| l.collect()).unwrap_or_default();
+        let label = |code: &i32| {
+            let i = usize::try_from(code.checked_sub(1)?).ok()?;
+            levels.get(i).map(|s| s.to_string())
+        };
+        return Ok(Column::Character(codes.iter().map(label).collect()));
+    }
+    if let Some(strings) = x.as_str_iter() {
+        let mut v = Vec::with_capacity(strings.len());
+        for (i, s) in strings.enumerate() {
+            if s.is_na() {
+                v.push(None);
+                continue;
+            }
+            // extendr trusts R that strings are UTF-8; check rather than write bad text.
+            if std::str::from_utf8(s.as_bytes()).is_err() {
+                return Err(Error::input(format!(
+                    "column \"{name}\", row {}: the text is not UTF-8 (use enc2utf8() first)",
+                    i + 1
+                )));
+            }
+            v.push(Some(s.to_string()));
+        }
+        return Ok(Column::Character(v));
+    }
+    if let Some(v) = x.as_logical_slice() {
+        return Ok(Column::Logical(
+            v.iter()
+                .map(|b| (!b.is_na()).then(|| b.is_true()))
+                .collect(),
+        ));
+    }
+    if let Some(v) = x.as_integer_slice() {
+        return Ok(Column::Integer(
+            v.iter().map(|i| (!i.is_na()).then_some(*i)).collect(),
+        ));
+    }
+    if let Some(v) = x.as_real_slice() {
+        // R's NA is one NaN payload; other NaNs stay NaN.
+        return Ok(Column::Double(
+            v.iter().map(|d| (!d.is_na()).then_some(*d)).collect(),
+        ));
+    }
+    let kind = match x.rtype() {
+        Rtype::Null => "NULL",
+        Rtype::List => "list",
+        Rtype::Complexes => "complex vector",
+        Rtype::Raw => "raw vector",
+        _ => "R object of another kind",
+    };
+    Err(Error::input(format!(
+        "column \"{name}\" is a {kind}: only logical, integer, double, character and \
+         factor columns can be written"
+    )))
+}
