@@ -94,6 +94,10 @@ rs_score_status <- function(config, shards, keep) .Call(wrap__rs_score_status, c
 #' @noRd
 rs_score_delete <- function(config, shards) .Call(wrap__rs_score_delete, config, shards)
 
+#' GET a Resource Manager path (for listings in diagnostics and tests).
+#' @noRd
+rs_arm_get <- function(config, path, api_version) .Call(wrap__rs_arm_get, config, path, api_version)
+
 #' Start the control-plane emulator on the runtime; returns its endpoints and the
 #' emulated tenant's service principal.
 #' @noRd

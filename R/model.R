@@ -251,19 +251,9 @@ model_packages <- function(model, extra = NULL, predict_fun = NULL, require_pred
 
 # The packages a function body calls as `pkg::fun` or `pkg:::fun`.
 called_packages <- function(expr) {
-  found <- character()
-  walk <- function(e) {
-    if (is.call(e)) {
-      head <- e[[1]]
-      if (is.name(head) && as.character(head) %in% c("::", ":::")) {
-        found <<- c(found, as.character(e[[2]]))
-      } else {
-        for (part in as.list(e)) walk(part)
-      }
-    }
-  }
-  walk(expr)
-  unique(found)
+  # all.names() lists `::` followed by the package name, for every such call.
+  nms <- all.names(expr)
+  unique(nms[which(nms %in% c("::", ":::")) + 1L])
 }
 
 # The packages that ship with R itself and never need installing.

@@ -249,7 +249,7 @@ resolve_inputs <- function(target, input, call = rlang::caller_env()) {
   dir <- sub("[^/]*$", "", input)
   pattern <- sub("^.*/", "", input)
   listed <- blob_list(target, dir)
-  names <- listed$name
+  names <- listed$path
   if (nzchar(pattern)) {
     names <- names[grepl(utils::glob2rx(pattern), basename(names)) & dirname(names) == sub("/$", "", dir)]
   }

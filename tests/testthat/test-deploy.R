@@ -94,7 +94,7 @@ test_that("dry_run writes nothing and plans exactly what the real run does", {
   plan2 <- deploy_model(refit, "mpg", target, dry_run = TRUE)
   after <- local_azure_journal(target)
   expect_equal(nrow(writes(after[-seq_len(nrow(before_journal)), ])), 0)
-  expect_identical(blob_list(target, "serverless/")$name, before_blobs$name)
+  expect_identical(blob_list(target, "serverless/")$path, before_blobs$path)
   actions <- stats::setNames(plan2$items$action, plan2$items$kind)
   expect_equal(unname(actions[c("identity", "registry", "image")]), rep("unchanged", 3))
   expect_equal(unname(actions["model version"]), "create")

@@ -62,7 +62,7 @@ test_that("a 4-shard run over 8 CSV files writes 8 outputs and 4 run records", {
   run <- score_quietly(dep, input = "serverless/in/*.csv", output = "serverless/out/", shards = 4)
   expect_equal(run$shards$state, rep("Succeeded", 4))
   expect_equal(run$shards$inputs, rep(2L, 4))
-  out <- blob_list(target, "serverless/out/")$name
+  out <- blob_list(target, "serverless/out/")$path
   expect_setequal(out[!grepl("_runs/", out)], sprintf("serverless/out/part-%d.csv", 1:8))
   records <- out[grepl("_run.json$", out)]
   expect_length(records, 4)
