@@ -92,17 +92,15 @@ fn column_to_r(name: &str, column: Column) -> Result<Robj, Error> {
         Column::Double(v) => Doubles::from_values(v.into_iter().map(Rfloat::from)).into(),
         Column::Character(v) => {
             // R raises an error (a longjmp through Rust) for these: refuse them first.
-            for (i, s) in v.iter().enumerate() {
-                let Some(s) = s else { continue };
-                if s.len() > i32::MAX as usize || s.contains('\0') {
-                    return Err(Error::input(format!(
-                        "column \"{name}\", row {}: R strings cannot hold NUL bytes or \
-                         more than 2^31 - 1 bytes",
-                        i + 1
-                    )));
-                }
+            let fits = |s: &str| s.len() <= i32::MAX as usize && !s.contains('\0');
+            if let Some(i) = v.iter().position(|s| !s.is_none_or(fits)) {
+                return Err(Error::input(format!(
+                    "column \"{name}\", row {}: R strings cannot hold NUL bytes or \
+                     more than 2^31 - 1 bytes",
+                    i + 1
+                )));
             }
-            Strings::from_values(v.iter().map(|s| s.as_deref().unwrap_or(<&str>::na()))).into()
+            Strings::from_values(v.iter().map(|s| s.unwrap_or(<&str>::na()))).into()
         }
     })
 }
@@ -158,12 +156,12 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
         let levels: Vec<&str> = x.levels().map(|l| l.collect()).unwrap_or_default();
         let label = |code: &i32| {
             let i = usize::try_from(code.checked_sub(1)?).ok()?;
-            levels.get(i).map(|s| s.to_string())
+            levels.get(i).copied()
         };
         return Ok(Column::Character(codes.iter().map(label).collect()));
     }
     if let Some(strings) = x.as_str_iter() {
-        let mut v = Vec::with_capacity(strings.len());
+        let mut v = table::Strings::with_capacity(strings.len(), 0);
         for (i, s) in strings.enumerate() {
             if s.is_na() {
                 v.push(None);
@@ -176,7 +174,7 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
                     i + 1
                 )));
             }
-            v.push(Some(s.to_string()));
+            v.push(Some(s));
         }
         return Ok(Column::Character(v));
     }

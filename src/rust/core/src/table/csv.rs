@@ -10,7 +10,9 @@
 //! `true`/`false`), integer, double, else character. A column with no values at
 //! all is logical, as in R.
 
-use super::{check_shard, fits_integer, hinted, split_point, threads, Column, ColumnType, Table};
+use super::{
+    check_shard, fits_integer, hinted, split_point, threads, Column, ColumnType, Strings, Table,
+};
 use crate::{Error, Result};
 use memchr::{memchr, memchr2};
 use std::io::Write;
@@ -505,7 +507,7 @@ enum Builder {
     Logical(Vec<Option<bool>>),
     Integer(Vec<Option<i32>>),
     Double(Vec<Option<f64>>),
-    Character(Vec<Option<String>>),
+    Character(Strings),
     /// Text after numbers or logicals: the column is character, and a second pass
     /// collects this chunk's texts. Holds the number of values.
     Retext(usize),
@@ -553,7 +555,7 @@ impl ColumnParser {
             Some(ColumnType::Logical) => Builder::Logical(Vec::with_capacity(capacity)),
             Some(ColumnType::Integer) => Builder::Integer(Vec::with_capacity(capacity)),
             Some(ColumnType::Double) => Builder::Double(Vec::with_capacity(capacity)),
-            Some(ColumnType::Character) => Builder::Character(Vec::with_capacity(capacity)),
+            Some(ColumnType::Character) => Builder::Character(Strings::with_capacity(capacity, 0)),
         };
         ColumnParser {
             hint,
@@ -686,7 +688,10 @@ impl ColumnParser {
         } else if let Some(d) = parse_double(value) {
             Builder::Double(start(cap, missing, d))
         } else {
-            Builder::Character(start(cap, missing, string(text)?))
+            let mut v = Strings::with_capacity(cap.max(missing + 1), 0);
+            v.push_missing(missing);
+            v.push(Some(string(text)?));
+            Builder::Character(v)
         })
     }
 }
@@ -710,11 +715,7 @@ fn assemble(t: ColumnType, parts: Vec<Builder>, total: usize) -> Result<Column> 
             _ => None,
         })
         .map(Column::Double),
-        ColumnType::Character => gather(parts, total, |part| match part {
-            Builder::Character(v) => Some(v),
-            _ => None,
-        })
-        .map(Column::Character),
+        ColumnType::Character => gather_strings(parts, total).map(Column::Character),
     };
     column.ok_or_else(|| Error::internal("CSV chunks disagree on a column's type"))
 }
@@ -738,6 +739,21 @@ fn gather<T: Clone>(
                 *v = first;
             }
             part => v.extend(take(part)?),
+        }
+    }
+    Some(out.unwrap_or_default())
+}
+
+/// `gather` for strings.
+fn gather_strings(parts: Vec<Builder>, total: usize) -> Option<Strings> {
+    let mut out: Option<Strings> = None;
+    for part in parts {
+        let v = out.get_or_insert_with(|| Strings::with_capacity(total, 0));
+        match part {
+            Builder::Missing(n) => v.push_missing(n),
+            Builder::Character(first) if v.is_empty() => *v = first,
+            Builder::Character(more) => v.append(&more),
+            _ => return None,
         }
     }
     Some(out.unwrap_or_default())
@@ -779,10 +795,8 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..=end]
 }
 
-fn string(text: &[u8]) -> std::result::Result<String, String> {
-    std::str::from_utf8(text)
-        .map(str::to_owned)
-        .map_err(|_| "the text is not valid UTF-8".to_string())
+fn string(text: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(text).map_err(|_| "the text is not valid UTF-8".to_string())
 }
 
 fn expected(what: &str, text: &[u8]) -> String {
@@ -914,11 +928,7 @@ fn row_bytes(table: &Table) -> usize {
             Column::Logical(_) => 6,
             Column::Integer(_) => 8,
             Column::Double(_) => 20,
-            Column::Character(v) => {
-                let sample = &v[..v.len().min(1000)];
-                let chars: usize = sample.iter().flatten().map(String::len).sum();
-                chars / sample.len().max(1) + 3
-            }
+            Column::Character(v) => v.text_len() / v.len().max(1) + 3,
         })
         .sum();
     width.max(1)
@@ -952,7 +962,7 @@ fn format_rows(table: &Table, lo: usize, hi: usize, buf: &mut Vec<u8>) {
                     Some(_) => buf.extend_from_slice(b"-Inf"),
                     None => buf.extend_from_slice(b"NA"),
                 },
-                Column::Character(v) => match &v[row] {
+                Column::Character(v) => match v.get(row) {
                     Some(s) => put_string(buf, s),
                     None => buf.extend_from_slice(b"NA"),
                 },
@@ -987,6 +997,10 @@ fn put_string(buf: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chr(values: &[Option<&str>]) -> Column {
+        Column::Character(values.iter().copied().collect())
+    }
 
     fn hint(pairs: &[(&str, ColumnType)]) -> Vec<(String, ColumnType)> {
         pairs.iter().map(|(n, t)| (n.to_string(), *t)).collect()
@@ -1031,20 +1045,20 @@ mod tests {
                     Some(9_007_199_254_740_993.0),
                     None,
                 ]),
-                Column::Character(vec![
-                    Some("plain".into()),
-                    Some("with, comma".into()),
-                    Some("with \"quotes\"".into()),
-                    Some("two\nlines\r\nhere".into()),
+                chr(&[
+                    Some("plain"),
+                    Some("with, comma"),
+                    Some("with \"quotes\""),
+                    Some("two\nlines\r\nhere"),
                     None,
-                    Some("".into()),
+                    Some(""),
                 ]),
-                Column::Character(vec![
-                    Some("NA".into()),
-                    Some(" NA".into()),
-                    Some("  padded ".into()),
-                    Some("ünïcödé".into()),
-                    Some("\"".into()),
+                chr(&[
+                    Some("NA"),
+                    Some(" NA"),
+                    Some("  padded "),
+                    Some("ünïcödé"),
+                    Some("\""),
                     None,
                 ]),
             ],
@@ -1118,7 +1132,7 @@ mod tests {
                 Column::Logical(vec![Some(true), None]),
                 Column::Integer(vec![Some(42), None]),
                 Column::Double(vec![Some(1.5), Some(3.0)]),
-                Column::Character(vec![Some("x,y".into()), None]),
+                chr(&[Some("x,y"), None]),
             ],
         )
         .unwrap();
@@ -1149,14 +1163,8 @@ mod tests {
             Column::Double(vec![Some(1.5), None, Some(2000.0)])
         );
         assert_eq!(t.columns[4], Column::Logical(vec![None, None, None]));
-        assert_eq!(
-            t.columns[6],
-            Column::Character(vec![Some("1".into()), Some("x".into()), Some("2.5".into())])
-        );
-        assert_eq!(
-            t.columns[7],
-            Column::Character(vec![Some("TRUE".into()), Some("2".into()), None])
-        );
+        assert_eq!(t.columns[6], chr(&[Some("1"), Some("x"), Some("2.5")]));
+        assert_eq!(t.columns[7], chr(&[Some("TRUE"), Some("2"), None]));
         // R's NA_integer_ is no integer value.
         let t = read_csv(b"x\n-2147483648\n", &[]).unwrap();
         assert_eq!(t.columns[0], Column::Double(vec![Some(-2147483648.0)]));
@@ -1164,7 +1172,7 @@ mod tests {
         let t = read_csv(b"x\nNaN\nInf\n-Inf\n", &[]).unwrap();
         assert!(matches!(&t.columns[0], Column::Double(v) if v[1] == Some(f64::INFINITY)));
         let t = read_csv(b"x\nNan\n", &[]).unwrap();
-        assert_eq!(t.columns[0], Column::Character(vec![Some("Nan".into())]));
+        assert_eq!(t.columns[0], chr(&[Some("Nan")]));
     }
 
     #[test]
@@ -1182,10 +1190,7 @@ mod tests {
             t.columns[0],
             Column::Double(vec![Some(1.0), Some(2.0), None])
         );
-        assert_eq!(
-            t.columns[1],
-            Column::Character(vec![Some("1".into()), None, Some("x".into())])
-        );
+        assert_eq!(t.columns[1], chr(&[Some("1"), None, Some("x")]));
         assert_eq!(t.columns[2], Column::Integer(vec![Some(1), Some(3), None]));
         assert_eq!(
             t.columns[3],
@@ -1226,21 +1231,11 @@ mod tests {
         assert_eq!(t.names, ["name", "note"]);
         assert_eq!(
             t.columns[0],
-            Column::Character(vec![
-                Some("a, b".into()),
-                Some("c".into()),
-                Some("".into()),
-                Some("NA".into())
-            ])
+            chr(&[Some("a, b"), Some("c"), Some(""), Some("NA")])
         );
         assert_eq!(
             t.columns[1],
-            Column::Character(vec![
-                Some("say \"hi\"".into()),
-                Some("multi\r\nline".into()),
-                None,
-                None
-            ])
+            chr(&[Some("say \"hi\""), Some("multi\r\nline"), None, None])
         );
     }
 
@@ -1324,10 +1319,13 @@ mod tests {
                     let Column::Character(s) = &t.columns[2] else {
                         panic!("s not character")
                     };
-                    strings.extend(s.iter().cloned());
+                    strings.extend(s.iter().map(|x| x.map(str::to_owned)));
                 }
                 assert_eq!(seen, ids, "shards = {shards}, quoted = {quoted}");
-                assert_eq!(Column::Character(strings), whole.columns[2]);
+                assert_eq!(
+                    Column::Character(strings.into_iter().collect()),
+                    whole.columns[2]
+                );
             }
         }
         assert!(read_csv_rows(b"a\n1\n", &[], 2, 2).is_err());
@@ -1346,8 +1344,8 @@ mod tests {
             let Column::Character(x) = &t.columns[1] else {
                 panic!("x not character")
             };
-            assert_eq!(x[7].as_deref(), Some("1"));
-            assert_eq!(x[120_000].as_deref(), Some("x"));
+            assert_eq!(x.get(7), Some("1"));
+            assert_eq!(x.get(120_000), Some("x"));
             let mut out = Vec::new();
             write_csv(&t, &mut out).unwrap();
             assert_eq!(read_csv(&out, &[]).unwrap(), t);

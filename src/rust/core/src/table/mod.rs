@@ -2,6 +2,8 @@
 //!
 //! A [`Table`] holds columns in R's four atomic types, so the bindings allocate each
 //! R vector once and fill it from one Rust vector. Missing values are `None`.
+//! Character columns keep their text end to end in one buffer ([`Strings`]): a
+//! million values cost a few allocations, not a million.
 //!
 //! Integers follow R: `i32::MIN` is R's `NA_integer_`, so it is never a value here;
 //! readers turn columns that need it (or anything wider than 32 bits) into doubles.
@@ -54,7 +56,99 @@ pub enum Column {
     Logical(Vec<Option<bool>>),
     Integer(Vec<Option<i32>>),
     Double(Vec<Option<f64>>),
-    Character(Vec<Option<String>>),
+    Character(Strings),
+}
+
+/// Optional strings stored end to end. Build with `push` or `collect()` from
+/// `Option<&str>`s; read with `get` or `iter`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Strings {
+    text: String,
+    /// Where each value ends in `text`; it starts where the one before ends.
+    ends: Vec<usize>,
+    /// Missing values hold no text.
+    missing: Vec<bool>,
+}
+
+impl Strings {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Room for `values` values of `bytes` bytes in all.
+    pub fn with_capacity(values: usize, bytes: usize) -> Self {
+        Strings {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(values),
+            missing: Vec::with_capacity(values),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of text in all the values.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn push(&mut self, value: Option<&str>) {
+        if let Some(s) = value {
+            self.text.push_str(s);
+        }
+        self.ends.push(self.text.len());
+        self.missing.push(value.is_none());
+    }
+
+    /// Add `n` missing values.
+    pub fn push_missing(&mut self, n: usize) {
+        self.ends.resize(self.ends.len() + n, self.text.len());
+        self.missing.resize(self.missing.len() + n, true);
+    }
+
+    /// Add all of `other`'s values.
+    pub fn append(&mut self, other: &Strings) {
+        let base = self.text.len();
+        self.text.push_str(&other.text);
+        self.ends.extend(other.ends.iter().map(|end| end + base));
+        self.missing.extend_from_slice(&other.missing);
+    }
+
+    /// Value `i`: `None` when missing or out of range.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        if *self.missing.get(i)? {
+            return None;
+        }
+        let start = i.checked_sub(1).map_or(0, |j| self.ends[j]);
+        self.text.get(start..self.ends[i])
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<&str>> + '_ {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .zip(&self.missing)
+            .map(move |(&end, &missing)| {
+                let value = self.text.get(start..end).filter(|_| !missing);
+                start = end;
+                value
+            })
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<Option<S>> for Strings {
+    fn from_iter<I: IntoIterator<Item = Option<S>>>(iter: I) -> Self {
+        let mut out = Strings::new();
+        for value in iter {
+            out.push(value.as_ref().map(AsRef::as_ref));
+        }
+        out
+    }
 }
 
 impl Column {
@@ -192,6 +286,23 @@ mod tests {
         }
         assert!(shard_range(10, 3, 3).is_err());
         assert!(shard_range(10, 0, 0).is_err());
+    }
+
+    #[test]
+    fn strings_keep_values_and_missing() {
+        let mut s: Strings = [Some("a"), None, Some(""), Some("ü")].into_iter().collect();
+        s.push_missing(2);
+        s.append(&[Some("z")].into_iter().collect());
+        let back: Vec<Option<&str>> = s.iter().collect();
+        assert_eq!(
+            back,
+            [Some("a"), None, Some(""), Some("ü"), None, None, Some("z")]
+        );
+        assert_eq!(s.len(), 7);
+        assert_eq!(s.get(3), Some("ü"));
+        assert_eq!(s.get(1), None);
+        assert_eq!(s.get(7), None);
+        assert_eq!(s.text_len(), 4);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! integer (else double), floating point to double, and strings (plain, large, view
 //! or dictionary-encoded) to character. Other types are an error naming the column.
 
-use super::{check_shard, fits_integer, shard_range, Column, Table};
+use super::{check_shard, fits_integer, shard_range, Column, Strings, Table};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -111,7 +111,7 @@ enum Acc {
     /// Wider integers; integer at the end only if all fit.
     Int64(Vec<Option<i64>>),
     Double(Vec<Option<f64>>),
-    Character(Vec<Option<String>>),
+    Character(Strings),
     /// Arrow's null type: every value missing.
     Null(usize),
 }
@@ -129,8 +129,8 @@ impl Acc {
             Int8 | Int16 | Int32 | UInt8 | UInt16 => Acc::Int32(Vec::new()),
             Int64 | UInt32 | UInt64 => Acc::Int64(Vec::new()),
             Float16 | Float32 | Float64 => Acc::Double(Vec::new()),
-            t if is_string(t) => Acc::Character(Vec::new()),
-            Dictionary(_, values) if is_string(values) => Acc::Character(Vec::new()),
+            t if is_string(t) => Acc::Character(Strings::new()),
+            Dictionary(_, values) if is_string(values) => Acc::Character(Strings::new()),
             other => {
                 return Err(Error::input(format!(
                     "column \"{}\" has type {other}, which cannot be read: \
@@ -147,7 +147,7 @@ impl Acc {
             Acc::Int32(v) => v.reserve(n),
             Acc::Int64(v) => v.reserve(n),
             Acc::Double(v) => v.reserve(n),
-            Acc::Character(v) => v.reserve(n),
+            Acc::Character(v) => *v = Strings::with_capacity(n, 0),
             Acc::Null(_) => {}
         }
     }
@@ -196,18 +196,15 @@ impl Acc {
                 if !for_each_str(dict.values().as_ref(), |s| values.push(s)) {
                     return Err(unexpected());
                 }
-                let keys = dict.normalized_keys();
-                v.extend(
-                    keys.iter()
-                        .enumerate()
-                        .map(|(i, k)| match array.is_null(i) {
-                            true => None,
-                            false => values.get(*k).copied().flatten().map(str::to_owned),
-                        }),
-                );
+                for (i, k) in dict.normalized_keys().iter().enumerate() {
+                    v.push(match array.is_null(i) {
+                        true => None,
+                        false => values.get(*k).copied().flatten(),
+                    });
+                }
             }
             (Acc::Character(v), _) => {
-                if !for_each_str(array, |s| v.push(s.map(str::to_owned))) {
+                if !for_each_str(array, |s| v.push(s)) {
                     return Err(unexpected());
                 }
             }
@@ -308,9 +305,9 @@ pub fn write_parquet<W: Write + Send>(table: &Table, out: W) -> Result<()> {
                     Column::Logical(v) => Arc::new(BooleanArray::from_iter(&v[lo..hi])),
                     Column::Integer(v) => Arc::new(Int32Array::from_iter(&v[lo..hi])),
                     Column::Double(v) => Arc::new(Float64Array::from_iter(&v[lo..hi])),
-                    Column::Character(v) => Arc::new(StringArray::from_iter(
-                        v[lo..hi].iter().map(Option::as_deref),
-                    )),
+                    Column::Character(v) => {
+                        Arc::new(StringArray::from_iter((lo..hi).map(|i| v.get(i))))
+                    }
                 }
             })
             .collect();
@@ -357,7 +354,7 @@ mod tests {
                 2 => Some(format!("row \"{i}\",\nüñí")),
                 _ => Some("NA".to_string()),
             })
-            .collect();
+            .collect::<Strings>();
         Table::new(
             vec!["lgl".into(), "int".into(), "dbl".into(), "chr".into()],
             vec![
@@ -508,12 +505,11 @@ mod tests {
         );
         assert_eq!(
             t.columns[5],
-            Column::Character(vec![
-                Some("a".into()),
-                None,
-                Some("b".into()),
-                Some("a".into())
-            ])
+            Column::Character(
+                [Some("a"), None, Some("b"), Some("a")]
+                    .into_iter()
+                    .collect()
+            )
         );
     }
 
