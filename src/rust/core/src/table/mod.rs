@@ -119,6 +119,11 @@ impl Strings {
         self.missing.extend_from_slice(&other.missing);
     }
 
+    /// All the values' text, end to end.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Value `i`: `None` when missing or out of range.
     pub fn get(&self, i: usize) -> Option<&str> {
         if *self.missing.get(i)? {
