@@ -7,7 +7,7 @@ set -euo pipefail
 AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
 DEBS=(r-base-dev r-cran-cli r-cran-rlang r-cran-jsonlite r-cran-withr r-cran-processx
       r-cran-callr r-cran-testthat r-cran-randomforest r-cran-roxygen2 r-cran-knitr
-      r-cran-rmarkdown r-cran-bench hyperfine time curl nodejs npm)
+      r-cran-rmarkdown r-cran-bench r-cran-data.table hyperfine time curl nodejs npm)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
