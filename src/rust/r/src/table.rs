@@ -276,9 +276,12 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
         ));
     }
     if let Some(v) = x.as_real_slice() {
-        // R's NA is one NaN payload; other NaNs stay NaN.
+        // R's NA is one NaN payload; other NaNs stay NaN. (`is_na` calls into R, so
+        // only NaNs ask it.)
         return Ok(Column::Double(
-            v.iter().map(|d| (!d.is_na()).then_some(*d)).collect(),
+            v.iter()
+                .map(|d| (!(d.is_nan() && d.is_na())).then_some(*d))
+                .collect(),
         ));
     }
     let kind = match x.rtype() {
