@@ -6,7 +6,7 @@ use extendr_ffi::{
     cetype_t::CE_UTF8, R_BlankString, R_NaString, R_xlen_t, Rf_mkCharLenCE, SET_STRING_ELT, SEXP,
 };
 use serde_json::{json, Value};
-use serverless_core::table::{self, Column, ColumnType, Table};
+use serverless_core::table::{self, Column, ColumnType, Nullable, Table};
 use serverless_core::Error;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -123,10 +123,31 @@ fn table_to_r(table: Table) -> Result<Robj, Error> {
 fn column_to_r(name: &str, column: Column) -> Result<Robj, Error> {
     Ok(match column {
         Column::Logical(v) => Logicals::from_values(v.into_iter().map(Rbool::from)).into(),
-        Column::Integer(v) => Integers::from_values(v.into_iter().map(Rint::from)).into(),
-        Column::Double(v) => Doubles::from_values(v.into_iter().map(Rfloat::from)).into(),
+        // Numbers are copied whole, then the missing ones set to NA.
+        Column::Integer(v) => {
+            let mut out: Robj = Integers::from_values(v.values().iter().copied()).into();
+            if let Some(slots) = out.as_integer_slice_mut() {
+                set_missing(slots, v.missing(), i32::MIN);
+            }
+            out
+        }
+        Column::Double(v) => {
+            let mut out: Robj = Doubles::from_values(v.values().iter().copied()).into();
+            if let Some(slots) = out.as_real_slice_mut() {
+                set_missing(slots, v.missing(), <f64>::na());
+            }
+            out
+        }
         Column::Character(v) => strings_to_r(name, &v)?,
     })
+}
+
+fn set_missing<T: Copy>(slots: &mut [T], missing: &[usize], na: T) {
+    for &i in missing {
+        if let Some(slot) = slots.get_mut(i) {
+            *slot = na;
+        }
+    }
 }
 
 /// Slots in the table of recent R strings (a power of two).
@@ -270,19 +291,22 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
                 .collect(),
         ));
     }
+    let positions = || Error::internal("missing values out of order");
     if let Some(v) = x.as_integer_slice() {
-        return Ok(Column::Integer(
-            v.iter().map(|i| (!i.is_na()).then_some(*i)).collect(),
-        ));
+        let missing = (0..v.len()).filter(|&i| v[i].is_na()).collect();
+        return Nullable::from_parts(v.to_vec(), missing)
+            .map(Column::Integer)
+            .ok_or_else(positions);
     }
     if let Some(v) = x.as_real_slice() {
         // R's NA is one NaN payload; other NaNs stay NaN. (`is_na` calls into R, so
         // only NaNs ask it.)
-        return Ok(Column::Double(
-            v.iter()
-                .map(|d| (!(d.is_nan() && d.is_na())).then_some(*d))
-                .collect(),
-        ));
+        let missing = (0..v.len())
+            .filter(|&i| v[i].is_nan() && v[i].is_na())
+            .collect();
+        return Nullable::from_parts(v.to_vec(), missing)
+            .map(Column::Double)
+            .ok_or_else(positions);
     }
     let kind = match x.rtype() {
         Rtype::Null => "NULL",

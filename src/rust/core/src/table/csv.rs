@@ -11,7 +11,8 @@
 //! all is logical, as in R.
 
 use super::{
-    check_shard, fits_integer, hinted, split_point, threads, Column, ColumnType, Strings, Table,
+    check_shard, fits_integer, hinted, split_point, threads, Column, ColumnType, Nullable, Strings,
+    Table,
 };
 use crate::{Error, Result};
 use memchr::{memchr, memchr2};
@@ -505,8 +506,8 @@ enum Builder {
     /// Only missing values so far (while inferring).
     Missing(usize),
     Logical(Vec<Option<bool>>),
-    Integer(Vec<Option<i32>>),
-    Double(Vec<Option<f64>>),
+    Integer(Nullable<i32>),
+    Double(Nullable<f64>),
     Character(Strings),
     /// Text after numbers or logicals: the column is character, and a second pass
     /// collects this chunk's texts. Holds the number of values.
@@ -553,8 +554,8 @@ impl ColumnParser {
         let data = match hint {
             None => Builder::Missing(0),
             Some(ColumnType::Logical) => Builder::Logical(Vec::with_capacity(capacity)),
-            Some(ColumnType::Integer) => Builder::Integer(Vec::with_capacity(capacity)),
-            Some(ColumnType::Double) => Builder::Double(Vec::with_capacity(capacity)),
+            Some(ColumnType::Integer) => Builder::Integer(Nullable::with_capacity(capacity)),
+            Some(ColumnType::Double) => Builder::Double(Nullable::with_capacity(capacity)),
             Some(ColumnType::Character) => Builder::Character(Strings::with_capacity(capacity, 0)),
         };
         ColumnParser {
@@ -650,8 +651,8 @@ impl ColumnParser {
                 } else if let Some(i) = parse_integer(value) {
                     v.push(Some(i));
                 } else if let Some(d) = parse_double(value) {
-                    let mut w = Vec::with_capacity(self.capacity.max(v.len() + 1));
-                    w.extend(v.iter().map(|x| x.map(f64::from)));
+                    let mut w = Nullable::with_capacity(self.capacity.max(v.len() + 1));
+                    w.append(&v.map(f64::from));
                     w.push(Some(d));
                     self.data = Builder::Double(w);
                 } else {
@@ -674,15 +675,18 @@ impl ColumnParser {
         text: &[u8],
         value: &[u8],
     ) -> std::result::Result<Builder, String> {
-        fn start<T: Clone>(capacity: usize, missing: usize, value: T) -> Vec<Option<T>> {
-            let mut v = Vec::with_capacity(capacity.max(missing + 1));
-            v.resize(missing, None);
+        fn start<T: Copy + Default>(capacity: usize, missing: usize, value: T) -> Nullable<T> {
+            let mut v = Nullable::with_capacity(capacity.max(missing + 1));
+            v.push_missing(missing);
             v.push(Some(value));
             v
         }
         let cap = self.capacity;
         Ok(if let Some(b) = parse_logical(value) {
-            Builder::Logical(start(cap, missing, b))
+            let mut v = Vec::with_capacity(cap.max(missing + 1));
+            v.resize(missing, None);
+            v.push(Some(b));
+            Builder::Logical(v)
         } else if let Some(i) = parse_integer(value) {
             Builder::Integer(start(cap, missing, i))
         } else if let Some(d) = parse_double(value) {
@@ -704,14 +708,14 @@ fn assemble(t: ColumnType, parts: Vec<Builder>, total: usize) -> Result<Column> 
             _ => None,
         })
         .map(Column::Logical),
-        ColumnType::Integer => gather(parts, total, |part| match part {
+        ColumnType::Integer => gather_nullable(parts, total, |part| match part {
             Builder::Integer(v) => Some(v),
             _ => None,
         })
         .map(Column::Integer),
-        ColumnType::Double => gather(parts, total, |part| match part {
+        ColumnType::Double => gather_nullable(parts, total, |part| match part {
             Builder::Double(v) => Some(v),
-            Builder::Integer(v) => Some(v.into_iter().map(|x| x.map(f64::from)).collect()),
+            Builder::Integer(v) => Some(v.map(f64::from)),
             _ => None,
         })
         .map(Column::Double),
@@ -739,6 +743,24 @@ fn gather<T: Clone>(
                 *v = first;
             }
             part => v.extend(take(part)?),
+        }
+    }
+    Some(out.unwrap_or_default())
+}
+
+/// `gather` for numbers.
+fn gather_nullable<T: Copy + Default>(
+    parts: Vec<Builder>,
+    total: usize,
+    take: impl Fn(Builder) -> Option<Nullable<T>>,
+) -> Option<Nullable<T>> {
+    let mut out: Option<Nullable<T>> = None;
+    for part in parts {
+        let v = out.get_or_insert_with(|| Nullable::with_capacity(total));
+        match part {
+            Builder::Missing(n) => v.push_missing(n),
+            part if v.is_empty() => *v = take(part)?,
+            part => v.append(&take(part)?),
         }
     }
     Some(out.unwrap_or_default())
@@ -937,6 +959,21 @@ fn row_bytes(table: &Table) -> usize {
 fn format_rows(table: &Table, lo: usize, hi: usize, buf: &mut Vec<u8>) {
     let mut doubles = ryu::Buffer::new();
     let mut integers = itoa::Buffer::new();
+    // Per number column, where the next missing value is among its positions.
+    let mut next: Vec<usize> = table
+        .columns
+        .iter()
+        .map(|c| match c {
+            Column::Integer(v) => v.missing().partition_point(|&m| m < lo),
+            Column::Double(v) => v.missing().partition_point(|&m| m < lo),
+            _ => 0,
+        })
+        .collect();
+    let mut missing = |positions: &[usize], j: usize, row: usize| {
+        let hit = positions.get(next[j]) == Some(&row);
+        next[j] += usize::from(hit);
+        hit
+    };
     buf.clear();
     for row in lo..hi {
         for (j, column) in table.columns.iter().enumerate() {
@@ -949,11 +986,12 @@ fn format_rows(table: &Table, lo: usize, hi: usize, buf: &mut Vec<u8>) {
                     Some(false) => b"FALSE",
                     None => b"NA",
                 }),
-                Column::Integer(v) => match v[row] {
-                    Some(i) => buf.extend_from_slice(integers.format(i).as_bytes()),
-                    None => buf.extend_from_slice(b"NA"),
+                Column::Integer(v) => match missing(v.missing(), j, row) {
+                    false => buf.extend_from_slice(integers.format(v.values()[row]).as_bytes()),
+                    true => buf.extend_from_slice(b"NA"),
                 },
-                Column::Double(v) => match v[row] {
+                Column::Double(v) => match (!missing(v.missing(), j, row)).then(|| v.values()[row])
+                {
                     Some(d) if d.is_finite() => {
                         buf.extend_from_slice(doubles.format_finite(d).as_bytes())
                     }
@@ -1029,22 +1067,30 @@ mod tests {
             ],
             vec![
                 Column::Logical(vec![Some(true), None, Some(false), Some(true), None, None]),
-                Column::Integer(vec![
-                    Some(1),
-                    Some(-7),
-                    None,
-                    Some(i32::MAX),
-                    Some(i32::MIN + 1),
-                    Some(0),
-                ]),
-                Column::Double(vec![
-                    Some(0.1),
-                    Some(1.0 / 3.0),
-                    Some(1e-300),
-                    Some(-0.0),
-                    Some(9_007_199_254_740_993.0),
-                    None,
-                ]),
+                Column::Integer(
+                    vec![
+                        Some(1),
+                        Some(-7),
+                        None,
+                        Some(i32::MAX),
+                        Some(i32::MIN + 1),
+                        Some(0),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+                Column::Double(
+                    vec![
+                        Some(0.1),
+                        Some(1.0 / 3.0),
+                        Some(1e-300),
+                        Some(-0.0),
+                        Some(9_007_199_254_740_993.0),
+                        None,
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
                 chr(&[
                     Some("plain"),
                     Some("with, comma"),
@@ -1075,7 +1121,7 @@ mod tests {
         let Column::Double(v) = &back.columns[2] else {
             panic!("not double")
         };
-        assert!(v[3].unwrap().is_sign_negative());
+        assert!(v.get(3).unwrap().is_sign_negative());
     }
 
     #[test]
@@ -1113,15 +1159,19 @@ mod tests {
         let Column::Double(v) = &back.columns[0] else {
             panic!("not double: {back:?}")
         };
-        for (a, b) in values.iter().zip(v) {
+        for (a, b) in values.iter().zip(v.iter()) {
             assert_eq!(a.to_bits(), b.unwrap().to_bits(), "{a} came back as {b:?}");
         }
-        let nan = Table::new(vec!["x".into()], vec![Column::Double(vec![Some(f64::NAN)])]).unwrap();
+        let nan = Table::new(
+            vec!["x".into()],
+            vec![Column::Double(vec![Some(f64::NAN)].into_iter().collect())],
+        )
+        .unwrap();
         let mut out = Vec::new();
         write_csv(&nan, &mut out).unwrap();
         assert_eq!(out, b"x\nNaN\n");
         let back = read_csv(&out, &[]).unwrap();
-        assert!(matches!(&back.columns[0], Column::Double(v) if v[0].unwrap().is_nan()));
+        assert!(matches!(&back.columns[0], Column::Double(v) if v.get(0).unwrap().is_nan()));
     }
 
     #[test]
@@ -1130,8 +1180,8 @@ mod tests {
             vec!["a".into(), "b".into(), "c".into(), "d".into()],
             vec![
                 Column::Logical(vec![Some(true), None]),
-                Column::Integer(vec![Some(42), None]),
-                Column::Double(vec![Some(1.5), Some(3.0)]),
+                Column::Integer(vec![Some(42), None].into_iter().collect()),
+                Column::Double(vec![Some(1.5), Some(3.0)].into_iter().collect()),
                 chr(&[Some("x,y"), None]),
             ],
         )
@@ -1157,20 +1207,26 @@ mod tests {
             types,
             [Logical, Integer, Double, Character, Logical, Double, Character, Character]
         );
-        assert_eq!(t.columns[1], Column::Integer(vec![Some(1), None, Some(-3)]));
+        assert_eq!(
+            t.columns[1],
+            Column::Integer(vec![Some(1), None, Some(-3)].into_iter().collect())
+        );
         assert_eq!(
             t.columns[2],
-            Column::Double(vec![Some(1.5), None, Some(2000.0)])
+            Column::Double(vec![Some(1.5), None, Some(2000.0)].into_iter().collect())
         );
         assert_eq!(t.columns[4], Column::Logical(vec![None, None, None]));
         assert_eq!(t.columns[6], chr(&[Some("1"), Some("x"), Some("2.5")]));
         assert_eq!(t.columns[7], chr(&[Some("TRUE"), Some("2"), None]));
         // R's NA_integer_ is no integer value.
         let t = read_csv(b"x\n-2147483648\n", &[]).unwrap();
-        assert_eq!(t.columns[0], Column::Double(vec![Some(-2147483648.0)]));
+        assert_eq!(
+            t.columns[0],
+            Column::Double(vec![Some(-2147483648.0)].into_iter().collect())
+        );
         // Words that only look like special doubles stay text.
         let t = read_csv(b"x\nNaN\nInf\n-Inf\n", &[]).unwrap();
-        assert!(matches!(&t.columns[0], Column::Double(v) if v[1] == Some(f64::INFINITY)));
+        assert!(matches!(&t.columns[0], Column::Double(v) if v.get(1) == Some(f64::INFINITY)));
         let t = read_csv(b"x\nNan\n", &[]).unwrap();
         assert_eq!(t.columns[0], chr(&[Some("Nan")]));
     }
@@ -1188,10 +1244,13 @@ mod tests {
         let t = read_csv(csv, &h).unwrap();
         assert_eq!(
             t.columns[0],
-            Column::Double(vec![Some(1.0), Some(2.0), None])
+            Column::Double(vec![Some(1.0), Some(2.0), None].into_iter().collect())
         );
         assert_eq!(t.columns[1], chr(&[Some("1"), None, Some("x")]));
-        assert_eq!(t.columns[2], Column::Integer(vec![Some(1), Some(3), None]));
+        assert_eq!(
+            t.columns[2],
+            Column::Integer(vec![Some(1), Some(3), None].into_iter().collect())
+        );
         assert_eq!(
             t.columns[3],
             Column::Logical(vec![Some(true), Some(false), None])
@@ -1242,15 +1301,21 @@ mod tests {
     #[test]
     fn blank_lines_and_edges() {
         let t = read_csv(b"a,b\n1,2\n\n3,4", &[]).unwrap();
-        assert_eq!(t.columns[0], Column::Integer(vec![Some(1), Some(3)]));
+        assert_eq!(
+            t.columns[0],
+            Column::Integer(vec![Some(1), Some(3)].into_iter().collect())
+        );
         // One column: a blank line is a missing value.
         let t = read_csv(b"a\n1\n\n3\n", &[]).unwrap();
-        assert_eq!(t.columns[0], Column::Integer(vec![Some(1), None, Some(3)]));
+        assert_eq!(
+            t.columns[0],
+            Column::Integer(vec![Some(1), None, Some(3)].into_iter().collect())
+        );
         let t = read_csv(b"a,b\n", &[]).unwrap();
         assert_eq!(t.nrow(), 0);
         assert_eq!(t.columns[0], Column::Logical(vec![]));
         let t = read_csv(b"a,b", &hint(&[("b", ColumnType::Double)])).unwrap();
-        assert_eq!(t.columns[1], Column::Double(vec![]));
+        assert_eq!(t.columns[1], Column::Double(vec![].into_iter().collect()));
         assert_eq!(read_csv(b"", &[]).unwrap(), Table::default());
     }
 
