@@ -2,8 +2,11 @@
 //! Each R vector is allocated once and filled straight from the core's vector.
 
 use extendr_api::prelude::*;
+use extendr_ffi::{
+    cetype_t::CE_UTF8, R_BlankString, R_NaString, R_xlen_t, Rf_mkCharLenCE, SET_STRING_ELT, SEXP,
+};
 use serde_json::{json, Value};
-use serverless_core::table::{self, Column, ColumnType, Table};
+use serverless_core::table::{self, Column, ColumnType, Nullable, Table};
 use serverless_core::Error;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -57,12 +60,8 @@ pub fn read(path: &str, format: &str, hint: &Robj, shard: i32, shards: i32) -> R
     }
     let (shard, shards) = (shard as usize - 1, shards as usize);
     let table = match format {
-        // Read once; the bytes are dropped before the R vectors are made.
-        Format::Csv => {
-            let bytes =
-                std::fs::read(path).map_err(|e| Error::io(format!("cannot read {path}"), e))?;
-            table::read_csv_rows(&bytes, &hint, shard, shards)
-        }
+        // Mapped, not copied; unmapped before the R vectors are made.
+        Format::Csv => table::read_csv_rows(&CsvInput::open(path)?, &hint, shard, shards),
         // Parquet reads only the column chunks it decodes.
         Format::Parquet => {
             let file = File::open(path).map_err(|e| Error::io(format!("cannot read {path}"), e))?;
@@ -71,6 +70,42 @@ pub fn read(path: &str, format: &str, hint: &Robj, shard: i32, shards: i32) -> R
     }
     .map_err(|e| e.context(path))?;
     table_to_r(table)
+}
+
+/// A CSV file's bytes: memory-mapped (no copy, pages read ahead by the kernel), or
+/// read whole where a map is not possible (empty files, pipes).
+enum CsvInput {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl CsvInput {
+    fn open(path: &str) -> Result<CsvInput, Error> {
+        let io = |e| Error::io(format!("cannot read {path}"), e);
+        let file = File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_file() && meta.len() > 0 {
+            // SAFETY: the map is only read, and only while this call runs. Another
+            // process changing the file meanwhile could change what is read (as it
+            // can for data.table::fread, which maps files too); scoring jobs read
+            // their own downloaded copy.
+            if let Ok(map) = unsafe { memmap2::MmapOptions::new().populate().map(&file) } {
+                return Ok(CsvInput::Mapped(map));
+            }
+        }
+        std::fs::read(path).map(CsvInput::Read).map_err(io)
+    }
+}
+
+impl std::ops::Deref for CsvInput {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            CsvInput::Mapped(map) => map,
+            CsvInput::Read(bytes) => bytes,
+        }
+    }
 }
 
 /// A named list, one R vector per column; each column is freed once converted.
@@ -88,23 +123,92 @@ fn table_to_r(table: Table) -> Result<Robj, Error> {
 fn column_to_r(name: &str, column: Column) -> Result<Robj, Error> {
     Ok(match column {
         Column::Logical(v) => Logicals::from_values(v.into_iter().map(Rbool::from)).into(),
-        Column::Integer(v) => Integers::from_values(v.into_iter().map(Rint::from)).into(),
-        Column::Double(v) => Doubles::from_values(v.into_iter().map(Rfloat::from)).into(),
-        Column::Character(v) => {
-            // R raises an error (a longjmp through Rust) for these: refuse them first.
-            for (i, s) in v.iter().enumerate() {
-                let Some(s) = s else { continue };
-                if s.len() > i32::MAX as usize || s.contains('\0') {
-                    return Err(Error::input(format!(
-                        "column \"{name}\", row {}: R strings cannot hold NUL bytes or \
-                         more than 2^31 - 1 bytes",
-                        i + 1
-                    )));
-                }
+        // Numbers are copied whole, then the missing ones set to NA.
+        Column::Integer(v) => {
+            let mut out: Robj = Integers::from_values(v.values().iter().copied()).into();
+            if let Some(slots) = out.as_integer_slice_mut() {
+                set_missing(slots, v.missing(), i32::MIN);
             }
-            Strings::from_values(v.iter().map(|s| s.as_deref().unwrap_or(<&str>::na()))).into()
+            out
         }
+        Column::Double(v) => {
+            let mut out: Robj = Doubles::from_values(v.values().iter().copied()).into();
+            if let Some(slots) = out.as_real_slice_mut() {
+                set_missing(slots, v.missing(), <f64>::na());
+            }
+            out
+        }
+        Column::Character(v) => strings_to_r(name, &v)?,
     })
+}
+
+fn set_missing<T: Copy>(slots: &mut [T], missing: &[usize], na: T) {
+    for &i in missing {
+        if let Some(slot) = slots.get_mut(i) {
+            *slot = na;
+        }
+    }
+}
+
+/// Slots in the table of recent R strings (a power of two).
+const SLOTS: usize = 1 << 12;
+
+/// A character vector. Scoring data repeats values (categories), so recent values
+/// are remembered with their R strings: `mkCharLenCE` looks every value up in R's
+/// global string table, which costs more than this small direct-mapped one.
+fn strings_to_r(name: &str, v: &table::Strings) -> Result<Robj, Error> {
+    // R raises an error (a longjmp through Rust) for these: refuse them first.
+    let text = v.text();
+    if text.contains('\0') || text.len() > i32::MAX as usize {
+        let bad = v
+            .iter()
+            .position(|s| s.is_some_and(|s| s.contains('\0') || s.len() > i32::MAX as usize));
+        if let Some(i) = bad {
+            return Err(Error::input(format!(
+                "column \"{name}\", row {}: R strings cannot hold NUL bytes or more \
+                 than 2^31 - 1 bytes",
+                i + 1
+            )));
+        }
+    }
+    let mut out = Strings::new(v.len());
+    let mut recent: Vec<Option<(&str, SEXP)>> = vec![None; SLOTS];
+    // SAFETY: this runs on R's thread (an extendr call). `out` is protected while it
+    // lives, and each CHARSXP made here is stored in it before R allocates again, so
+    // the ones remembered in `recent` stay alive. Lengths fit a C int (checked above).
+    unsafe {
+        let sexp = out.get_mut();
+        for (i, s) in v.iter().enumerate() {
+            let ch = match s {
+                None => R_NaString,
+                Some("") => R_BlankString,
+                Some(s) => {
+                    let slot = &mut recent[slot_of(s)];
+                    match *slot {
+                        Some((seen, ch)) if seen == s => ch,
+                        _ => {
+                            let ch = Rf_mkCharLenCE(s.as_ptr().cast(), s.len() as i32, CE_UTF8);
+                            *slot = Some((s, ch));
+                            ch
+                        }
+                    }
+                }
+            };
+            SET_STRING_ELT(sexp, i as R_xlen_t, ch);
+        }
+    }
+    Ok(out.into())
+}
+
+/// The slot for `s`: a hash of its length and first and last eight bytes.
+fn slot_of(s: &str) -> usize {
+    let b = s.as_bytes();
+    let (head, tail) = match (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        (Some(head), Some(tail)) => (u64::from_le_bytes(*head), u64::from_le_bytes(*tail)),
+        _ => (b.iter().fold(0, |h, &x| h << 8 | u64::from(x)), 0),
+    };
+    let h = (head ^ tail.rotate_left(29) ^ b.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> (64 - SLOTS.trailing_zeros())) as usize
 }
 
 /// Write a named list of atomic vectors (factors as their labels) to `path`. The file
@@ -158,12 +262,12 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
         let levels: Vec<&str> = x.levels().map(|l| l.collect()).unwrap_or_default();
         let label = |code: &i32| {
             let i = usize::try_from(code.checked_sub(1)?).ok()?;
-            levels.get(i).map(|s| s.to_string())
+            levels.get(i).copied()
         };
         return Ok(Column::Character(codes.iter().map(label).collect()));
     }
     if let Some(strings) = x.as_str_iter() {
-        let mut v = Vec::with_capacity(strings.len());
+        let mut v = table::Strings::with_capacity(strings.len(), 0);
         for (i, s) in strings.enumerate() {
             if s.is_na() {
                 v.push(None);
@@ -176,7 +280,7 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
                     i + 1
                 )));
             }
-            v.push(Some(s.to_string()));
+            v.push(Some(s));
         }
         return Ok(Column::Character(v));
     }
@@ -187,16 +291,22 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
                 .collect(),
         ));
     }
+    let positions = || Error::internal("missing values out of order");
     if let Some(v) = x.as_integer_slice() {
-        return Ok(Column::Integer(
-            v.iter().map(|i| (!i.is_na()).then_some(*i)).collect(),
-        ));
+        let missing = (0..v.len()).filter(|&i| v[i].is_na()).collect();
+        return Nullable::from_parts(v.to_vec(), missing)
+            .map(Column::Integer)
+            .ok_or_else(positions);
     }
     if let Some(v) = x.as_real_slice() {
-        // R's NA is one NaN payload; other NaNs stay NaN.
-        return Ok(Column::Double(
-            v.iter().map(|d| (!d.is_na()).then_some(*d)).collect(),
-        ));
+        // R's NA is one NaN payload; other NaNs stay NaN. (`is_na` calls into R, so
+        // only NaNs ask it.)
+        let missing = (0..v.len())
+            .filter(|&i| v[i].is_nan() && v[i].is_na())
+            .collect();
+        return Nullable::from_parts(v.to_vec(), missing)
+            .map(Column::Double)
+            .ok_or_else(positions);
     }
     let kind = match x.rtype() {
         Rtype::Null => "NULL",

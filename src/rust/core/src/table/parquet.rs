@@ -5,7 +5,7 @@
 //! integer (else double), floating point to double, and strings (plain, large, view
 //! or dictionary-encoded) to character. Other types are an error naming the column.
 
-use super::{check_shard, fits_integer, shard_range, Column, Table};
+use super::{check_shard, fits_integer, shard_range, Column, Nullable, Strings, Table};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -107,11 +107,11 @@ fn write_error(e: impl std::fmt::Display) -> Error {
 enum Acc {
     Logical(Vec<Option<bool>>),
     /// Integers of up to 32 bits; doubles at the end if one is `i32::MIN` (R's NA).
-    Int32(Vec<Option<i32>>),
+    Int32(Nullable<i32>),
     /// Wider integers; integer at the end only if all fit.
-    Int64(Vec<Option<i64>>),
-    Double(Vec<Option<f64>>),
-    Character(Vec<Option<String>>),
+    Int64(Nullable<i64>),
+    Double(Nullable<f64>),
+    Character(Strings),
     /// Arrow's null type: every value missing.
     Null(usize),
 }
@@ -126,11 +126,11 @@ impl Acc {
         Ok(match field.data_type() {
             Boolean => Acc::Logical(Vec::new()),
             Null => Acc::Null(0),
-            Int8 | Int16 | Int32 | UInt8 | UInt16 => Acc::Int32(Vec::new()),
-            Int64 | UInt32 | UInt64 => Acc::Int64(Vec::new()),
-            Float16 | Float32 | Float64 => Acc::Double(Vec::new()),
-            t if is_string(t) => Acc::Character(Vec::new()),
-            Dictionary(_, values) if is_string(values) => Acc::Character(Vec::new()),
+            Int8 | Int16 | Int32 | UInt8 | UInt16 => Acc::Int32(Nullable::new()),
+            Int64 | UInt32 | UInt64 => Acc::Int64(Nullable::new()),
+            Float16 | Float32 | Float64 => Acc::Double(Nullable::new()),
+            t if is_string(t) => Acc::Character(Strings::new()),
+            Dictionary(_, values) if is_string(values) => Acc::Character(Strings::new()),
             other => {
                 return Err(Error::input(format!(
                     "column \"{}\" has type {other}, which cannot be read: \
@@ -144,10 +144,10 @@ impl Acc {
     fn reserve(&mut self, n: usize) {
         match self {
             Acc::Logical(v) => v.reserve(n),
-            Acc::Int32(v) => v.reserve(n),
-            Acc::Int64(v) => v.reserve(n),
-            Acc::Double(v) => v.reserve(n),
-            Acc::Character(v) => v.reserve(n),
+            Acc::Int32(v) => *v = Nullable::with_capacity(n),
+            Acc::Int64(v) => *v = Nullable::with_capacity(n),
+            Acc::Double(v) => *v = Nullable::with_capacity(n),
+            Acc::Character(v) => *v = Strings::with_capacity(n, 0),
             Acc::Null(_) => {}
         }
     }
@@ -181,7 +181,9 @@ impl Acc {
                     return acc.append(name, array);
                 }
                 if let Acc::Int64(v) = acc {
-                    v.extend(values.iter().map(|x| x.and_then(|x| i64::try_from(x).ok())));
+                    for x in values.iter() {
+                        v.push(x.and_then(|x| i64::try_from(x).ok()));
+                    }
                 }
             }
             (Acc::Double(v), DataType::UInt64) => extend::<UInt64Type, _>(v, array, |x| x as f64),
@@ -196,18 +198,15 @@ impl Acc {
                 if !for_each_str(dict.values().as_ref(), |s| values.push(s)) {
                     return Err(unexpected());
                 }
-                let keys = dict.normalized_keys();
-                v.extend(
-                    keys.iter()
-                        .enumerate()
-                        .map(|(i, k)| match array.is_null(i) {
-                            true => None,
-                            false => values.get(*k).copied().flatten().map(str::to_owned),
-                        }),
-                );
+                for (i, k) in dict.normalized_keys().iter().enumerate() {
+                    v.push(match array.is_null(i) {
+                        true => None,
+                        false => values.get(*k).copied().flatten(),
+                    });
+                }
             }
             (Acc::Character(v), _) => {
-                if !for_each_str(array, |s| v.push(s.map(str::to_owned))) {
+                if !for_each_str(array, |s| v.push(s)) {
                     return Err(unexpected());
                 }
             }
@@ -219,7 +218,7 @@ impl Acc {
     /// Wide integers that cannot all be R integers: doubles from now on.
     fn widen(&mut self) {
         if let Acc::Int64(v) = self {
-            *self = Acc::Double(v.iter().map(|x| x.map(|x| x as f64)).collect());
+            *self = Acc::Double(v.map(|x| x as f64));
         }
     }
 
@@ -227,18 +226,19 @@ impl Acc {
         match self {
             Acc::Logical(v) => Column::Logical(v),
             Acc::Null(n) => Column::Logical(vec![None; n]),
+            // Missing values hold 0, which fits.
             Acc::Int32(v) => {
-                if v.contains(&Some(i32::MIN)) {
-                    Column::Double(v.into_iter().map(|x| x.map(f64::from)).collect())
+                if v.values().contains(&i32::MIN) {
+                    Column::Double(v.map(f64::from))
                 } else {
                     Column::Integer(v)
                 }
             }
             Acc::Int64(v) => {
-                if v.iter().flatten().all(|x| fits_integer(*x)) {
-                    Column::Integer(v.into_iter().map(|x| x.map(|x| x as i32)).collect())
+                if v.values().iter().all(|x| fits_integer(*x)) {
+                    Column::Integer(v.map(|x| x as i32))
                 } else {
-                    Column::Double(v.into_iter().map(|x| x.map(|x| x as f64)).collect())
+                    Column::Double(v.map(|x| x as f64))
                 }
             }
             Acc::Double(v) => Column::Double(v),
@@ -248,13 +248,15 @@ impl Acc {
 }
 
 /// Append a primitive array's values, converted by `f`.
-fn extend<T: ArrowPrimitiveType, U>(
-    out: &mut Vec<Option<U>>,
+fn extend<T: ArrowPrimitiveType, U: Copy + Default>(
+    out: &mut Nullable<U>,
     array: &dyn Array,
     f: impl Fn(T::Native) -> U,
 ) {
     if let Some(values) = array.as_primitive_opt::<T>() {
-        out.extend(values.iter().map(|x| x.map(&f)));
+        for x in values.iter() {
+            out.push(x.map(&f));
+        }
     }
 }
 
@@ -306,11 +308,11 @@ pub fn write_parquet<W: Write + Send>(table: &Table, out: W) -> Result<()> {
             .map(|column| -> ArrayRef {
                 match column {
                     Column::Logical(v) => Arc::new(BooleanArray::from_iter(&v[lo..hi])),
-                    Column::Integer(v) => Arc::new(Int32Array::from_iter(&v[lo..hi])),
-                    Column::Double(v) => Arc::new(Float64Array::from_iter(&v[lo..hi])),
-                    Column::Character(v) => Arc::new(StringArray::from_iter(
-                        v[lo..hi].iter().map(Option::as_deref),
-                    )),
+                    Column::Integer(v) => Arc::new(Int32Array::from_iter(v.iter_range(lo, hi))),
+                    Column::Double(v) => Arc::new(Float64Array::from_iter(v.iter_range(lo, hi))),
+                    Column::Character(v) => {
+                        Arc::new(StringArray::from_iter((lo..hi).map(|i| v.get(i))))
+                    }
                 }
             })
             .collect();
@@ -357,7 +359,7 @@ mod tests {
                 2 => Some(format!("row \"{i}\",\nüñí")),
                 _ => Some("NA".to_string()),
             })
-            .collect();
+            .collect::<Strings>();
         Table::new(
             vec!["lgl".into(), "int".into(), "dbl".into(), "chr".into()],
             vec![
@@ -374,7 +376,7 @@ mod tests {
         assert_eq!(a, b);
         for (x, y) in a.columns.iter().zip(&b.columns) {
             if let (Column::Double(x), Column::Double(y)) = (x, y) {
-                let bits = |v: &Vec<Option<f64>>| -> Vec<Option<u64>> {
+                let bits = |v: &Nullable<f64>| -> Vec<Option<u64>> {
                     v.iter().map(|d| d.map(f64::to_bits)).collect()
                 };
                 assert_eq!(bits(x), bits(y));
@@ -404,10 +406,10 @@ mod tests {
                 let Column::Integer(v) = &part.columns[1] else {
                     panic!("int is {:?}", part.columns[1].column_type())
                 };
-                joined.extend(v);
+                joined.extend(v.iter());
             }
             assert_eq!(
-                Column::Integer(joined),
+                Column::Integer(joined.into_iter().collect()),
                 table.columns[1],
                 "shards = {shards}"
             );
@@ -496,24 +498,31 @@ mod tests {
         );
         assert_eq!(
             t.columns[0],
-            Column::Integer(vec![Some(1), None, Some(-5), Some(7)])
+            Column::Integer(vec![Some(1), None, Some(-5), Some(7)].into_iter().collect())
         );
         assert_eq!(
             t.columns[1],
-            Column::Double(vec![Some(1.0), None, Some((1u64 << 40) as f64), Some(0.0)])
+            Column::Double(
+                vec![Some(1.0), None, Some((1u64 << 40) as f64), Some(0.0)]
+                    .into_iter()
+                    .collect()
+            )
         );
         assert_eq!(
             t.columns[3],
-            Column::Double(vec![Some(u64::MAX as f64), Some(1.0), None, Some(2.0)])
+            Column::Double(
+                vec![Some(u64::MAX as f64), Some(1.0), None, Some(2.0)]
+                    .into_iter()
+                    .collect()
+            )
         );
         assert_eq!(
             t.columns[5],
-            Column::Character(vec![
-                Some("a".into()),
-                None,
-                Some("b".into()),
-                Some("a".into())
-            ])
+            Column::Character(
+                [Some("a"), None, Some("b"), Some("a")]
+                    .into_iter()
+                    .collect()
+            )
         );
     }
 
