@@ -160,19 +160,15 @@ score_shard <- function(job, record) {
   rows_in <- 0
   rows_out <- 0
   for (input in job$inputs) {
-    t <- Sys.time()
-    data <- read_input(job, input)
-    job_log("read %s: %d rows in %.2f s", input, nrow(data), secs(t))
+    data <- read_input(job, input, ptype_hint(bundle$ptype))
     check_against_ptype(data, bundle$ptype, input)
     t <- Sys.time()
     preds <- tryCatch(predict_bundle(bundle, data),
                       error = function(e) job_exit(3L, paste("predicting failed:", conditionMessage(e))))
-    job_log("predicted %d rows in %.2f s", nrow(data), secs(t))
+    job_log("predict: %d rows in %.2f s", nrow(data), secs(t))
     out <- cbind(data, preds)
-    t <- Sys.time()
     path <- output_path(job, input)
     write_output(job$target, out, path)
-    job_log("wrote %s in %.2f s", path, secs(t))
     outputs <- c(outputs, path)
     rows_in <- rows_in + nrow(data)
     rows_out <- rows_out + nrow(out)
@@ -191,25 +187,43 @@ input_format <- function(path) {
   switch(ext, csv = "csv", parquet = "parquet", rds = "rds", NA_character_)
 }
 
-read_input <- function(job, input) {
+# CSV column types from the ptype, so every shard reads a column the same way.
+ptype_hint <- function(ptype) {
+  if (is.null(ptype) || !ncol(ptype)) return(NULL)
+  type <- vapply(ptype, function(x) {
+    if (is.factor(x) || is.character(x)) "character"
+    else if (is.logical(x)) "logical"
+    else if (is.integer(x)) "integer"
+    else if (is.numeric(x)) "double"
+    else NA_character_
+  }, "")
+  type[!is.na(type)]
+}
+
+read_input <- function(job, input, hint = NULL) {
   format <- input_format(input)
   if (is.na(format)) job_exit(2L, sprintf("%s is not a CSV, Parquet or RDS file", input))
   file <- tempfile(fileext = paste0(".", format))
   on.exit(unlink(file))
+  t <- Sys.time()
   tryCatch(blob_download(job$target, input, file),
            serverless_error = function(e) job_exit(4L, conditionMessage(e)))
-  if (file.info(file)$size == 0) job_exit(2L, sprintf("%s is empty", input))
+  size <- file.info(file)$size
+  job_log("download %s: %.1f MB in %.2f s", input, size / 1e6, secs(t))
+  if (size == 0) job_exit(2L, sprintf("%s is empty", input))
   part <- if (nzchar(job$rows)) as.integer(strsplit(job$rows, "/", fixed = TRUE)[[1]]) else c(1L, 1L)
+  t <- Sys.time()
   data <- tryCatch(
-    read_table_file(file, format, part[1], part[2]),
+    read_table_file(file, format, part[1], part[2], hint),
     error = function(e) job_exit(2L, sprintf("%s cannot be read: %s", input, conditionMessage(e)))
   )
+  job_log("read %s: %d rows in %.2f s", input, nrow(data), secs(t))
   if (nrow(data) == 0 && !nzchar(job$rows)) job_exit(2L, sprintf("%s has no rows", input))
   data
 }
 
 # A file as a data frame; `shard`/`shards` picks a contiguous range of its rows.
-read_table_file <- function(file, format, shard = 1L, shards = 1L) {
+read_table_file <- function(file, format, shard = 1L, shards = 1L, hint = NULL) {
   if (format == "rds") {
     data <- readRDS(file)
     if (!is.data.frame(data)) stop("the RDS file holds a ", class(data)[1], ", not a data frame")
@@ -217,7 +231,7 @@ read_table_file <- function(file, format, shard = 1L, shards = 1L) {
     bounds <- floor(n * (c(shard - 1, shard)) / shards)
     return(data[seq_len(bounds[2] - bounds[1]) + bounds[1], , drop = FALSE])
   }
-  cols <- rust_check(rs_read_table(file, format, NULL, as.integer(shard), as.integer(shards)))
+  cols <- rust_check(rs_read_table(file, format, hint, as.integer(shard), as.integer(shards)))
   as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE)
 }
 
@@ -293,14 +307,17 @@ write_output <- function(target, data, path) {
   format <- input_format(path)
   file <- tempfile(fileext = paste0(".", format))
   on.exit(unlink(file))
+  t <- Sys.time()
   if (format == "rds") {
     saveRDS(data, file)
   } else {
-    cols <- lapply(data, function(x) if (is.factor(x)) as.character(x) else x)
-    rust_check(rs_write_table(cols, file, format))
+    rust_check(rs_write_table(as.list(data), file, format))
   }
+  job_log("write %s: %d rows in %.2f s", basename(path), nrow(data), secs(t))
+  t <- Sys.time()
   tryCatch(blob_upload(target, file, path),
            serverless_error = function(e) job_exit(4L, conditionMessage(e)))
+  job_log("upload %s: %.1f MB in %.2f s", path, file.info(file)$size / 1e6, secs(t))
 }
 
 write_run_record <- function(target, record) {

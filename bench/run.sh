@@ -13,6 +13,7 @@ export SERVERLESS_BENCH_PYTHON="$PWD/$VENV/bin/python"
 R_LIBS=.build/lib Rscript bench/blob_transfer.R
 R_LIBS=.build/lib Rscript bench/interrupt_latency.R
 R_LIBS=.build/lib Rscript bench/deploy.R
+R_LIBS=.build/lib Rscript bench/score.R
 # CSV and Parquet read/write of a 1e6-row data frame, against base R and data.table.
 R_LIBS=.build/lib Rscript bench/table_io.R
 

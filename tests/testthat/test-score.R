@@ -152,3 +152,44 @@ test_that("run_scoring_job() without its environment exits 2 and says what is mi
   expect_equal(code, 2L)
   expect_match(paste(out, collapse = "\n"), "SERVERLESS_RUN_ID")
 })
+
+test_that("a job killed mid-run leaves no run record claiming success, and no group", {
+  skip_on_os("windows")
+  target <- local_azure()
+  fits <- fit_models()
+  # A model that takes its time, so the job is surely mid-run when killed.
+  dep <- deploy_quietly(fits$lm, "slow", target, predict_fun = function(model, newdata) {
+    Sys.sleep(120)
+    stats::predict(model, newdata)
+  })
+  run <- score_quietly(dep, newdata = fits$data[, c("wt", "hp")], wait = FALSE)
+  expect_s3_class(run, "serverless_run")
+  # The container is a child process of this R session (the emulator runs in it).
+  find_job <- function() {
+    for (p in ps::ps_children(ps::ps_handle(), recursive = TRUE)) {
+      env <- tryCatch(ps::ps_environ(p), error = function(e) NULL)
+      if (!is.null(env) && identical(unname(env["SERVERLESS_RUN_ID"]), run$run_id)) return(p)
+    }
+    NULL
+  }
+  deadline <- Sys.time() + 60
+  job <- NULL
+  while (is.null(job) && Sys.time() < deadline) {
+    Sys.sleep(0.5)
+    job <- find_job()
+  }
+  expect_false(is.null(job))
+  Sys.sleep(3) # past start-up: loading the model, reading the input
+  ps::ps_kill(job)
+  deadline <- Sys.time() + 60
+  repeat {
+    run <- suppressMessages(run_status(run))
+    if (all(run$shards$state %in% c("Succeeded", "Failed")) || Sys.time() > deadline) break
+    Sys.sleep(0.5)
+  }
+  expect_equal(run$shards$state, "Failed")
+  records <- blob_list(target, paste0(run$output, "_runs/"))
+  expect_equal(nrow(records), 0)
+  expect_false(any(grepl("/output/newdata", blob_list(target, run$output)$path)))
+  expect_length(container_groups(target), 0)
+})

@@ -16,8 +16,8 @@ pub mod plan;
 pub mod progress;
 pub mod score;
 pub mod store;
-pub mod templates;
 pub mod table;
+pub mod templates;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::Progress;

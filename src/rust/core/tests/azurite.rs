@@ -71,6 +71,7 @@ fn storage(az: &Azurite) -> Storage {
             token: None,
             credential: None,
             endpoints: None,
+            ca_pem: None,
         },
         None,
     )
