@@ -28,10 +28,39 @@ main <- function() {
 
   cat("\n== Blob helpers\n")
   f <- tempfile(fileext = ".csv")
-  utils::write.csv(mtcars, f)
+  utils::write.csv(mtcars, f, row.names = FALSE)
   blob_upload(target, f, "serverless/data/in/mtcars.csv")
   print(blob_list(target, "serverless/data/"))
   if (!same) stop("predictions differ")
+
+  cat("\n== Deploy: the bundle plus a runtime image, built once per package set\n")
+  print(deploy_model(fit, "mpg", target, dry_run = TRUE))
+  dep <- deploy_model(fit, "mpg", target)
+  print(dep)
+
+  cat("\n== A second model with the same packages: same image, nothing built\n")
+  glm_fit <- glm(am ~ wt + hp, data = mtcars, family = binomial())
+  dep2 <- deploy_model(glm_fit, "transmission", target)
+  print(dep2)
+
+  cat("\n== Score a data frame on container instances\n")
+  run <- score_now(dep, newdata = mtcars[, c("wt", "hp")])
+  print(run)
+  preds <- read_predictions(run)
+  print(head(preds), row.names = FALSE)
+  scored_same <- identical(preds$.pred, unname(predict(fit, mtcars)))
+  cat("\nScored remotely, identical to predict():", scored_same, "\n")
+  if (!scored_same) stop("scored predictions differ")
+
+  cat("\n== Score CSV files in Blob Storage, two shards\n")
+  g <- tempfile(fileext = ".csv")
+  utils::write.csv(mtcars[1:16, ], g, row.names = FALSE)
+  blob_upload(target, g, "serverless/data/in/mtcars-2.csv")
+  run2 <- score_now(dep, input = "serverless/data/in/*.csv", output = "serverless/data/out/",
+                    shards = 2)
+  print(run2)
+  cat("\nThe first shard's log:\n")
+  cat(scoring_logs(run2)[[1]])
   invisible(TRUE)
 }
 
