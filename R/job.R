@@ -3,7 +3,7 @@
 #' The scoring job that runs inside each container
 #'
 #' `run_scoring_job()` is the command of the runtime image: [score_now()] and
-#' [schedule_scoring()] start containers that run it. It is exported so the image can
+#' scheduled runs start containers that run it. It is exported so the image can
 #' call it; you do not call it yourself.
 #'
 #' It reads its whole contract from environment variables:

@@ -337,6 +337,7 @@ shards_frame <- function(states, inputs) {
 }
 
 #' @rdname score_now
+#' @param ... Passed to methods.
 #' @export
 scoring_logs <- function(run, ...) {
   UseMethod("scoring_logs")

@@ -168,7 +168,7 @@ test_that("a job killed mid-run leaves no run record claiming success, and no gr
   find_job <- function() {
     for (p in ps::ps_children(ps::ps_handle(), recursive = TRUE)) {
       env <- tryCatch(ps::ps_environ(p), error = function(e) NULL)
-      if (!is.null(env) && identical(unname(env["SERVERLESS_RUN_ID"]), run$run_id)) return(p)
+      if (!is.null(env) && identical(as.character(env["SERVERLESS_RUN_ID"]), run$run_id)) return(p)
     }
     NULL
   }
