@@ -6,6 +6,7 @@
 use super::*;
 use crate::logic::cron::Bits;
 use crate::ErrorKind;
+use proptest::prelude::*;
 use time::{macros::format_description, Date, Month, PrimitiveDateTime, Time, Weekday};
 
 // ---- evaluators -------------------------------------------------------------
@@ -409,4 +410,287 @@ fn unknown_time_zone_is_refused() {
     let err = cron_to_recurrence("0 3 * * *", "Europe/Atlantis").unwrap_err();
     assert_eq!(err.kind, ErrorKind::Input);
     assert!(err.message.contains("`Europe/Atlantis`"), "{}", err.message);
+}
+
+// ---- property tests ---------------------------------------------------------
+
+/// A number or a name as written in a generated cron field.
+#[derive(Debug, Clone)]
+enum Tok {
+    Num(u32),
+    Name(String, u32),
+}
+
+impl Tok {
+    fn value(&self) -> u32 {
+        match self {
+            Tok::Num(v) | Tok::Name(_, v) => *v,
+        }
+    }
+    fn text(&self) -> String {
+        match self {
+            Tok::Num(v) => v.to_string(),
+            Tok::Name(s, _) => s.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    Star,
+    StarStep(u32),
+    One(Tok),
+    Range(Tok, Tok),
+    RangeStep(Tok, Tok, u32),
+    Garbage(&'static str),
+}
+
+impl Item {
+    fn text(&self) -> String {
+        match self {
+            Item::Star => "*".to_string(),
+            Item::StarStep(n) => format!("*/{n}"),
+            Item::One(t) => t.text(),
+            Item::Range(a, b) => format!("{}-{}", a.text(), b.text()),
+            Item::RangeStep(a, b, n) => format!("{}-{}/{n}", a.text(), b.text()),
+            Item::Garbage(g) => g.to_string(),
+        }
+    }
+}
+
+/// Tokens no field accepts.
+const GARBAGE: [&str; 12] = [
+    "?", "L", "5/15", "", "x", "1#2", "*/", "-", "1-", "**", "3-1-2", "mon-",
+];
+
+fn tok(kind: FieldKind) -> BoxedStrategy<Tok> {
+    let (lo, hi) = kind.bounds();
+    // One past either end now and then, to see those refused.
+    let below = if lo > 0 { lo - 1 } else { hi + 2 };
+    let outside = prop::sample::select(vec![below, hi + 1]);
+    let num = prop_oneof![100 => lo..=hi, 1 => outside].prop_map(Tok::Num);
+    let names: &'static [&'static str] = match kind {
+        FieldKind::Month => &[
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ],
+        FieldKind::DayOfWeek => &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+        _ => return num.boxed(),
+    };
+    let first = if kind == FieldKind::Month { 1 } else { 0 };
+    let name = (0..names.len(), 0..3u8).prop_map(move |(i, case)| {
+        let n = names[i];
+        let text = match case {
+            0 => n.to_string(),
+            1 => n.to_ascii_uppercase(),
+            _ => n[..1].to_ascii_uppercase() + &n[1..],
+        };
+        Tok::Name(text, first + i as u32)
+    });
+    prop_oneof![3 => num, 1 => name].boxed()
+}
+
+fn step(kind: FieldKind) -> BoxedStrategy<u32> {
+    let (lo, hi) = kind.star_bounds();
+    let span = hi - lo + 1;
+    let common: BoxedStrategy<u32> = match kind {
+        FieldKind::Minute => prop::sample::select(vec![1, 2, 5, 10, 15, 20, 30, 60, 7, 45]).boxed(),
+        FieldKind::Hour => prop::sample::select(vec![1, 2, 3, 4, 6, 8, 12, 24, 5, 7]).boxed(),
+        _ => (1..=span).boxed(),
+    };
+    prop_oneof![48 => common, 12 => 1..=span, 1 => Just(0u32), 1 => span + 1..=span + 3].boxed()
+}
+
+fn item(kind: FieldKind) -> BoxedStrategy<Item> {
+    let range = (tok(kind), tok(kind), 0..32u8).prop_map(|(a, b, r)| {
+        // Mostly in order; sometimes backwards, to see those refused.
+        if r != 0 && a.value() > b.value() {
+            (b, a)
+        } else {
+            (a, b)
+        }
+    });
+    prop_oneof![
+        2 => Just(Item::Star),
+        3 => step(kind).prop_map(Item::StarStep),
+        4 => tok(kind).prop_map(Item::One),
+        2 => range.clone().prop_map(|(a, b)| Item::Range(a, b)),
+        2 => (range, step(kind)).prop_map(|((a, b), n)| Item::RangeStep(a, b, n)),
+    ]
+    .boxed()
+}
+
+fn field(kind: FieldKind) -> BoxedStrategy<Vec<Item>> {
+    let list = prop::collection::vec(item(kind), 1..=3);
+    // Now and then a token no cron accepts, anywhere in the list.
+    let garbage = (
+        list.clone(),
+        prop::sample::select(GARBAGE.to_vec()),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(mut items, g, at)| {
+            items.insert(at.index(items.len() + 1), Item::Garbage(g));
+            items
+        });
+    let star = Just(vec![Item::Star]);
+    match kind {
+        FieldKind::Minute | FieldKind::Hour => {
+            prop_oneof![10 => star, 30 => list, 1 => garbage].boxed()
+        }
+        FieldKind::DayOfMonth => prop_oneof![50 => star, 20 => list, 1 => garbage].boxed(),
+        FieldKind::Month => prop_oneof![
+            80 => star,
+            10 => Just(vec![Item::StarStep(1)]),
+            15 => list,
+            1 => garbage
+        ]
+        .boxed(),
+        FieldKind::DayOfWeek => prop_oneof![40 => star, 30 => list, 1 => garbage].boxed(),
+    }
+}
+
+/// What a generated field means, worked out from the generator's own items:
+/// `None` when cron would reject it, else its set, whether it starts with `*`,
+/// and whether it holds a whole-field minute or hour step that does not divide
+/// the hour or day (refused on purpose).
+fn reference(kind: FieldKind, items: &[Item]) -> Option<(Bits, bool, bool)> {
+    let (min, max) = kind.bounds();
+    let (star_lo, star_hi) = kind.star_bounds();
+    let span = star_hi - star_lo + 1;
+    let in_range = |t: &Tok| (min..=max).contains(&t.value());
+    let (mut bits, mut refused) = (0, false);
+    for item in items {
+        let (lo, hi, n) = match item {
+            Item::Star => (star_lo, star_hi, 1),
+            Item::StarStep(n) => (star_lo, star_hi, *n),
+            Item::One(t) => (t.value(), t.value(), 1),
+            Item::Range(a, b) => (a.value(), b.value(), 1),
+            Item::RangeStep(a, b, n) => (a.value(), b.value(), *n),
+            Item::Garbage(_) => return None,
+        };
+        let toks_ok = match item {
+            Item::One(t) => in_range(t),
+            Item::Range(a, b) | Item::RangeStep(a, b, _) => in_range(a) && in_range(b),
+            _ => true,
+        };
+        if !toks_ok || lo > hi || n == 0 || n > span {
+            return None;
+        }
+        let whole = lo == star_lo && hi == star_hi;
+        refused |= whole
+            && match kind {
+                FieldKind::Minute => 60 % n != 0,
+                FieldKind::Hour => 24 % n != 0,
+                _ => false,
+            };
+        for v in (lo..=hi).step_by(n as usize) {
+            bits |= 1
+                << (if v == 7 && kind == FieldKind::DayOfWeek {
+                    0
+                } else {
+                    v
+                });
+        }
+    }
+    let star = matches!(items.first(), Some(Item::Star | Item::StarStep(_)));
+    Some((bits, star, refused))
+}
+
+fn cron_line() -> impl Strategy<Value = Vec<Vec<Item>>> {
+    (
+        field(FieldKind::Minute),
+        field(FieldKind::Hour),
+        field(FieldKind::DayOfMonth),
+        field(FieldKind::Month),
+        field(FieldKind::DayOfWeek),
+    )
+        .prop_map(|(a, b, c, d, e)| vec![a, b, c, d, e])
+}
+
+fn render(fields: &[Vec<Item>]) -> String {
+    fields
+        .iter()
+        .map(|items| items.iter().map(Item::text).collect::<Vec<_>>().join(","))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Every accepted line fires at exactly the cron instants over 2027, every
+    /// line the rules say is expressible is accepted, and the rest are refused.
+    #[test]
+    fn accepted_crons_fire_at_the_same_instants(
+        fields in cron_line(),
+        zone in prop::sample::select(known_time_zones().collect::<Vec<_>>()),
+    ) {
+        let line = render(&fields);
+        let result = cron_to_recurrence(&line, zone);
+        let refs: Option<Vec<_>> = cron::FIELDS
+            .iter()
+            .zip(&fields)
+            .map(|(&k, items)| reference(k, items))
+            .collect();
+        let Some(refs) = refs else {
+            // Not a valid cron line (or an empty field merged two fields away).
+            let err = result.err();
+            prop_assert!(err.as_ref().is_some_and(|e| e.kind == ErrorKind::Input), "{line}");
+            return Ok(());
+        };
+        let sets = Sets {
+            minutes: refs[0].0,
+            hours: refs[1].0,
+            dom: refs[2].0,
+            months: refs[3].0,
+            dow: refs[4].0,
+            dom_star: refs[2].1,
+            dow_star: refs[4].1,
+        };
+        let dom_full = sets.dom == FieldKind::DayOfMonth.full();
+        let dow_full = sets.dow == FieldKind::DayOfWeek.full();
+        // Week or Month days only next to a full field written with `*`.
+        let days_ok = match (dom_full, dow_full) {
+            (true, true) => true,
+            (true, false) => sets.dom_star,
+            (false, true) => sets.dow_star,
+            (false, false) => false,
+        };
+        let expressible =
+            !refs.iter().any(|r| r.2) && sets.months == FieldKind::Month.full() && days_ok;
+        match result {
+            Ok(r) => {
+                prop_assert!(expressible, "{line} converted to {r:?}");
+                prop_assert_eq!(r.time_zone.as_str(), windows_time_zone(zone).unwrap());
+                if let Err(diff) = same_instants_2027(&sets, &r) {
+                    prop_assert!(false, "{line} → {r:?}: {diff}");
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind, ErrorKind::Input);
+                prop_assert!(!expressible, "{line} refused: {}", e.message);
+            }
+        }
+    }
+
+    /// Arbitrary text never panics, and errors are input errors.
+    #[test]
+    fn arbitrary_text_never_panics(line in "\\PC*") {
+        if let Err(e) = cron_to_recurrence(&line, "UTC") {
+            prop_assert_eq!(e.kind, ErrorKind::Input);
+        }
+    }
+
+    /// Text from cron's own alphabet gets deeper into the parser.
+    #[test]
+    fn cron_alphabet_never_panics(line in "[0-9*/,a-zA-Z@#? \t-]{0,40}") {
+        match cron_to_recurrence(&line, "Europe/Vienna") {
+            Ok(r) => {
+                let sets = Sets::parsed(&line);
+                if let Err(diff) = same_instants_2027(&sets, &r) {
+                    prop_assert!(false, "{line} → {r:?}: {diff}");
+                }
+            }
+            Err(e) => prop_assert_eq!(e.kind, ErrorKind::Input),
+        }
+    }
 }
