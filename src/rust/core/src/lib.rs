@@ -12,6 +12,7 @@ pub mod blob;
 pub mod deploy;
 pub mod error;
 pub mod identity;
+pub mod logic;
 pub mod plan;
 pub mod progress;
 pub mod score;
