@@ -42,6 +42,7 @@ mod state;
 mod tls;
 mod token;
 mod util;
+pub mod workflow;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

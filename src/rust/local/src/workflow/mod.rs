@@ -1,0 +1,4 @@
+//! Executing Logic Apps workflows: the expression language, definition validation
+//! and the run engine.
+
+pub mod expr;
