@@ -69,6 +69,7 @@ pub fn workflow(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
                 &body["identity"],
                 existing.as_ref().map(|e| &e["identity"]),
             )?;
+            crate::workflow::validate::validate(&body["properties"], &identity)?;
             let now = util::now_rfc3339();
             let created = existing
                 .as_ref()

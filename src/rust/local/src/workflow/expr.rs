@@ -1024,7 +1024,7 @@ fn call(name: &str, a: &[Value], ctx: &dyn Context, src: &str) -> Result<Value, 
             let start = want_int(arg(1), name, src)?;
             let len = match a.get(2) {
                 Some(l) => want_int(l, name, src)?,
-                None => units.len() as i64 - start,
+                None => (units.len() as i64).saturating_sub(start),
             };
             let out_of_range = || {
                 bad_argument(
