@@ -170,6 +170,8 @@ impl LocalAzure {
                 .collect(),
             ..World::default()
         };
+        let http = workflow::http::client(tls.ca_der.clone())?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
             config,
             https_base: format!("https://127.0.0.1:{https_port}"),
@@ -182,6 +184,8 @@ impl LocalAzure {
             journal: Mutex::new(Vec::new()),
             faults: Mutex::new(faults::FaultState::new(Faults::default())),
             secret_expired: AtomicBool::new(false),
+            http,
+            shutdown: shutdown_rx.clone(),
         });
         resources::seed_storage_accounts(&inner)?;
 
@@ -192,13 +196,16 @@ impl LocalAzure {
                 post(identity::device_code),
             )
             .route("/_acr/{*rest}", any(acr::blob))
+            .route(
+                "/workflows/{access_id}/triggers/{trigger}/paths/invoke",
+                any(logic::invoke),
+            )
             .fallback(arm::handle)
             .with_state(inner.clone());
         let http_app = Router::new()
             .route("/msi/token", get(identity::managed_identity))
             .with_state(inner.clone());
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let listeners = vec![
             tokio::spawn(server::accept_loop(
                 https_listener,

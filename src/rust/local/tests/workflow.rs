@@ -175,3 +175,307 @@ async fn put_rejects_what_the_engine_cannot_run() {
     assert_eq!(status, 404);
     env.azure.shutdown().await;
 }
+
+impl Env {
+    /// Starts a manual run; returns its name.
+    async fn run_now(&self, wf: &str, trigger: &str, body: Option<Value>) -> String {
+        let url = format!(
+            "{}{}/triggers/{trigger}/run?{LOGIC}",
+            self.azure.https_endpoint(),
+            self.wf(wf)
+        );
+        let mut req = self.http.post(url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 202);
+        resp.headers()["x-ms-workflow-run-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Polls the run until it is no longer Running (bounded).
+    async fn wait_run(&self, wf: &str, run: &str) -> Value {
+        for _ in 0..600 {
+            let (status, body) = self
+                .arm(
+                    Method::GET,
+                    &format!("{}/runs/{run}?{LOGIC}", self.wf(wf)),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            if body["properties"]["status"] != "Running" {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("run {run} never ended");
+    }
+
+    async fn action(&self, wf: &str, run: &str, action: &str) -> Value {
+        let (status, body) = self
+            .arm(
+                Method::GET,
+                &format!("{}/runs/{run}/actions/{action}?{LOGIC}", self.wf(wf)),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{action}: {body}");
+        body["properties"].clone()
+    }
+
+    async fn repetitions(&self, wf: &str, run: &str, action: &str) -> Vec<Value> {
+        let (status, body) = self
+            .arm(
+                Method::GET,
+                &format!(
+                    "{}/runs/{run}/actions/{action}/repetitions?{LOGIC}",
+                    self.wf(wf)
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["value"].as_array().unwrap().clone()
+    }
+
+    async fn runs(&self, wf: &str, query: &str) -> Vec<Value> {
+        let (status, body) = self
+            .arm(
+                Method::GET,
+                &format!("{}/runs?{LOGIC}{query}", self.wf(wf)),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["value"].as_array().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_run_executes_the_control_flow() {
+    let env = start().await;
+    let mut def = manual(json!({
+        "Init_n": {"type": "InitializeVariable", "inputs": {"variables": [{"name": "n", "type": "integer", "value": 0}]}},
+        "Init_list": {"type": "InitializeVariable", "runAfter": {"Init_n": ["Succeeded"]},
+            "inputs": {"variables": [{"name": "list", "type": "array", "value": []}]}},
+        "Compose": {"type": "Compose", "runAfter": {"Init_list": ["Succeeded"]},
+            "inputs": {"answer": "@add(triggerBody()?['base'], 1)", "text": "run @{workflow()['run']['name']}"}},
+        "Loop": {"type": "Foreach", "foreach": "@range(0, 5)", "runAfter": {"Compose": ["Succeeded"]},
+            "runtimeConfiguration": {"concurrency": {"repetitions": 2}},
+            "actions": {
+                "Inc": {"type": "IncrementVariable", "inputs": {"name": "n", "value": "@items('Loop')"}},
+                "Append": {"type": "AppendToArrayVariable", "runAfter": {"Inc": ["Succeeded"]},
+                    "inputs": {"name": "list", "value": "@mul(1)"}}
+            }},
+        "Pause": {"type": "Wait", "runAfter": {"Loop": ["Succeeded"]}, "inputs": {"interval": {"count": 1, "unit": "Second"}}},
+        "Poll": {"type": "Until", "expression": "@greater(variables('n'), 13)", "limit": {"count": 10, "timeout": "PT1M"},
+            "runAfter": {"Pause": ["Succeeded"]},
+            "actions": {"Bump": {"type": "IncrementVariable", "inputs": {"name": "n"}}}},
+        "Check": {"type": "If", "runAfter": {"Poll": ["Succeeded"]},
+            "expression": {"and": [{"equals": ["@variables('n')", 14]}, {"greater": ["@length(variables('list'))", 4]}]},
+            "actions": {"Yes": {"type": "Compose", "inputs": "@body('Compose')['answer']"}},
+            "else": {"actions": {"No": {"type": "Terminate", "inputs": {"runStatus": "Failed"}}}}},
+        "Never": {"type": "Compose", "inputs": 1, "runAfter": {"Compose": ["Failed"]}},
+        "After_never": {"type": "Compose", "inputs": "@outputs('Yes')", "runAfter": {"Never": ["Skipped"], "Check": ["Succeeded"]}},
+    }));
+    // `mul` is not a supported function: the PUT is refused; then fixed.
+    let (status, err) = env.put_workflow("flow", def.clone()).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("'mul'"));
+    def["actions"]["Loop"]["actions"]["Append"]["inputs"]["value"] = json!("@items('Loop')");
+    def["outputs"] = json!({"n": {"type": "Int", "value": "@variables('n')"}, "list": {"type": "Array", "value": "@variables('list')"}});
+    let (status, body) = env.put_workflow("flow", def).await;
+    assert_eq!(status, 201, "{body}");
+
+    let run = env
+        .run_now("flow", "manual", Some(json!({"base": 41})))
+        .await;
+    let done = env.wait_run("flow", &run).await;
+    let p = &done["properties"];
+    assert_eq!(p["status"], "Succeeded", "{done}");
+    assert_eq!(p["trigger"]["name"], "manual");
+    assert_eq!(p["trigger"]["outputs"]["body"]["base"], 41);
+    assert_eq!(p["outputs"]["n"]["value"], 14);
+    let mut list: Vec<i64> = p["outputs"]["list"]["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    list.sort();
+    assert_eq!(list, vec![0, 1, 2, 3, 4]);
+    assert!(p["endTime"].is_string() && p["startTime"].is_string());
+
+    let compose = env.action("flow", &run, "Compose").await;
+    assert_eq!(compose["status"], "Succeeded");
+    assert_eq!(compose["outputs"]["answer"], 42);
+    assert_eq!(compose["outputs"]["text"], format!("run {run}").as_str());
+    let lp = env.action("flow", &run, "Loop").await;
+    assert_eq!(lp["status"], "Succeeded");
+    assert_eq!(lp["repetitionCount"], 5);
+    let reps = env.repetitions("flow", &run, "Loop").await;
+    assert_eq!(reps.len(), 5);
+    assert_eq!(reps[0]["name"], "000000");
+    assert_eq!(
+        reps[4]["properties"]["repetitionIndexes"][0]["itemIndex"],
+        4
+    );
+    let inc = env.repetitions("flow", &run, "Inc").await;
+    assert_eq!(inc.len(), 5);
+    assert!(inc.iter().all(|r| r["properties"]["status"] == "Succeeded"));
+    let poll = env.action("flow", &run, "Poll").await;
+    assert_eq!(poll["status"], "Succeeded");
+    assert_eq!(poll["repetitionCount"], 4);
+    assert_eq!(env.repetitions("flow", &run, "Bump").await.len(), 4);
+    assert_eq!(
+        env.action("flow", &run, "Pause").await["status"],
+        "Succeeded"
+    );
+    let check = env.action("flow", &run, "Check").await;
+    assert_eq!(check["status"], "Succeeded");
+    assert_eq!(check["inputs"]["expressionResult"], true);
+    assert_eq!(env.action("flow", &run, "Yes").await["outputs"], 42);
+    assert_eq!(env.action("flow", &run, "No").await["status"], "Skipped");
+    let never = env.action("flow", &run, "Never").await;
+    assert_eq!(never["status"], "Skipped");
+    assert_eq!(never["error"]["code"], "ActionConditionFailed");
+    let after = env.action("flow", &run, "After_never").await;
+    assert_eq!(after["status"], "Succeeded");
+    assert_eq!(after["outputs"], 42);
+
+    let (status, actions) = env
+        .arm(
+            Method::GET,
+            &format!("{}/runs/{run}/actions?{LOGIC}", env.wf("flow")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(actions["value"].as_array().unwrap().len(), 14);
+    let (status, err) = env
+        .arm(
+            Method::GET,
+            &format!("{}/runs/{run}/actions/Nope?{LOGIC}", env.wf("flow")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "WorkflowRunActionNotFound");
+    env.azure.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_and_failure_paths() {
+    let env = start().await;
+    // Terminate ends the run at once with its status and error.
+    let (status, body) = env
+        .put_workflow(
+            "term",
+            manual(json!({
+                "A": {"type": "Compose", "inputs": "a"},
+                "Stop": {"type": "Terminate", "runAfter": {"A": ["Succeeded"]},
+                    "inputs": {"runStatus": "Failed", "runError": {"code": "Custom", "message": "stopped on purpose"}}},
+                "Slow": {"type": "Wait", "inputs": {"interval": {"count": 30, "unit": "Second"}}},
+                "After": {"type": "Compose", "inputs": "b", "runAfter": {"Stop": ["Succeeded"]}},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run = env.run_now("term", "manual", None).await;
+    let done = env.wait_run("term", &run).await;
+    assert_eq!(done["properties"]["status"], "Failed", "{done}");
+    assert_eq!(done["properties"]["error"]["code"], "Custom");
+    assert_eq!(done["properties"]["error"]["message"], "stopped on purpose");
+    assert_eq!(
+        env.action("term", &run, "Slow").await["status"],
+        "Cancelled"
+    );
+    let (status, _) = env
+        .arm(
+            Method::GET,
+            &format!("{}/runs/{run}/actions/After?{LOGIC}", env.wf("term")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "an action after Terminate never runs");
+
+    // A failed Foreach iteration fails the loop; the cleanup after it still runs,
+    // and the run ends Failed because the success path was skipped.
+    let (status, body) = env
+        .put_workflow(
+            "fail",
+            manual(json!({
+                "Loop": {"type": "Foreach", "foreach": "@createArray('1', 'x', '3')",
+                    "actions": {"Parse": {"type": "Compose", "inputs": "@int(items('Loop'))"}}},
+                "Done": {"type": "Compose", "inputs": "ok", "runAfter": {"Loop": ["Succeeded"]}},
+                "Cleanup": {"type": "Compose", "inputs": "@result('Loop')", "runAfter": {"Loop": ["Failed", "TimedOut"]}},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run = env.run_now("fail", "manual", None).await;
+    let done = env.wait_run("fail", &run).await;
+    assert_eq!(done["properties"]["status"], "Failed", "{done}");
+    assert_eq!(done["properties"]["error"]["code"], "ActionFailed");
+    let lp = env.action("fail", &run, "Loop").await;
+    assert_eq!(lp["status"], "Failed");
+    let reps = env.repetitions("fail", &run, "Loop").await;
+    let statuses: Vec<&str> = reps
+        .iter()
+        .map(|r| r["properties"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["Succeeded", "Failed", "Succeeded"]);
+    let parse = env.repetitions("fail", &run, "Parse").await;
+    assert_eq!(parse[1]["properties"]["error"]["code"], "InvalidTemplate");
+    assert_eq!(env.action("fail", &run, "Done").await["status"], "Skipped");
+    let cleanup = env.action("fail", &run, "Cleanup").await;
+    assert_eq!(cleanup["status"], "Succeeded");
+    assert_eq!(cleanup["outputs"].as_array().unwrap().len(), 3);
+
+    // The same failure handled on the only path: the run succeeds (Logic Apps'
+    // try/catch pattern).
+    let (status, _) = env
+        .put_workflow(
+            "handled",
+            manual(json!({
+                "Try": {"type": "Scope", "actions": {"Bad": {"type": "Compose", "inputs": "@int('x')"}}},
+                "Catch": {"type": "Compose", "inputs": "@result('Try')[0]['status']", "runAfter": {"Try": ["Failed"]}},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let run = env.run_now("handled", "manual", None).await;
+    let done = env.wait_run("handled", &run).await;
+    assert_eq!(done["properties"]["status"], "Succeeded", "{done}");
+    assert_eq!(env.action("handled", &run, "Try").await["status"], "Failed");
+    assert_eq!(
+        env.action("handled", &run, "Catch").await["outputs"],
+        "Failed"
+    );
+
+    // Run history: newest first, $top, $filter.
+    env.run_now("handled", "manual", None).await;
+    let all = env.runs("handled", "").await;
+    assert_eq!(all.len(), 2);
+    assert!(
+        all[0]["properties"]["startTime"].as_str() >= all[1]["properties"]["startTime"].as_str()
+    );
+    assert_eq!(env.runs("handled", "&$top=1").await.len(), 1);
+    assert_eq!(
+        env.runs("fail", "&$filter=status%20eq%20'Failed'")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        env.runs("fail", "&$filter=status%20eq%20'Succeeded'")
+            .await
+            .len(),
+        0
+    );
+    env.azure.shutdown().await;
+}

@@ -73,6 +73,10 @@ pub trait Context {
     /// `outputs` (`statusCode`, `headers`, `body`), `status`, `startTime`, `endTime`,
     /// `error`; `None` when the action is unknown or has not run.
     fn action(&self, name: &str) -> Option<Value>;
+    /// `body(name)`: the action's `outputs.body` unless the action says otherwise.
+    fn body(&self, name: &str) -> Option<Value> {
+        self.action(name).map(|a| a["outputs"]["body"].clone())
+    }
     /// The trigger's record (`name`, `inputs`, `outputs`, `startTime`, ...).
     fn trigger(&self) -> Option<Value>;
     /// The current item of the enclosing `Foreach` called `loop_name`.
@@ -832,7 +836,7 @@ fn call(name: &str, a: &[Value], ctx: &dyn Context, src: &str) -> Result<Value, 
             Ok(match name {
                 "actions" => action,
                 "outputs" => action["outputs"].clone(),
-                _ => action["outputs"]["body"].clone(),
+                _ => ctx.body(n).unwrap_or(Value::Null),
             })
         }
         "trigger" | "triggerOutputs" | "triggerBody" => {
