@@ -262,6 +262,21 @@ impl LocalAzure {
         resources::seed_storage_account(&self.inner, &account)
     }
 
+    /// Gives the shared key (base64) of a seeded storage account: the azureblob
+    /// polling trigger then lists blobs with Shared Key (e.g. Azurite's well-known
+    /// development key) rather than a bearer token of the connection's identity.
+    pub fn set_storage_account_key(&self, account: &str, key: &str) -> Result<(), String> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|e| format!("the key of storage account {account} is not base64: {e}"))?;
+        self.inner
+            .world()
+            .storage_keys
+            .insert(account.to_ascii_lowercase(), key.to_string());
+        Ok(())
+    }
+
     /// The configuration the emulator runs with (tenant, subscription, credentials).
     pub fn config(&self) -> &Config {
         &self.inner.config

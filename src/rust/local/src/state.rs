@@ -56,6 +56,9 @@ pub struct World {
     /// Request-trigger callback keys: workflow access id (lowercase) -> (lowercased
     /// workflow id, signing key).
     pub workflow_access: HashMap<String, (String, String)>,
+    /// Shared keys of seeded storage accounts (lowercased name -> base64 key), for
+    /// the azureblob polling trigger; without one it uses the connection's identity.
+    pub storage_keys: HashMap<String, String>,
     /// Admin passwords of registries keyed by lowercased registry id.
     pub registry_passwords: HashMap<String, [String; 2]>,
     /// Object ids that role assignments may name.

@@ -479,3 +479,262 @@ async fn terminate_and_failure_paths() {
     );
     env.azure.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_actions_manage_a_container_group_as_the_workflow_identity() {
+    let env = start().await;
+    let sub = env.sub();
+    let group = format!(
+        "https://management.azure.com{sub}/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/@{{variables('group')}}"
+    );
+    let msi =
+        json!({"type": "ManagedServiceIdentity", "audience": "https://management.azure.com/"});
+    let def = manual(json!({
+        "Name": {"type": "InitializeVariable", "inputs": {"variables": [{"name": "group", "type": "string",
+            "value": "@concat('job-', toLower(formatDateTime(utcNow(), 'yyyyMMddHHmmss')))"}]}},
+        "Create": {"type": "Http", "runAfter": {"Name": ["Succeeded"]}, "inputs": {
+            "method": "PUT", "uri": format!("{group}?api-version=2023-05-01"),
+            "headers": {"Content-Type": "application/json"},
+            "body": {"location": "westeurope", "properties": {"osType": "Linux", "restartPolicy": "Never",
+                "containers": [{"name": "job", "properties": {"image": "local/sh:1",
+                    "command": ["sh", "-c", "echo scored @{triggerBody()?['rows']} rows"],
+                    "resources": {"requests": {"cpu": 1.0, "memoryInGB": 1.5}}}}]}},
+            "authentication": msi}},
+        "Poll": {"type": "Until", "runAfter": {"Create": ["Succeeded"]},
+            "expression": "@equals(body('Get')?['properties']?['instanceView']?['state'], 'Succeeded')",
+            "limit": {"count": 60, "timeout": "PT2M"},
+            "actions": {
+                "Pause": {"type": "Wait", "inputs": {"interval": {"count": 1, "unit": "Second"}}},
+                "Get": {"type": "Http", "runAfter": {"Pause": ["Succeeded"]}, "inputs": {
+                    "method": "GET", "uri": format!("{group}?api-version=2023-05-01"), "authentication": msi}}
+            }},
+        "Logs": {"type": "Http", "runAfter": {"Poll": ["Succeeded"]}, "inputs": {
+            "method": "GET", "uri": format!("{group}/containers/job/logs?api-version=2023-05-01"), "authentication": msi}},
+        "Delete": {"type": "Http", "runAfter": {"Logs": ["Succeeded", "Failed"]}, "inputs": {
+            "method": "DELETE", "uri": format!("{group}?api-version=2023-05-01"), "authentication": msi}},
+    }));
+    let (status, wf) = env.put_workflow("score", def).await;
+    assert_eq!(status, 201, "{wf}");
+    let principal = wf["identity"]["principalId"].as_str().unwrap().to_string();
+
+    // Without a role the identity may not create anything.
+    let run = env
+        .run_now("score", "manual", Some(json!({"rows": 3})))
+        .await;
+    let done = env.wait_run("score", &run).await;
+    assert_eq!(done["properties"]["status"], "Failed", "{done}");
+    let create = env.action("score", &run, "Create").await;
+    assert_eq!(create["status"], "Failed");
+    assert_eq!(create["outputs"]["statusCode"], 403);
+    assert_eq!(
+        create["outputs"]["body"]["error"]["code"],
+        "AuthorizationFailed"
+    );
+    assert_eq!(env.action("score", &run, "Poll").await["status"], "Skipped");
+
+    // Contributor on the resource group.
+    let ra = format!("{sub}/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/0b7b1c7e-6a1d-4c38-9e3f-3f2d7d1c9a01?api-version=2022-04-01");
+    let (status, body) = env
+        .arm(
+            Method::PUT,
+            &ra,
+            Some(json!({"properties": {"roleDefinitionId": format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c"),
+                "principalId": principal, "principalType": "ServicePrincipal"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let run = env
+        .run_now("score", "manual", Some(json!({"rows": 3})))
+        .await;
+    let done = env.wait_run("score", &run).await;
+    assert_eq!(done["properties"]["status"], "Succeeded", "{done}");
+    let create = env.action("score", &run, "Create").await;
+    assert_eq!(create["outputs"]["statusCode"], 201);
+    assert_eq!(create["code"], "Created");
+    let name = create["outputs"]["body"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(name.starts_with("job-"), "{name}");
+    // The definition's URI is kept; the request went to the emulator.
+    assert!(create["inputs"]["uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://management.azure.com/"));
+    let poll = env.action("score", &run, "Poll").await;
+    assert!(poll["repetitionCount"].as_u64().unwrap() >= 1);
+    let logs = env.action("score", &run, "Logs").await;
+    assert_eq!(logs["outputs"]["body"]["content"], "scored 3 rows\n");
+    let delete = env.action("score", &run, "Delete").await;
+    assert_eq!(delete["status"], "Succeeded");
+    let (status, _) = env
+        .arm(
+            Method::GET,
+            &format!("{sub}/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/{name}?api-version=2023-05-01"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // The workflow's calls went through the emulator's front door.
+    let journal = env.azure.journal();
+    assert!(journal.iter().any(|e| e.method == "PUT"
+        && e.path.ends_with(&format!("/containerGroups/{name}"))
+        && e.status == 201));
+    assert!(journal
+        .iter()
+        .any(|e| e.method == "PUT" && e.path.contains("/containerGroups/job-") && e.status == 403));
+    assert!(journal
+        .iter()
+        .any(|e| e.method == "DELETE" && e.path.ends_with(&format!("/containerGroups/{name}"))));
+    env.azure.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recurrence_fires_on_its_own_until_disabled() {
+    let env = start().await;
+    let (status, body) = env
+        .put_workflow(
+            "tick",
+            json!({"triggers": {"Every_2s": {"type": "Recurrence", "recurrence": {"frequency": "Second", "interval": 2}}},
+                "actions": {"Now": {"type": "Compose", "inputs": "@trigger()['scheduledTime']"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // No start time: it fires at once on save, then every 2 seconds.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let runs = env.runs("tick", "").await;
+    assert!(runs.len() >= 2, "{} runs", runs.len());
+    assert!(runs
+        .iter()
+        .all(|r| r["properties"]["trigger"]["name"] == "Every_2s"));
+    let scheduled = runs[0]["properties"]["trigger"]["scheduledTime"]
+        .as_str()
+        .unwrap();
+    // Fires on even-second boundaries counted from the save.
+    assert!(scheduled.ends_with('Z'), "{scheduled}");
+
+    let (status, _) = env
+        .arm(
+            Method::POST,
+            &format!("{}/disable?{LOGIC}", env.wf("tick")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let count = env.runs("tick", "").await.len();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        env.runs("tick", "").await.len(),
+        count,
+        "a disabled workflow fired"
+    );
+    // Manual runs of a disabled workflow are refused.
+    let (status, err) = env
+        .arm(
+            Method::POST,
+            &format!("{}/triggers/Every_2s/run?{LOGIC}", env.wf("tick")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
+    // Enabled again, it fires again.
+    let (status, _) = env
+        .arm(
+            Method::POST,
+            &format!("{}/enable?{LOGIC}", env.wf("tick")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(env.runs("tick", "").await.len() > count);
+    // Deleting the workflow stops its timer (nothing left to fire).
+    let (status, _) = env
+        .arm(Method::DELETE, &format!("{}?{LOGIC}", env.wf("tick")), None)
+        .await;
+    assert_eq!(status, 200);
+    env.azure.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trigger_callback_url_starts_a_run() {
+    let env = start().await;
+    let (status, body) = env
+        .put_workflow(
+            "hook",
+            manual(json!({"Echo": {"type": "Compose", "inputs": "@triggerBody()?['model']"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, cb) = env
+        .arm(
+            Method::POST,
+            &format!("{}/triggers/manual/listCallbackUrl?{LOGIC}", env.wf("hook")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{cb}");
+    let url = cb["value"].as_str().unwrap().to_string();
+    assert!(url.contains("&sig="), "{url}");
+    // No bearer token: the signature is the credential.
+    let resp = env
+        .http
+        .post(&url)
+        .json(&json!({"model": "iris"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let run = resp.headers()["x-ms-workflow-run-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let done = env.wait_run("hook", &run).await;
+    assert_eq!(done["properties"]["status"], "Succeeded");
+    assert_eq!(env.action("hook", &run, "Echo").await["outputs"], "iris");
+
+    let forged = format!("{}x", url);
+    let resp = env
+        .http
+        .post(&forged)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let unsigned = url.split("&sig=").next().unwrap().to_string();
+    let resp = env
+        .http
+        .post(&unsigned)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // Recurrence triggers have no callback URL.
+    let (status, _) = env
+        .put_workflow(
+            "rec",
+            json!({"triggers": {"r": {"type": "Recurrence", "recurrence": {"frequency": "Day", "interval": 1, "startTime": "2099-01-01T00:00:00Z"}}}, "actions": {}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = env
+        .arm(
+            Method::POST,
+            &format!("{}/triggers/r/listCallbackUrl?{LOGIC}", env.wf("rec")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    // ... but can be run by hand.
+    let run = env.run_now("rec", "r", None).await;
+    assert_eq!(
+        env.wait_run("rec", &run).await["properties"]["status"],
+        "Succeeded"
+    );
+    env.azure.shutdown().await;
+}

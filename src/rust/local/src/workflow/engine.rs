@@ -297,7 +297,7 @@ fn collect_types(actions: &Value, out: &mut HashMap<String, &'static str>) {
 
 /// The parameter values a run sees: `properties.parameters[name].value`, else the
 /// definition's `defaultValue`.
-fn resolve_parameters(wf: &Value) -> Map<String, Value> {
+pub fn resolve_parameters(wf: &Value) -> Map<String, Value> {
     let mut out = Map::new();
     if let Some(decl) = wf["properties"]["definition"]["parameters"].as_object() {
         for (name, d) in decl {

@@ -153,7 +153,7 @@ impl TimeZone {
     /// A local wall-clock time in this zone as an instant. A time skipped by the
     /// spring-forward gap moves forward by the gap; a repeated time takes its first
     /// (daylight) occurrence.
-    pub fn to_utc(&self, local: PrimitiveDateTime) -> OffsetDateTime {
+    pub fn to_utc(self, local: PrimitiveDateTime) -> OffsetDateTime {
         for offset in [self.daylight(), self.standard()] {
             if self.dst == Dst::None && offset != self.standard() {
                 continue;
@@ -168,7 +168,7 @@ impl TimeZone {
             .to_offset(UtcOffset::UTC)
     }
 
-    pub fn to_local(&self, t: OffsetDateTime) -> PrimitiveDateTime {
+    pub fn to_local(self, t: OffsetDateTime) -> PrimitiveDateTime {
         let local = t.to_offset(self.offset_at(t));
         PrimitiveDateTime::new(local.date(), local.time())
     }

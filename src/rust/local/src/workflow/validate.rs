@@ -770,13 +770,11 @@ impl Walker<'_> {
                 }
                 retry_policy(name, &inputs["retryPolicy"])?;
             }
-            "Compose" => {
-                if a.get("inputs").is_none() {
-                    return Err(action_invalid(
-                        name,
-                        "the required property 'inputs' is missing.",
-                    ));
-                }
+            "Compose" if a.get("inputs").is_none() => {
+                return Err(action_invalid(
+                    name,
+                    "the required property 'inputs' is missing.",
+                ));
             }
             "InitializeVariable" => {
                 only_inputs(&["variables"])?;
