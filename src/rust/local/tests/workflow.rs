@@ -738,3 +738,374 @@ async fn request_trigger_callback_url_starts_a_run() {
     );
     env.azure.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aci_connector_runs_a_container_group() {
+    let env = start().await;
+    let sub = env.sub();
+    let (status, body) = env
+        .arm(
+            Method::PUT,
+            &format!("{sub}/resourceGroups/rg/providers/Microsoft.Web/connections/aci?api-version=2016-06-01"),
+            Some(json!({"location": "westeurope", "properties": {"displayName": "aci",
+                "api": {"id": format!("{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/aci")},
+                "parameterValueType": "Alternative"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let conn = "@parameters('$connections')['aci']['connectionId']";
+    let group = format!(
+        "/subscriptions/@{{encodeURIComponent('{}')}}/resourceGroups/@{{encodeURIComponent('rg')}}/providers/Microsoft.ContainerInstance/containerGroups/@{{encodeURIComponent('aci-job')}}",
+        env.azure.config().subscription_id
+    );
+    let definition = json!({
+        "parameters": {"$connections": {"type": "Object", "defaultValue": {}}},
+        "triggers": {"manual": {"type": "Request", "kind": "Http"}},
+        "actions": {
+            "Create": {"type": "ApiConnection", "inputs": {"host": {"connection": {"name": conn}}, "method": "put",
+                "path": group, "queries": {"x-ms-api-version": "2023-05-01"},
+                "body": {"location": "westeurope", "properties": {"osType": "Linux", "restartPolicy": "Never",
+                    "containers": [{"name": "job", "properties": {"image": "local/sh:1", "command": ["sh", "-c", "echo via connector"],
+                        "resources": {"requests": {"cpu": 1.0, "memoryInGB": 1.5}}}}]}}}},
+            "Wait_done": {"type": "Until", "runAfter": {"Create": ["Succeeded"]},
+                "expression": "@equals(body('Get')?['properties']?['instanceView']?['state'], 'Succeeded')",
+                "limit": {"count": 100, "timeout": "PT2M"},
+                "actions": {
+                    "Pause": {"type": "Wait", "inputs": {"interval": {"count": 1, "unit": "Second"}}},
+                    "Get": {"type": "ApiConnection", "runAfter": {"Pause": ["Succeeded"]}, "inputs": {"host": {"connection": {"name": conn}},
+                        "method": "get", "path": group, "queries": {"x-ms-api-version": "2023-05-01"}}}}},
+            "Logs": {"type": "ApiConnection", "runAfter": {"Wait_done": ["Succeeded"]}, "inputs": {"host": {"connection": {"name": conn}},
+                "method": "get", "path": format!("{group}/containers/@{{encodeURIComponent('job')}}/logs"), "queries": {"x-ms-api-version": "2023-05-01"}}},
+            "Delete": {"type": "ApiConnection", "runAfter": {"Logs": ["Succeeded", "Failed"]}, "inputs": {"host": {"connection": {"name": conn}},
+                "method": "delete", "path": group, "queries": {"x-ms-api-version": "2023-05-01"}}},
+        },
+    });
+    let connections = json!({"$connections": {"value": {"aci": {
+        "connectionId": format!("{sub}/resourceGroups/rg/providers/Microsoft.Web/connections/aci"),
+        "connectionName": "aci",
+        "connectionProperties": {"authentication": {"type": "ManagedServiceIdentity"}},
+        "id": format!("{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/aci")}}}});
+    let (status, wf) = env
+        .arm(
+            Method::PUT,
+            &format!("{}?{LOGIC}", env.wf("aci")),
+            Some(
+                json!({"location": "westeurope", "identity": {"type": "SystemAssigned"},
+                "properties": {"definition": definition, "parameters": connections}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{wf}");
+    let principal = wf["identity"]["principalId"].as_str().unwrap();
+    let (status, _) = env
+        .arm(
+            Method::PUT,
+            &format!("{sub}/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/4f8a3c1e-2b7d-4e6f-9a0b-1c2d3e4f5a6b?api-version=2022-04-01"),
+            Some(json!({"properties": {"roleDefinitionId": format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/5d977122-f97e-4b4d-a52f-6b43003ddb4d"),
+                "principalId": principal}})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let run = env.run_now("aci", "manual", None).await;
+    let done = env.wait_run("aci", &run).await;
+    assert_eq!(done["properties"]["status"], "Succeeded", "{done}");
+    assert_eq!(
+        env.action("aci", &run, "Create").await["outputs"]["statusCode"],
+        201
+    );
+    assert_eq!(
+        env.action("aci", &run, "Logs").await["outputs"]["body"]["content"],
+        "via connector\n"
+    );
+    assert_eq!(
+        env.action("aci", &run, "Delete").await["outputs"]["statusCode"],
+        200
+    );
+
+    // A connector other than aci is refused when the workflow is saved.
+    let mut other = connections.clone();
+    other["$connections"]["value"]["aci"]["id"] = json!(format!(
+        "{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/office365"
+    ));
+    let (status, err) = env
+        .arm(
+            Method::PUT,
+            &format!("{}?{LOGIC}", env.wf("o365")),
+            Some(
+                json!({"location": "westeurope", "identity": {"type": "SystemAssigned"},
+                "properties": {"definition": definition, "parameters": other}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "WorkflowNotSupportedByLocalAzure");
+    env.azure.shutdown().await;
+}
+
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Shared Key for a request to Azurite's devstoreaccount1 (path-style URL).
+fn azurite_auth(
+    method: &str,
+    path_and_query: &str,
+    len: usize,
+    ct: &str,
+    ms: &[(&str, &str)],
+) -> String {
+    use base64::Engine;
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut s = format!(
+        "{method}\n\n\n{}\n\n{ct}\n\n\n\n\n\n\n",
+        if len == 0 {
+            String::new()
+        } else {
+            len.to_string()
+        }
+    );
+    let mut headers: Vec<_> = ms.to_vec();
+    headers.sort();
+    for (k, v) in headers {
+        s.push_str(&format!("{k}:{v}\n"));
+    }
+    s.push_str(&format!("/devstoreaccount1{path}"));
+    let mut q: Vec<(&str, &str)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    q.sort();
+    for (k, v) in q {
+        s.push_str(&format!("\n{k}:{v}"));
+    }
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(AZURITE_KEY)
+        .unwrap();
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let sig = ring::hmac::sign(&k, s.as_bytes());
+    format!(
+        "SharedKey devstoreaccount1:{}",
+        base64::engine::general_purpose::STANDARD.encode(sig.as_ref())
+    )
+}
+
+async fn azurite_put(http: &reqwest::Client, port: u16, path_and_query: &str, body: &str) -> u16 {
+    let date = httpdate_now();
+    let ct = if body.is_empty() { "" } else { "text/csv" };
+    let mut ms = vec![("x-ms-date", date.as_str()), ("x-ms-version", "2025-05-05")];
+    if !body.is_empty() {
+        ms.push(("x-ms-blob-type", "BlockBlob"));
+    }
+    let auth = azurite_auth(
+        "PUT",
+        &format!("/devstoreaccount1{path_and_query}"),
+        body.len(),
+        ct,
+        &ms,
+    );
+    let mut req = http
+        .put(format!(
+            "http://127.0.0.1:{port}/devstoreaccount1{path_and_query}"
+        ))
+        .header("authorization", auth)
+        .body(body.to_string());
+    for (k, v) in &ms {
+        req = req.header(*k, *v);
+    }
+    if !ct.is_empty() {
+        req = req.header("content-type", ct);
+    }
+    let resp = req.send().await.unwrap();
+    resp.status().as_u16()
+}
+
+fn httpdate_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let days = now.div_euclid(86400);
+    let secs = now.rem_euclid(86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    format!(
+        "{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} GMT",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_trigger_fires_for_new_and_changed_blobs() {
+    let have_azurite = std::process::Command::new("sh")
+        .args(["-c", "command -v azurite-blob"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have_azurite {
+        eprintln!("azurite-blob not installed: skipping the blob trigger test");
+        return;
+    }
+    let env = start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut azurite = tokio::process::Command::new("azurite-blob")
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--inMemoryPersistence",
+            "--loose",
+            "--skipApiVersionCheck",
+            "--disableProductStyleUrl",
+            "--disableTelemetry",
+            "--silent",
+        ])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..150 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "Azurite did not start");
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert_eq!(
+        azurite_put(&plain, port, "/input?restype=container", "").await,
+        201
+    );
+
+    env.azure
+        .add_storage_account(serverless_local::SeededStorageAccount {
+            resource_group: "rg-data".into(),
+            name: "devstoreaccount1".into(),
+            blob_endpoint: format!("http://127.0.0.1:{port}/devstoreaccount1/"),
+            location: "westeurope".into(),
+        })
+        .unwrap();
+    env.azure
+        .set_storage_account_key("devstoreaccount1", AZURITE_KEY)
+        .unwrap();
+    let sub = env.sub();
+    let (status, body) = env
+        .arm(
+            Method::PUT,
+            &format!("{sub}/resourceGroups/rg/providers/Microsoft.Web/connections/azureblob?api-version=2016-06-01"),
+            Some(json!({"location": "westeurope", "properties": {"displayName": "blob",
+                "api": {"id": format!("{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/azureblob")},
+                "parameterValues": {"accountName": "devstoreaccount1"}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let definition = json!({
+        "parameters": {"$connections": {"type": "Object"}},
+        "triggers": {"When_a_blob_is_added_or_modified": {"type": "ApiConnection",
+            "inputs": {"host": {"connection": {"name": "@parameters('$connections')['azureblob']['connectionId']"}},
+                "method": "get",
+                "path": "/v2/datasets/@{encodeURIComponent(encodeURIComponent('AccountNameFromSettings'))}/triggers/batch/onupdatedfile",
+                "queries": {"folderId": "/input", "maxFileCount": 10}},
+            "recurrence": {"frequency": "Second", "interval": 1},
+            "splitOn": "@triggerBody()"}},
+        "actions": {"Seen": {"type": "Compose", "inputs": "@concat(triggerBody()?['Path'], ':', string(triggerBody()?['Size']))"}},
+    });
+    let (status, wf) = env
+        .arm(
+            Method::PUT,
+            &format!("{}?{LOGIC}", env.wf("onblob")),
+            Some(json!({"location": "westeurope", "identity": {"type": "SystemAssigned"},
+                "properties": {"definition": definition, "parameters": {"$connections": {"value": {"azureblob": {
+                    "connectionId": format!("{sub}/resourceGroups/rg/providers/Microsoft.Web/connections/azureblob"),
+                    "connectionName": "azureblob",
+                    "connectionProperties": {"authentication": {"type": "ManagedServiceIdentity"}},
+                    "id": format!("{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/azureblob")}}}}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{wf}");
+    // The first poll only takes stock; blobs after it fire one run each.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.runs("onblob", "").await.len(), 0);
+    assert_eq!(
+        azurite_put(&plain, port, "/input/a.csv", "x,y\n1,2\n").await,
+        201
+    );
+    assert_eq!(azurite_put(&plain, port, "/input/b.csv", "x\n").await, 201);
+    let mut runs = Vec::new();
+    for _ in 0..100 {
+        runs = env.runs("onblob", "").await;
+        if runs.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        runs.len(),
+        2,
+        "{:?}",
+        env.azure
+            .journal()
+            .iter()
+            .filter(|e| e.method == "POLL")
+            .collect::<Vec<_>>()
+    );
+    let mut seen = Vec::new();
+    for r in &runs {
+        let name = r["name"].as_str().unwrap();
+        env.wait_run("onblob", name).await;
+        seen.push(
+            env.action("onblob", name, "Seen").await["outputs"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        let body = &r["properties"]["trigger"]["outputs"]["body"];
+        assert!(
+            body["LastModified"].as_str().unwrap().ends_with('Z'),
+            "{body}"
+        );
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["/input/a.csv:8", "/input/b.csv:2"]);
+    // A changed blob fires again; an unchanged folder does not.
+    assert_eq!(
+        azurite_put(&plain, port, "/input/a.csv", "x,y\n1,2\n3,4\n").await,
+        201
+    );
+    for _ in 0..100 {
+        if env.runs("onblob", "").await.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.runs("onblob", "").await.len(), 3);
+    let _ = azurite.kill().await;
+    env.azure.shutdown().await;
+}
