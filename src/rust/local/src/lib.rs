@@ -4,9 +4,10 @@
 //! - over HTTPS (a throw-away CA, see [`LocalAzure::ca_pem`]): Entra ID token endpoints
 //!   (client credentials, device code, refresh token) and ARM (resource groups,
 //!   container groups that really run as local processes, user-assigned identities,
-//!   role assignments, registries with ACR Tasks quick builds, Logic Apps workflows,
-//!   API connections, seeded storage accounts), and the blob-style SAS URLs of build
-//!   source uploads and run logs (`/_acr/...`);
+//!   role assignments, registries with ACR Tasks quick builds, Logic Apps workflows
+//!   that really run (see [`workflow`]), API connections, seeded storage accounts),
+//!   the blob-style SAS URLs of build source uploads and run logs (`/_acr/...`), and
+//!   the callback URLs of workflows' Request triggers (`/workflows/...`);
 //! - over HTTPS, one listener per registry (its `loginServer`, `127.0.0.1:PORT`): the
 //!   registry data plane (ACR token exchange, manifests and tags of built images);
 //! - over plain HTTP: the App Service style managed-identity endpoint that the

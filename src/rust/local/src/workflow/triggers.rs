@@ -77,8 +77,12 @@ pub fn is_enabled(wf: &Value) -> bool {
         .is_none_or(|s| s.eq_ignore_ascii_case("enabled"))
 }
 
+/// The timer still stands: same generation, and the workflow still exists enabled
+/// (a deleted resource group takes its workflows without restarting timers).
 fn current(inner: &Inner, wf_key: &str, generation: u64) -> bool {
-    inner.world().workflow_timers.get(wf_key) == Some(&generation)
+    let world = inner.world();
+    world.workflow_timers.get(wf_key) == Some(&generation)
+        && world.resources.get(wf_key).is_some_and(is_enabled)
 }
 
 /// Fires a trigger on its schedule until the workflow changes or the emulator stops.

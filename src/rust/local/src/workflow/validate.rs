@@ -63,6 +63,10 @@ const AZURE_ONLY_TYPES: &[&str] = &[
     "ParseDocument",
 ];
 
+/// Azure's limits: actions per workflow and nesting depth of scopes.
+const MAX_ACTIONS: usize = 500;
+const MAX_NESTING: usize = 8;
+
 pub const RUN_AFTER_STATUSES: &[&str] = &["Succeeded", "Failed", "Skipped", "TimedOut"];
 const VARIABLE_TYPES: &[&str] = &["string", "integer", "float", "boolean", "array", "object"];
 const PARAMETER_TYPES: &[&str] = &[
@@ -114,6 +118,8 @@ struct ActionInfo {
 
 struct Walker<'a> {
     actions: HashMap<String, ActionInfo>,
+    /// Current nesting depth while collecting.
+    depth: usize,
     variables: HashSet<String>,
     parameters: &'a Map<String, Value>,
     connections: Value,
@@ -209,6 +215,7 @@ pub fn validate(props: &Value, identity: &Value) -> Result<(), ArmError> {
         .to_ascii_lowercase();
     let mut w = Walker {
         actions: HashMap::new(),
+        depth: 0,
         variables: HashSet::new(),
         parameters,
         connections,
@@ -259,6 +266,13 @@ impl Walker<'_> {
         loops: &[String],
         top: bool,
     ) -> Result<(), ArmError> {
+        self.depth += 1;
+        // The top level plus eight nested levels.
+        if self.depth > MAX_NESTING + 1 {
+            return Err(invalid_template(format!(
+                "The workflow nests scopes, conditions and loops more than {MAX_NESTING} levels deep."
+            )));
+        }
         for (name, a) in actions {
             if !valid_name(name) {
                 return Err(action_invalid(
@@ -329,6 +343,12 @@ impl Walker<'_> {
                 self.collect(inner, &inner_loops, false)?;
             }
         }
+        if self.actions.len() > MAX_ACTIONS {
+            return Err(invalid_template(format!(
+                "The workflow has more than {MAX_ACTIONS} actions."
+            )));
+        }
+        self.depth -= 1;
         Ok(())
     }
 
@@ -634,7 +654,12 @@ impl Walker<'_> {
     }
 
     fn action(&self, name: &str, a: &Value) -> Result<(), ArmError> {
-        let info = &self.actions[&name.to_ascii_lowercase()];
+        let Some(info) = self.actions.get(&name.to_ascii_lowercase()) else {
+            return Err(action_invalid(
+                name,
+                "the action is not where it was found.",
+            ));
+        };
         let ty = info.ty;
         let obj = a.as_object().cloned().unwrap_or_default();
         let mut allowed: Vec<&str> = vec!["type", "runAfter", "metadata", "description", "inputs"];
