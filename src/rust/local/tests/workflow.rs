@@ -1109,3 +1109,78 @@ async fn blob_trigger_fires_for_new_and_changed_blobs() {
     let _ = azurite.kill().await;
     env.azure.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_can_be_cancelled() {
+    let env = start().await;
+    let (status, body) = env
+        .put_workflow(
+            "slow",
+            manual(json!({
+                "Loop": {"type": "Foreach", "foreach": "@createArray('a', 'b')",
+                    "runtimeConfiguration": {"concurrency": {"repetitions": 1}},
+                    "actions": {"Nap": {"type": "Wait", "inputs": {"interval": {"count": 30, "unit": "Second"}}}}},
+                "Next": {"type": "Compose", "inputs": 1, "runAfter": {"Loop": ["Succeeded", "Failed"]}},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run = env.run_now("slow", "manual", None).await;
+    // The first iteration is running.
+    for _ in 0..50 {
+        if env.repetitions("slow", &run, "Nap").await.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rep = env.repetitions("slow", &run, "Nap").await;
+    assert_eq!(rep[0]["properties"]["status"], "Running");
+    let (status, body) = env
+        .arm(
+            Method::GET,
+            &format!(
+                "{}/runs/{run}/actions/Nap/repetitions/000000?{LOGIC}",
+                env.wf("slow")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["properties"]["repetitionIndexes"][0]["scopeName"],
+        "Loop"
+    );
+
+    let cancel = format!("{}/runs/{run}/cancel?{LOGIC}", env.wf("slow"));
+    let (status, _) = env.arm(Method::POST, &cancel, None).await;
+    assert_eq!(status, 200);
+    let done = env.wait_run("slow", &run).await;
+    assert_eq!(done["properties"]["status"], "Cancelled", "{done}");
+    assert_eq!(env.action("slow", &run, "Nap").await["status"], "Cancelled");
+    assert_eq!(
+        env.action("slow", &run, "Loop").await["status"],
+        "Cancelled"
+    );
+    // Nothing after the cancelled loop ran, and a finished run cannot be cancelled.
+    assert_eq!(env.repetitions("slow", &run, "Nap").await.len(), 1);
+    let (status, _) = env
+        .arm(
+            Method::GET,
+            &format!("{}/runs/{run}/actions/Next?{LOGIC}", env.wf("slow")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, err) = env.arm(Method::POST, &cancel, None).await;
+    assert_eq!(status, 409, "{err}");
+    let (status, err) = env
+        .arm(
+            Method::GET,
+            &format!("{}/runs/08584nope/actions?{LOGIC}", env.wf("slow")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "WorkflowRunNotFound");
+    env.azure.shutdown().await;
+}

@@ -1314,4 +1314,89 @@ mod tests {
         assert!(parse_duration("1H").is_none());
         assert!(parse_duration("PT5X").is_none());
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            proptest::sample::select(vec![
+                "Compose",
+                "If",
+                "Foreach",
+                "Until",
+                "Scope",
+                "Http",
+                "Terminate",
+                "Wait",
+                "InitializeVariable",
+                "SetVariable",
+                "Succeeded",
+                "Failed",
+                "@body('a')",
+                "@items('a')",
+                "@{x(",
+                "a",
+                "actions",
+                "runAfter",
+                "ManagedServiceIdentity",
+                "Recurrence",
+                "Request",
+                "ApiConnection",
+                "@parameters('$connections')['a']['connectionId']",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    proptest::sample::select(vec![
+                        "type",
+                        "inputs",
+                        "actions",
+                        "runAfter",
+                        "else",
+                        "expression",
+                        "foreach",
+                        "limit",
+                        "a",
+                        "b",
+                        "variables",
+                        "name",
+                        "value",
+                        "interval",
+                        "count",
+                        "unit",
+                        "recurrence",
+                        "frequency",
+                        "schedule",
+                        "host",
+                        "connection",
+                        "path",
+                        "method",
+                        "uri",
+                        "authentication",
+                        "runtimeConfiguration",
+                        "concurrency",
+                        "repetitions",
+                    ])
+                    .prop_map(str::to_string),
+                    inner,
+                    0..5,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+        #[test]
+        fn never_panics(actions in arb_json(), triggers in arb_json(), identity in arb_json()) {
+            let _ = validate(&json!({"definition": {"triggers": triggers.clone(), "actions": actions.clone()}}), &identity);
+            let _ = validate(&json!({"definition": {"triggers": {"t": triggers}, "actions": {"a": actions}}}), &sys());
+        }
+    }
 }
