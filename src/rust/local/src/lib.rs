@@ -303,8 +303,9 @@ impl LocalAzure {
         self.inner.secret_expired.store(expired, Ordering::SeqCst);
     }
 
-    /// Appends a run record to a workflow's run history (`GET .../runs`), for the
-    /// workflow executor. Fills `id`, `name` and `type` when absent.
+    /// Appends a finished run record to a workflow's run history (`GET .../runs`),
+    /// e.g. a run made elsewhere; the emulator executes workflows itself. Fills `id`,
+    /// `name` and `type` when absent.
     pub fn add_workflow_run(
         &self,
         workflow_id: &str,
