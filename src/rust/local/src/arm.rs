@@ -309,6 +309,7 @@ async fn route(
         })
         .collect();
     let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
+    authorize(&inner, &caller, &method, &lower)?;
     let req = ArmRequest {
         inner,
         method,
@@ -321,6 +322,105 @@ async fn route(
         caller,
     };
     dispatch(&req).await
+}
+
+/// Built-in roles the emulator understands, by role definition GUID.
+const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+const ACI_CONTRIBUTOR: &str = "5d977122-f97e-4b4d-a52f-6b43003ddb4d";
+const USER_ACCESS_ADMINISTRATOR: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9";
+const LOGIC_APP_CONTRIBUTOR: &str = "87a39d53-fc1b-424a-814c-f7e04687dc9e";
+
+/// Does `role` allow a read or a write in provider namespace `ns` (lowercase)?
+fn role_allows(role: &str, ns: &str, write: bool) -> bool {
+    match role {
+        OWNER => true,
+        CONTRIBUTOR => !(write && ns == "microsoft.authorization"),
+        READER => !write,
+        ACI_CONTRIBUTOR => !write || ns == "microsoft.containerinstance",
+        USER_ACCESS_ADMINISTRATOR => !write || ns == "microsoft.authorization",
+        LOGIC_APP_CONTRIBUTOR => !write || ns == "microsoft.logic" || ns == "microsoft.web",
+        _ => false,
+    }
+}
+
+/// Role-based access for managed identities (workflows and container groups calling
+/// ARM with their own tokens): they may do only what their role assignments at the
+/// target's scope or above allow, as in Azure. The emulator's service principal and
+/// device-code user stand for the subscription's owner and are not checked.
+/// Long-running operation status URLs are readable by whoever started them.
+fn authorize(
+    inner: &Inner,
+    caller: &str,
+    method: &Method,
+    lower: &[String],
+) -> Result<(), ArmError> {
+    if caller.eq_ignore_ascii_case(&inner.service_principal_id)
+        || caller.eq_ignore_ascii_case(&inner.device_user_id)
+    {
+        return Ok(());
+    }
+    if lower.iter().any(|s| s == "operationresults")
+        || (lower.iter().any(|s| s == "locations") && lower.iter().any(|s| s == "operations"))
+    {
+        return Ok(());
+    }
+    let write = !(method == Method::GET || method == Method::HEAD);
+    let provider = lower.iter().rposition(|s| s == "providers");
+    let (ns, action) = match provider.and_then(|i| lower.get(i + 1).map(|ns| (i, ns))) {
+        Some((i, ns)) => {
+            let kind = match *method {
+                Method::GET | Method::HEAD => "read",
+                Method::DELETE => "delete",
+                Method::POST => "action",
+                _ => "write",
+            };
+            let ty: Vec<&str> = lower[i + 1..]
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j == 0 || j % 2 == 1)
+                .map(|(_, s)| s.as_str())
+                .collect();
+            (ns.clone(), format!("{}/{kind}", ty.join("/")))
+        }
+        None => (
+            "microsoft.resources".to_string(),
+            format!(
+                "Microsoft.Resources/subscriptions/resourceGroups/{}",
+                if write { "write" } else { "read" }
+            ),
+        ),
+    };
+    let scope = format!("/{}", lower.join("/"));
+    let allowed = inner.world().resources.values().any(|v| {
+        let p = &v["properties"];
+        v["type"] == "Microsoft.Authorization/roleAssignments"
+            && p["principalId"]
+                .as_str()
+                .is_some_and(|x| x.eq_ignore_ascii_case(caller))
+            && p["scope"].as_str().is_some_and(|s| {
+                let s = s.to_ascii_lowercase();
+                let s = s.trim_end_matches('/');
+                scope == s || scope.starts_with(&format!("{s}/"))
+            })
+            && p["roleDefinitionId"].as_str().is_some_and(|r| {
+                let guid = r
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                role_allows(&guid, &ns, write)
+            })
+    });
+    if allowed {
+        return Ok(());
+    }
+    Err(ArmError::new(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        format!("The client '{caller}' with object id '{caller}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."),
+    ))
 }
 
 fn is_well_formed_api_version(v: &str) -> bool {

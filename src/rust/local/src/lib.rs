@@ -4,9 +4,10 @@
 //! - over HTTPS (a throw-away CA, see [`LocalAzure::ca_pem`]): Entra ID token endpoints
 //!   (client credentials, device code, refresh token) and ARM (resource groups,
 //!   container groups that really run as local processes, user-assigned identities,
-//!   role assignments, registries with ACR Tasks quick builds, Logic Apps workflows,
-//!   API connections, seeded storage accounts), and the blob-style SAS URLs of build
-//!   source uploads and run logs (`/_acr/...`);
+//!   role assignments, registries with ACR Tasks quick builds, Logic Apps workflows
+//!   that really run (see [`workflow`]), API connections, seeded storage accounts),
+//!   the blob-style SAS URLs of build source uploads and run logs (`/_acr/...`), and
+//!   the callback URLs of workflows' Request triggers (`/workflows/...`);
 //! - over HTTPS, one listener per registry (its `loginServer`, `127.0.0.1:PORT`): the
 //!   registry data plane (ACR token exchange, manifests and tags of built images);
 //! - over plain HTTP: the App Service style managed-identity endpoint that the
@@ -42,6 +43,7 @@ mod state;
 mod tls;
 mod token;
 mod util;
+pub mod workflow;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,6 +171,8 @@ impl LocalAzure {
                 .collect(),
             ..World::default()
         };
+        let http = workflow::http::client(tls.ca_der.clone())?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
             config,
             https_base: format!("https://127.0.0.1:{https_port}"),
@@ -181,6 +185,8 @@ impl LocalAzure {
             journal: Mutex::new(Vec::new()),
             faults: Mutex::new(faults::FaultState::new(Faults::default())),
             secret_expired: AtomicBool::new(false),
+            http,
+            shutdown: shutdown_rx.clone(),
         });
         resources::seed_storage_accounts(&inner)?;
 
@@ -191,13 +197,16 @@ impl LocalAzure {
                 post(identity::device_code),
             )
             .route("/_acr/{*rest}", any(acr::blob))
+            .route(
+                "/workflows/{access_id}/triggers/{trigger}/paths/invoke",
+                any(logic::invoke),
+            )
             .fallback(arm::handle)
             .with_state(inner.clone());
         let http_app = Router::new()
             .route("/msi/token", get(identity::managed_identity))
             .with_state(inner.clone());
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let listeners = vec![
             tokio::spawn(server::accept_loop(
                 https_listener,
@@ -254,6 +263,21 @@ impl LocalAzure {
         resources::seed_storage_account(&self.inner, &account)
     }
 
+    /// Gives the shared key (base64) of a seeded storage account: the azureblob
+    /// polling trigger then lists blobs with Shared Key (e.g. Azurite's well-known
+    /// development key) rather than a bearer token of the connection's identity.
+    pub fn set_storage_account_key(&self, account: &str, key: &str) -> Result<(), String> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|e| format!("the key of storage account {account} is not base64: {e}"))?;
+        self.inner
+            .world()
+            .storage_keys
+            .insert(account.to_ascii_lowercase(), key.to_string());
+        Ok(())
+    }
+
     /// The configuration the emulator runs with (tenant, subscription, credentials).
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -279,8 +303,9 @@ impl LocalAzure {
         self.inner.secret_expired.store(expired, Ordering::SeqCst);
     }
 
-    /// Appends a run record to a workflow's run history (`GET .../runs`), for the
-    /// workflow executor. Fills `id`, `name` and `type` when absent.
+    /// Appends a finished run record to a workflow's run history (`GET .../runs`),
+    /// e.g. a run made elsewhere; the emulator executes workflows itself. Fills `id`,
+    /// `name` and `type` when absent.
     pub fn add_workflow_run(
         &self,
         workflow_id: &str,

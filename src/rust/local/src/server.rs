@@ -82,9 +82,13 @@ async fn serve_connection<S>(
 }
 
 /// Identity calls (token, device code, managed identity) are never faulted, nor are
-/// the blob-style ACR source uploads and log reads (another service than ARM).
+/// the blob-style ACR source uploads and log reads, nor workflow callback URLs
+/// (services other than ARM).
 fn is_not_arm_path(path: &str) -> bool {
-    path.contains("/oauth2/") || path.starts_with("/msi/") || path.starts_with("/_acr/")
+    path.contains("/oauth2/")
+        || path.starts_with("/msi/")
+        || path.starts_with("/_acr/")
+        || path.starts_with("/workflows/")
 }
 
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {

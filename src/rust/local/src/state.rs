@@ -28,6 +28,10 @@ pub struct Inner {
     pub journal: Mutex<Vec<JournalEntry>>,
     pub faults: Mutex<FaultState>,
     pub secret_expired: AtomicBool,
+    /// HTTP client of workflow actions (trusts the emulator's CA).
+    pub http: reqwest::Client,
+    /// Flips to true when the emulator shuts down (workflow timers and runs stop).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Everything mutable that handlers read and write together. Never held across an await.
@@ -45,7 +49,16 @@ pub struct World {
     /// Container group runtimes keyed by lowercased group id.
     pub groups: HashMap<String, crate::aci::GroupRuntime>,
     /// Workflow runs keyed by lowercased workflow id, oldest first.
-    pub workflow_runs: HashMap<String, Vec<Value>>,
+    pub workflow_runs: HashMap<String, Vec<crate::workflow::engine::RunRecord>>,
+    /// Trigger timer generation per lowercased workflow id: timers of an older
+    /// generation stop (the workflow was changed, disabled or deleted).
+    pub workflow_timers: HashMap<String, u64>,
+    /// Request-trigger callback keys: workflow access id (lowercase) -> (lowercased
+    /// workflow id, signing key).
+    pub workflow_access: HashMap<String, (String, String)>,
+    /// Shared keys of seeded storage accounts (lowercased name -> base64 key), for
+    /// the azureblob polling trigger; without one it uses the connection's identity.
+    pub storage_keys: HashMap<String, String>,
     /// Admin passwords of registries keyed by lowercased registry id.
     pub registry_passwords: HashMap<String, [String; 2]>,
     /// Object ids that role assignments may name.

@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub struct Tls {
     pub server_config: Arc<rustls::ServerConfig>,
     pub ca_pem: String,
+    pub ca_der: CertificateDer<'static>,
     /// The leaf certificate (followed by the CA) and its key, for other local servers
     /// that should be trusted through the same CA (Azurite).
     pub cert_pem: String,
@@ -60,6 +61,7 @@ pub fn generate() -> Result<Tls, String> {
     Ok(Tls {
         server_config: Arc::new(config),
         ca_pem,
+        ca_der: ca_cert.der().clone(),
         cert_pem,
         key_pem,
     })
