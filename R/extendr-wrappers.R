@@ -90,10 +90,6 @@ rs_score_run <- function(config, request, wait, keep, timeout_s) .Call(wrap__rs_
 #' @noRd
 rs_score_status <- function(config, shards, keep) .Call(wrap__rs_score_status, config, shards, keep)
 
-#' Delete every container group of a run.
-#' @noRd
-rs_score_delete <- function(config, shards) .Call(wrap__rs_score_delete, config, shards)
-
 #' GET a Resource Manager path (for listings in diagnostics and tests).
 #' @noRd
 rs_arm_get <- function(config, path, api_version) .Call(wrap__rs_arm_get, config, path, api_version)

@@ -62,12 +62,7 @@ pub fn registry_path(subscription: &str, resource_group: &str, name: &str) -> St
 }
 
 fn registry_from(v: &Value) -> Result<Registry> {
-    let field = |p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| Error::azure(200, None, format!("the registry has no `{p}`")))
-    };
+    let field = |p: &str| crate::arm::string_field(v, p, "registry");
     Ok(Registry {
         id: field("/id")?,
         name: field("/name")?,

@@ -108,6 +108,15 @@ fn provider_namespace(path: &str) -> Option<String> {
     rest.split('/').next().map(str::to_owned)
 }
 
+/// A string field of a resource, or an error naming what the resource lacks.
+pub fn string_field(resource: &Value, pointer: &str, what: &str) -> Result<String> {
+    resource
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| Error::azure(200, None, format!("the {what} has no `{pointer}`")))
+}
+
 impl ArmClient {
     pub fn new(endpoints: &Endpoints, credential: Arc<dyn TokenCredential>) -> Result<Self> {
         Ok(ArmClient {

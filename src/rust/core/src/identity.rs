@@ -3,7 +3,7 @@
 //! Storage without any password or key.
 
 use crate::arm::{api, ArmClient};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -30,12 +30,7 @@ pub fn identity_path(subscription: &str, resource_group: &str, name: &str) -> St
 }
 
 fn identity_from(v: &Value) -> Result<Identity> {
-    let field = |p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| Error::azure(200, None, format!("the identity has no `{p}`")))
-    };
+    let field = |p: &str| crate::arm::string_field(v, p, "identity");
     Ok(Identity {
         id: field("/id")?,
         name: field("/name")?,

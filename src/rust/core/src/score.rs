@@ -64,7 +64,8 @@ pub struct ShardState {
 }
 
 impl ShardState {
-    fn done(&self) -> bool {
+    /// Finished, one way or the other.
+    pub fn done(&self) -> bool {
         matches!(self.state.as_str(), "Succeeded" | "Failed")
     }
 }

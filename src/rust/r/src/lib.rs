@@ -434,33 +434,12 @@ fn rs_score_status(config: Robj, shards: Robj, keep: bool) -> Robj {
             let (config, shards) = (config?, shards?);
             let arm = arm_client(&config, &progress)?;
             let shards = score::poll(&arm, &shards).await?;
-            let all_done = shards
-                .iter()
-                .all(|s| s.state == "Succeeded" || s.state == "Failed");
-            let shards = if all_done {
+            let shards = if shards.iter().all(score::ShardState::done) {
                 score::finish(&arm, &shards, keep).await
             } else {
                 shards
             };
             to_value(shards)
-        })
-    })
-}
-
-/// Delete every container group of a run.
-/// @noRd
-#[extendr]
-fn rs_score_delete(config: Robj, shards: Robj) -> Robj {
-    let shards: Result<Vec<score::ShardState>, Error> =
-        serde_json::from_value(robj_to_json(&shards))
-            .map_err(|e| Error::input(format!("invalid run state: {e}")));
-    guard(move || {
-        let config = arm_config(&config);
-        start_job(move |progress| async move {
-            let (config, shards) = (config?, shards?);
-            let arm = arm_client(&config, &progress)?;
-            score::delete_all(&arm, &shards).await?;
-            Ok(Value::Null)
         })
     })
 }
@@ -654,7 +633,6 @@ extendr_module! {
     fn rs_get_deployment;
     fn rs_score_run;
     fn rs_score_status;
-    fn rs_score_delete;
     fn rs_arm_get;
     fn rs_local_start;
     fn rs_local_add_storage_account;
