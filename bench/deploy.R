@@ -5,7 +5,7 @@ suppressMessages(library(serveRless))
 target <- local_azure()
 
 set.seed(1)
-n <- 80000
+n <- 105000
 d <- data.frame(y = rnorm(n), x1 = rnorm(n), x2 = rnorm(n), x3 = rnorm(n))
 fit1 <- lm(y ~ x1 + x2 + x3, data = d)
 fit2 <- lm(y ~ x1 + x2, data = d)
@@ -14,7 +14,8 @@ size <- function(m) length(serialize(m, NULL, xdr = FALSE))
 measure <- function(label, fit, name) {
   before <- nrow(local_azure_journal(target))
   t <- system.time(dep <- suppressMessages(deploy_model(fit, name, target)))[["elapsed"]]
-  j <- local_azure_journal(target)[-seq_len(before), ]
+  j <- local_azure_journal(target)
+  j <- j[seq_len(nrow(j)) > before, ]
   data.frame(
     deploy = label,
     model_mb = round(size(fit) / 1e6, 1),
