@@ -43,6 +43,8 @@
 #' run_scoring_job(env = character(), exit = FALSE)
 #' @export
 run_scoring_job <- function(env = Sys.getenv(), exit = TRUE) {
+  # A plain named character vector (Sys.getenv() returns a classed one), read once.
+  env <- stats::setNames(as.character(env), names(env))
   started <- Sys.time()
   record <- list(status = "failed", start = format_time(started))
   code <- tryCatch(
@@ -89,7 +91,7 @@ format_time <- function(t) format(t, "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC")
 
 job_contract <- function(env) {
   get <- function(name, required = TRUE) {
-    v <- as.character(unname(env[name]))
+    v <- unname(env[name])
     if (length(v) != 1 || is.na(v) || (!nzchar(v) && required)) {
       if (required) job_exit(2L, sprintf("the environment variable %s is not set", name))
       return("")
@@ -117,7 +119,6 @@ job_contract <- function(env) {
 # The target inside the container: the storage account, reached with the managed
 # identity's tokens.
 job_target_from <- function(env) {
-  env <- stats::setNames(as.character(env), names(env))
   secrets <- new.env(parent = emptyenv())
   ca <- unname(env["SERVERLESS_CA_PEM"])
   if (length(ca) == 1 && !is.na(ca) && nzchar(ca)) secrets$ca_pem <- ca
