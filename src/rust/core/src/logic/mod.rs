@@ -1,11 +1,12 @@
-//! Logic Apps: the parts of a workflow definition serveRless writes, built in
-//! plain Rust so they can be checked without Azure.
+//! Logic Apps: scheduled and event-driven scoring as Consumption workflows.
 //!
-//! Scheduled scoring runs as a Consumption Logic App whose trigger is a
-//! `Recurrence`; [`recurrence`] turns the user's cron line into one.
+//! [`recurrence`] turns the user's cron line into a Recurrence trigger;
+//! [`schedule`] renders the workflow from its template, writes it with the roles
+//! its identity needs, and manages its runs.
 
 mod cron;
 pub mod recurrence;
+pub mod schedule;
 mod time_zone;
 
 pub use recurrence::{
