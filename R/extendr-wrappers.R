@@ -94,6 +94,27 @@ rs_score_status <- function(config, shards, keep) .Call(wrap__rs_score_status, c
 #' @noRd
 rs_arm_get <- function(config, path, api_version) .Call(wrap__rs_arm_get, config, path, api_version)
 
+#' A cron line as the Recurrence of a Logic App trigger (no network).
+#' @noRd
+rs_cron_recurrence <- function(cron, time_zone) .Call(wrap__rs_cron_recurrence, cron, time_zone)
+
+#' Render a schedule's workflow without any network call (for dry runs and cost).
+#' @noRd
+rs_schedule_render <- function(request) .Call(wrap__rs_schedule_render, request)
+
+#' Create or update a schedule's workflow (or plan it, with `dry_run`).
+#' @noRd
+rs_schedule_apply <- function(config, request) .Call(wrap__rs_schedule_apply, config, request)
+
+#' One operation on an existing schedule's workflow: `trigger` (returns the new run's
+#' name), `runs`, `run`, `enable`, `disable`, `delete`.
+#' @noRd
+rs_schedule_call <- function(config, workflow, op, arg) .Call(wrap__rs_schedule_call, config, workflow, op, arg)
+
+#' Delete everything in the resource group tagged for a deployment.
+#' @noRd
+rs_undeploy <- function(config, subscription, resource_group, deployment) .Call(wrap__rs_undeploy, config, subscription, resource_group, deployment)
+
 #' Start the control-plane emulator on the runtime; returns its endpoints and the
 #' emulated tenant's service principal.
 #' @noRd

@@ -16,6 +16,7 @@
 #' | `SERVERLESS_STORAGE_ACCOUNT`, `SERVERLESS_BLOB_ENDPOINT` | the storage account |
 #' | `SERVERLESS_CONTAINER` | the container holding the models |
 #' | `SERVERLESS_INPUTS` | this shard's input blobs (`container/path`), one per line |
+#' | `SERVERLESS_INPUT_PATTERN` | instead of `SERVERLESS_INPUTS` (scheduled runs): a path or glob resolved when the job starts; the shard takes its round-robin share of the matches, or its row range of a single match |
 #' | `SERVERLESS_ROWS` | `i/n` to score only the i-th of n row ranges of a single input, or empty |
 #' | `SERVERLESS_OUTPUT` | the output prefix (`container/prefix/`) |
 #' | `SERVERLESS_SHARD`, `SERVERLESS_SHARDS` | this shard's number and the count |
@@ -103,12 +104,16 @@ job_contract <- function(env) {
     deployment = get("SERVERLESS_DEPLOYMENT"),
     version = get("SERVERLESS_MODEL_VERSION"),
     sha256 = get("SERVERLESS_MODEL_SHA256"),
-    inputs = strsplit(get("SERVERLESS_INPUTS"), "\n", fixed = TRUE)[[1]],
+    inputs = strsplit(get("SERVERLESS_INPUTS", required = FALSE), "\n", fixed = TRUE)[[1]],
+    pattern = get("SERVERLESS_INPUT_PATTERN", required = FALSE),
     rows = get("SERVERLESS_ROWS", required = FALSE),
     output = sub("/*$", "/", get("SERVERLESS_OUTPUT")),
     shard = as.integer(get("SERVERLESS_SHARD")),
     shards = as.integer(get("SERVERLESS_SHARDS"))
   )
+  if (!length(job$inputs) && !nzchar(job$pattern)) {
+    job_exit(2L, "the environment variable SERVERLESS_INPUTS (or SERVERLESS_INPUT_PATTERN) is not set")
+  }
   job$target <- job_target_from(env)
   job$record <- list(run_id = job$run_id, deployment = job$deployment, model_version = job$version,
                      model_sha256 = job$sha256, shard = job$shard, shards = job$shards,
@@ -157,6 +162,10 @@ score_shard <- function(job, record) {
   }
   job_log("loaded model %s %s (sha256 %s) in %.2f s", job$deployment, job$version,
           substr(job$sha256, 1, 12), secs(t0))
+  if (!length(job$inputs)) {
+    job <- resolve_job_inputs(job)
+    record$inputs <- as.list(job$inputs)
+  }
   outputs <- character()
   rows_in <- 0
   rows_out <- 0
@@ -182,6 +191,23 @@ score_shard <- function(job, record) {
 }
 
 secs <- function(t) as.numeric(difftime(Sys.time(), t, units = "secs"))
+
+# A scheduled run's inputs are a pattern resolved when it starts: this shard's share
+# of the matching blobs (round robin), or its row range of a single blob.
+resolve_job_inputs <- function(job) {
+  files <- tryCatch(resolve_inputs(job$target, job$pattern),
+                    serverless_error_input = function(e) job_exit(2L, conditionMessage(e)),
+                    serverless_error = function(e) job_exit(4L, conditionMessage(e)))
+  if (length(files) == 1) {
+    job$inputs <- files
+    job$rows <- if (job$shards > 1) sprintf("%d/%d", job$shard, job$shards) else ""
+  } else {
+    job$inputs <- files[seq_along(files) %% job$shards == job$shard %% job$shards]
+  }
+  job_log("inputs: %d of %d blob%s matching %s", length(job$inputs), length(files),
+          if (length(files) == 1) "" else "s", job$pattern)
+  job
+}
 
 input_format <- function(path) {
   ext <- tolower(sub("^.*\\.", "", path))

@@ -114,15 +114,17 @@ print.serverless_plan <- function(x, ...) {
 format.serverless_run <- function(x, ...) {
   s <- x$shards
   secs <- sum(s$duration_s, na.rm = TRUE)
-  # Until estimate_cost() exists: ACI pay-as-you-go, East US (reference prices, 2026).
-  cost <- secs * (x$cpu * 0.00001125 + x$memory_gb * 0.00000124)
+  cost <- aci_rough_cost(secs, x$cpu, x$memory_gb)
   c(
     sprintf("<serverless_run> %s of %s (model %s)", x$run_id, x$deployment, x$model_version),
+    if (!is.null(x$schedule)) sprintf("  schedule: %s, status %s%s", x$schedule, x$status,
+                                      if (!is.null(x$error)) paste0(": ", x$error) else ""),
     sprintf("  output: %s", x$output),
-    sprintf("  shard %-2d %-9s exit %-3s %7s rows %7.1f s  %d input%s", s$shard, s$state,
+    sprintf("  shard %-2d %-9s exit %-3s %7s rows %7.1f s%s", s$shard, s$state,
             ifelse(is.na(s$exit_code), "-", s$exit_code),
             ifelse(is.na(s$rows), "-", format(s$rows, big.mark = ",")),
-            s$duration_s, s$inputs, ifelse(s$inputs == 1, "", "s")),
+            s$duration_s,
+            ifelse(is.na(s$inputs), "", sprintf("  %d input%s", s$inputs, ifelse(s$inputs == 1, "", "s")))),
     sprintf("  %d/%d shards succeeded; %.0f container-seconds, about $%.5f (ACI, %s cpu, %s GB)",
             sum(s$state == "Succeeded"), nrow(s), secs, cost, format(x$cpu), format(x$memory_gb))
   )
@@ -131,5 +133,50 @@ format.serverless_run <- function(x, ...) {
 #' @export
 print.serverless_run <- function(x, ...) {
   cat(format(x), sep = "\n")
+  invisible(x)
+}
+
+# Until estimate_cost() exists: ACI pay-as-you-go Linux, East US (reference prices, 2026).
+aci_rough_cost <- function(secs, cpu, memory_gb) {
+  secs * (cpu * 0.00001125 + memory_gb * 0.00000124)
+}
+
+#' @export
+format.serverless_schedule <- function(x, ...) {
+  when <- if (x$trigger == "schedule") {
+    nxt <- next_runs(x$recurrence, x$time_zone)
+    c(sprintf("  trigger:  cron \"%s\" in %s (Recurrence: %s, %s)", x$cron, x$time_zone,
+              x$recurrence$frequency, x$recurrence$timeZone),
+      sprintf("  next:     %s", paste(format(nxt, "%Y-%m-%d %H:%M %Z", tz = x$time_zone), collapse = ", ")))
+  } else {
+    sprintf("  trigger:  each blob added to %s (polled every minute)", x$input)
+  }
+  c(
+    sprintf("<serverless_schedule> %s: deployment %s (model %s)", x$name, x$deployment, x$model_version),
+    when,
+    sprintf("  each run: %d container group%s (%s CPU, %s GB) scoring %s -> %s",
+            x$shards, if (x$shards == 1) "" else "s", format(x$cpu), format(x$memory_gb),
+            if (x$trigger == "schedule") x$input else "the new blob", x$output),
+    sprintf("            logs and summary in %s/runs/%s/<run id>/; groups deleted after each run",
+            x$target$container, x$deployment),
+    sprintf("  workflow: %s (%s connector)", x$workflow_id, x$connector)
+  )
+}
+
+#' @export
+print.serverless_schedule <- function(x, ...) {
+  cat(format(x), sep = "\n")
+  invisible(x)
+}
+
+# Logs of a run's shards: a named character vector that prints readably.
+new_logs <- function(x) structure(x, class = c("serverless_logs", "character"))
+
+#' @export
+print.serverless_logs <- function(x, ...) {
+  for (i in seq_along(x)) {
+    cat(cli::rule(left = names(x)[i]), "\n", sep = "")
+    cat(if (is.na(x[[i]])) "(no logs)" else unclass(x)[[i]], "\n", sep = "")
+  }
   invisible(x)
 }

@@ -166,6 +166,11 @@ run_status <- function(run) {
   if (run_finished(run)) {
     return(run)
   }
+  if (!is.null(run$schedule)) {
+    run <- refresh_schedule_run(run)
+    if (run_finished(run)) run <- finish_run(run, raise = FALSE)
+    return(run)
+  }
   shards <- rust_wait(rs_score_status(target_arm(run$target), run$shards_state, run$keep))
   run$shards_state <- shards
   run$shards <- shards_frame(shards, run$inputs)
@@ -191,7 +196,12 @@ read_predictions <- function(run) {
 }
 
 # The internal view of a run: finished when every shard has succeeded or failed.
-run_finished <- function(run) all(run$shards$state %in% c("Succeeded", "Failed"))
+run_finished <- function(run) {
+  if (!is.null(run$schedule)) {
+    return(!run$status %in% c("Running", "Waiting"))
+  }
+  all(run$shards$state %in% c("Succeeded", "Failed"))
+}
 
 # Reads the run records, and raises serverless_error_job for a failed shard.
 finish_run <- function(run, raise = TRUE) {
@@ -346,7 +356,7 @@ scoring_logs <- function(run, ...) {
 #' @export
 scoring_logs.serverless_run <- function(run, ...) {
   logs <- vapply(run$shards_state, function(s) s$logs %||% NA_character_, "")
-  stats::setNames(logs, paste0("shard ", run$shards$shard))
+  new_logs(stats::setNames(logs, paste0("shard ", run$shards$shard)))
 }
 
 # The container groups of the target's resource group, from Resource Manager: what

@@ -60,7 +60,31 @@ main <- function() {
                     shards = 2)
   print(run2)
   cat("\nThe first shard's log:\n")
-  cat(scoring_logs(run2)[[1]])
+  cat(scoring_logs(run2)[[1]], "\n")
+
+  cat("\n== Schedule scoring every minute (a Logic App), and run it once now\n")
+  sch <- schedule_scoring(dep, input = "serverless/data/in/*.csv", output = "serverless/data/scheduled/",
+                          schedule = "* * * * *", time_zone = "Europe/Vienna", shards = 2,
+                          poll_seconds = 2)
+  print(sch)
+  now <- trigger_now(sch)
+  print(now)
+
+  cat("\n== Wait for a run the schedule starts by itself (at most two minutes)\n")
+  deadline <- Sys.time() + 150
+  repeat {
+    runs <- scoring_runs(sch)
+    if (sum(runs$status == "Succeeded") >= 2 || Sys.time() > deadline) break
+    Sys.sleep(5)
+  }
+  print(runs[, c("run_id", "start", "status", "shards_ok", "rows", "duration_s", "est_cost")],
+        row.names = FALSE)
+  if (sum(runs$status == "Succeeded") < 2) stop("no scheduled run finished in time")
+  print(scoring_logs(sch, run_id = runs$run_id[1]))
+
+  cat("\n== Tear down: remove everything tagged for the deployments\n")
+  undeploy("mpg", target)
+  undeploy("transmission", target)
   invisible(TRUE)
 }
 

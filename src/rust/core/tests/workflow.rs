@@ -112,7 +112,7 @@ fn aci_blob_workflow_matches_snapshot() {
     check_snapshot("workflow-aci-blob.json", &body);
     let def = &body["properties"]["definition"];
     let t = &def["triggers"]["When_a_blob_is_added"];
-    assert_eq!(t["inputs"]["queries"]["folderId"], "/models/data/in");
+    assert_eq!(t["inputs"]["queries"]["folderId"], "/data/in");
     let create = &def["actions"]["For_each_shard"]["actions"]["Create_group"];
     assert_eq!(create["type"], "ApiConnection");
     let env = create["inputs"]["body"]["properties"]["containers"][0]["properties"]
@@ -123,7 +123,7 @@ fn aci_blob_workflow_matches_snapshot() {
         .iter()
         .find(|e| e["name"] == "SERVERLESS_INPUTS")
         .unwrap();
-    assert_eq!(input["value"], "@{substring(triggerBody()?['Path'], 8)}");
+    assert_eq!(input["value"], "@{substring(triggerBody()?['Path'], 1)}");
     let conns = &body["properties"]["parameters"]["$connections"]["value"];
     assert!(conns["aci"]["connectionId"].is_string());
     assert!(conns["azureblob"]["connectionId"].is_string());
@@ -163,7 +163,7 @@ fn user_values_stay_literal() {
     let body = schedule::render(&req, "Enabled").unwrap();
     assert!(body
         .to_string()
-        .contains(r#""value":"@@{workflow()}/out/""#));
+        .contains(r#""value":"@@{workflow()}/out/@{workflow()['run']['name']}/""#));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ use serverless_core::aci::{self, GroupSpec};
 use serverless_core::arm::ArmClient;
 use serverless_core::auth::{self, CredentialSpec, Endpoints};
 use serverless_core::blob::{split_path, Storage, StorageConfig, UploadOptions};
+use serverless_core::logic::schedule;
 use serverless_core::{deploy, score, store, Error};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -459,6 +460,92 @@ fn rs_arm_get(config: Robj, path: &str, api_version: &str) -> Robj {
     })
 }
 
+/// A cron line as the Recurrence of a Logic App trigger (no network).
+/// @noRd
+#[extendr]
+fn rs_cron_recurrence(cron: &str, time_zone: &str) -> Robj {
+    let (cron, time_zone) = (cron.to_string(), time_zone.to_string());
+    guard(move || {
+        result_to_robj(
+            serverless_core::logic::cron_to_recurrence(&cron, &time_zone)
+                .and_then(|r| to_value(r)),
+        )
+    })
+}
+
+fn schedule_request(request: &Robj) -> Result<schedule::ScheduleRequest, Error> {
+    serde_json::from_value(robj_to_json(request))
+        .map_err(|e| Error::input(format!("invalid schedule: {e}")))
+}
+
+/// Render a schedule's workflow without any network call (for dry runs and cost).
+/// @noRd
+#[extendr]
+fn rs_schedule_render(request: Robj) -> Robj {
+    let request = schedule_request(&request);
+    guard(move || result_to_robj(request.and_then(|r| schedule::render(&r, "Enabled"))))
+}
+
+/// Create or update a schedule's workflow (or plan it, with `dry_run`).
+/// @noRd
+#[extendr]
+fn rs_schedule_apply(config: Robj, request: Robj) -> Robj {
+    let request = schedule_request(&request);
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let (config, request) = (config?, request?);
+            let arm = arm_client(&config, &progress)?;
+            to_value(schedule::apply(&arm, &request, &progress).await?)
+        })
+    })
+}
+
+/// One operation on an existing schedule's workflow: `trigger` (returns the new run's
+/// name), `runs`, `run`, `enable`, `disable`, `delete`.
+/// @noRd
+#[extendr]
+fn rs_schedule_call(config: Robj, workflow: &str, op: &str, arg: &str) -> Robj {
+    let (workflow, op, arg) = (workflow.to_string(), op.to_string(), arg.to_string());
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let config = config?;
+            let arm = arm_client(&config, &progress)?;
+            match op.as_str() {
+                "trigger" => to_value(schedule::trigger_now(&arm, &workflow, &arg).await?),
+                "runs" => to_value(schedule::runs(&arm, &workflow, arg.parse().unwrap_or(50)).await?),
+                "run" => schedule::run(&arm, &workflow, &arg).await,
+                "enable" | "disable" => {
+                    schedule::set_enabled(&arm, &workflow, op == "enable").await?;
+                    Ok(Value::Null)
+                }
+                "delete" => to_value(schedule::delete(&arm, &workflow).await?),
+                other => Err(Error::internal(format!("unknown schedule operation {other}"))),
+            }
+        })
+    })
+}
+
+/// Delete everything in the resource group tagged for a deployment.
+/// @noRd
+#[extendr]
+fn rs_undeploy(config: Robj, subscription: &str, resource_group: &str, deployment: &str) -> Robj {
+    let (sub, rg, dep) = (
+        subscription.to_string(),
+        resource_group.to_string(),
+        deployment.to_string(),
+    );
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let config = config?;
+            let arm = arm_client(&config, &progress)?;
+            to_value(schedule::undeploy(&arm, &sub, &rg, &dep, &progress).await?)
+        })
+    })
+}
+
 /// The local Azure's control-plane emulator, held by R in the target.
 struct LocalHandle(std::sync::Mutex<Option<serverless_local::LocalAzure>>);
 
@@ -634,6 +721,11 @@ extendr_module! {
     fn rs_score_run;
     fn rs_score_status;
     fn rs_arm_get;
+    fn rs_cron_recurrence;
+    fn rs_schedule_render;
+    fn rs_schedule_apply;
+    fn rs_schedule_call;
+    fn rs_undeploy;
     fn rs_local_start;
     fn rs_local_add_storage_account;
     fn rs_local_journal;

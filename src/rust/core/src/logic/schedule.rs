@@ -51,8 +51,8 @@ pub enum Connector {
 pub enum Trigger {
     /// A five-field cron line read in an IANA time zone.
     Schedule { cron: String, time_zone: String },
-    /// New or changed blobs directly under `folder` (a prefix in the container,
-    /// ending in `/`), polled every `poll_minutes`.
+    /// New or changed blobs directly under `folder` (`container/prefix/`), polled
+    /// every `poll_minutes`.
     Blob {
         folder: String,
         #[serde(default = "one")]
@@ -180,11 +180,12 @@ impl ScheduleRequest {
             )));
         }
         if let Trigger::Blob { folder, .. } = &self.trigger {
-            if !folder.is_empty() && !folder.ends_with('/') {
+            if !folder.ends_with('/') || folder.starts_with('/') {
                 return Err(Error::input(format!(
-                    "a blob trigger watches a folder: `{folder}` must end with `/`"
+                    "a blob trigger watches a folder: `{folder}` must be `container/` or `container/folder/`"
                 )));
             }
+            crate::blob::check_container_name(folder.split('/').next().unwrap_or(""))?;
         }
         self.group_spec().validate()
     }
@@ -231,12 +232,22 @@ impl ScheduleRequest {
         );
         env.insert("SERVERLESS_SHARD".into(), format!("@{{items('{LOOP}')}}"));
         env.insert("SERVERLESS_SHARDS".into(), self.shards.to_string());
+        // Each run writes under its own folder, so no run overwrites another's.
+        if let Some(output) = self.env.get("SERVERLESS_OUTPUT") {
+            env.insert(
+                "SERVERLESS_OUTPUT".into(),
+                format!(
+                    "{}@{{workflow()['run']['name']}}/",
+                    escape_literal(output)
+                ),
+            );
+        }
         if let Trigger::Blob { .. } = &self.trigger {
-            // The connector's Path is `/<container>/<blob>`; the job wants `<blob>`.
-            let skip = self.container.len() + 2;
+            // The connector's Path is `/<container>/<blob>`; the job wants
+            // `<container>/<blob>`.
             env.insert(
                 "SERVERLESS_INPUTS".into(),
-                format!("@{{substring(triggerBody()?['Path'], {skip})}}"),
+                "@{substring(triggerBody()?['Path'], 1)}".into(),
             );
             env.insert("SERVERLESS_ROWS".into(), String::new());
         }
@@ -317,7 +328,7 @@ pub fn render(req: &ScheduleRequest, state: &str) -> Result<Value> {
                 "/v2/datasets/@{{encodeURIComponent(encodeURIComponent('{}'))}}/triggers/batch/onupdatedfile",
                 req.storage_account
             ),
-            "folder_id": escape_literal(&format!("/{}/{}", req.container, folder.trim_end_matches('/'))),
+            "folder_id": escape_literal(&format!("/{}", folder.trim_end_matches('/'))),
             "poll_minutes": poll_minutes,
         }),
         Trigger::Schedule { .. } => Value::Null,

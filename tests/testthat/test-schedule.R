@@ -1,0 +1,203 @@
+# schedule_scoring() end to end on the local Azure: the emulator runs the rendered
+# Logic App for real (Recurrence timers, the blob polling trigger, Http actions to
+# ARM and Blob with the workflow's identity), which starts real scoring processes.
+
+deploy_quietly <- function(...) suppressMessages(deploy_model(...))
+quietly <- function(expr) suppressMessages(expr)
+
+upload_csv <- function(target, data, path) {
+  f <- withr::local_tempfile(fileext = ".csv")
+  utils::write.csv(data, f, row.names = FALSE)
+  blob_upload(target, f, path)
+}
+
+# Waits (bounded) until `cond()` is TRUE; returns whether it became so.
+wait_for <- function(cond, seconds, every = 1) {
+  deadline <- Sys.time() + seconds
+  while (Sys.time() < deadline) {
+    if (isTRUE(cond())) return(TRUE)
+    Sys.sleep(every)
+  }
+  isTRUE(cond())
+}
+
+journal_frame <- function(target) local_azure_journal(target)
+arm_writes <- function(target) {
+  j <- journal_frame(target)
+  sum(j$method %in% c("PUT", "POST", "PATCH", "DELETE") & !grepl("oauth2|/token", j$path))
+}
+
+arm_list <- function(target, type, api) {
+  path <- sprintf("/subscriptions/%s/resourceGroups/%s/providers/%s",
+                  target$subscription, target$resource_group, type)
+  out <- serveRless:::rust_wait(serveRless:::rs_arm_get(serveRless:::target_arm(target), path, api))
+  vapply(out$value, function(x) x$name, "")
+}
+
+tagged <- function(target, deployment) {
+  path <- sprintf("/subscriptions/%s/resourceGroups/%s/resources?$filter=tagName eq 'serverless-deployment' and tagValue eq '%s'",
+                  target$subscription, target$resource_group, deployment)
+  out <- serveRless:::rust_wait(serveRless:::rs_arm_get(serveRless:::target_arm(target),
+                                                        utils::URLencode(path), "2021-04-01"))
+  vapply(out$value, function(x) x$id, "")
+}
+
+test_that("bad schedule input is refused before any network call, naming the value", {
+  offline <- azurite_az_target(blob_endpoint = "https://127.0.0.1:9/devstoreaccount1")
+  offline$arm_endpoint <- "https://127.0.0.1:9"
+  dep <- structure(
+    list(name = "mpg", model_version = "v1", model_sha256 = strrep("a", 64), image = "r.azurecr.io/x:1",
+         cpu = 1, memory_gb = 1.5, target = offline,
+         record = list(login_server = "r.azurecr.io", identity_id = "/subscriptions/s/id",
+                       identity_client_id = "c")),
+    class = "serverless_deployment"
+  )
+  refuse <- function(pattern, ...) {
+    err <- expect_error(schedule_scoring(dep, ...), class = "serverless_error_input")
+    expect_match(conditionMessage(err), pattern, fixed = TRUE)
+  }
+  refuse("61", "data/in/*.csv", "data/out/", schedule = "61 * * * *")
+  refuse("day-of-month", "data/in/*.csv", "data/out/", schedule = "0 3 1 * 1")
+  refuse("month", "data/in/*.csv", "data/out/", schedule = "0 3 * 6 *")
+  refuse("Mars/Olympus", "data/in/*.csv", "data/out/", schedule = "0 3 * * *", time_zone = "Mars/Olympus")
+  refuse("otheraccount", "https://otheraccount.blob.core.windows.net/data/in/*.csv", "data/out/",
+         schedule = "0 3 * * *")
+  refuse("0", "data/in/*.csv", "data/out/", schedule = "0 3 * * *", shards = 0)
+  refuse("51", "data/in/*.csv", "data/out/", schedule = "0 3 * * *", shards = 51)
+  refuse("2.5", "data/in/*.csv", "data/out/", schedule = "0 3 * * *", shards = 2.5)
+  refuse("schedule", "data/in/*.csv", "data/out/")
+  refuse("data/in/*.csv", "data/in/*.csv", "data/out/", trigger = "blob")
+  refuse("data/in/out/", "data/in/", "data/in/out/", trigger = "blob")
+  refuse("not used", "data/in/", "data/out/", trigger = "blob", schedule = "0 3 * * *")
+  refuse("ftp", "data/in/*.csv", "data/out/", schedule = "0 3 * * *", connector = "ftp")
+  refuse("Bad_Name", "data/in/*.csv", "data/out/", schedule = "0 3 * * *", name = "Bad_Name")
+  refuse("cpu", "data/in/*.csv", "data/out/", schedule = "0 3 * * *", cpu = 8)
+  unbuilt <- dep
+  unbuilt$image <- ""
+  err <- expect_error(schedule_scoring(unbuilt, "data/in/*.csv", "data/out/", schedule = "0 3 * * *"),
+                      class = "serverless_error_input")
+  expect_match(conditionMessage(err), "no runtime image")
+  expect_error(trigger_now(list()), class = "serverless_error_input")
+})
+
+test_that("a schedule runs on its own, can be paused and resumed, and a failing run is reported", {
+  target <- local_azure()
+  fit <- lm(mpg ~ wt + hp, data = mtcars)
+  dep <- deploy_quietly(fit, "mpg", target)
+  cars <- mtcars[, c("wt", "hp")]
+  upload_csv(target, cars[1:20, ], "serverless/in/a.csv")
+  upload_csv(target, cars[21:32, ], "serverless/in/b.csv")
+
+  # A dry run plans and renders, and writes nothing.
+  writes_before <- arm_writes(target)
+  plan <- quietly(schedule_scoring(dep, "serverless/in/*.csv", "serverless/out/",
+                                   schedule = "* * * * *", shards = 2, poll_seconds = 1, dry_run = TRUE))
+  expect_s3_class(plan, "serverless_plan")
+  expect_setequal(plan$items$action, "create")
+  expect_equal(plan$workflow$properties$definition$triggers$Recurrence$recurrence$frequency, "Minute")
+  expect_equal(arm_writes(target), writes_before)
+
+  sch <- quietly(schedule_scoring(dep, "serverless/in/*.csv", "serverless/out/",
+                                  schedule = "* * * * *", shards = 2, poll_seconds = 1))
+  expect_s3_class(sch, "serverless_schedule")
+  expect_match(paste(format(sch), collapse = "\n"), "next:")
+
+  # Within two minutes the Recurrence trigger (never fired by hand here) starts a
+  # run that succeeds, and its predictions are local predict()'s.
+  done <- function() {
+    runs <- scoring_runs(sch)
+    runs[runs$status == "Succeeded", , drop = FALSE]
+  }
+  expect_true(wait_for(function() nrow(done()) >= 1, 120, every = 2))
+  j <- journal_frame(target)
+  expect_false(any(grepl("/triggers/[^/]+/run$", j$path) & j$method == "POST"))
+  runs <- done()
+  expect_equal(runs$trigger[1], "Recurrence")
+  expect_equal(runs$shards_ok[1], 2L)
+  expect_equal(runs$rows[1], 32)
+  run_id <- runs$run_id[1]
+  outs <- blob_list(target, sprintf("serverless/out/%s/", run_id))$path
+  outs <- outs[!grepl("/_runs/", outs)]
+  expect_setequal(basename(outs), c("a.csv", "b.csv"))
+  preds <- do.call(rbind, lapply(sort(outs), function(p) serveRless:::read_table_blob(target, p)))
+  expect_equal(preds$.pred, unname(predict(fit, cars)), tolerance = 1e-12)
+  logs <- scoring_logs(sch, run_id = run_id)
+  expect_length(logs, 2)
+  expect_match(logs[[1]], "exit 0")
+  expect_length(container_groups(target), 0)
+
+  # Paused: no run starts for over a minute. Resumed: runs start again.
+  expect_true(wait_for(function() all(scoring_runs(sch)$status != "Running"), 60))
+  quietly(pause_schedule(sch))
+  paused_at <- Sys.time()
+  n_paused <- nrow(scoring_runs(sch))
+  Sys.sleep(65)
+  expect_equal(nrow(scoring_runs(sch)), n_paused)
+  quietly(resume_schedule(sch))
+  expect_true(wait_for(function() nrow(scoring_runs(sch)) > n_paused, 75, every = 2))
+  expect_true(all(scoring_runs(sch)$start[seq_len(nrow(scoring_runs(sch)) - n_paused)] > paused_at + 60))
+  quietly(pause_schedule(sch))
+
+  # A run whose job fails (the input lacks a column the model needs): Failed, with
+  # the exit code and the job's log; its groups are deleted.
+  upload_csv(target, data.frame(wt = 1:3), "serverless/bad/x.csv")
+  bad <- quietly(schedule_scoring(dep, "serverless/bad/*.csv", "serverless/bad-out/",
+                                  schedule = "0 3 * * *", name = "mpg-bad", poll_seconds = 1))
+  err <- expect_error(trigger_now(bad), class = "serverless_error_job")
+  expect_equal(err$exit_code, 2L)
+  expect_match(conditionMessage(err), "hp")
+  runs <- scoring_runs(bad)
+  expect_equal(runs$status, "Failed")
+  expect_equal(runs$exit_code, 2L)
+  expect_equal(runs$shards_failed, 1L)
+  expect_match(runs$error, "1 of 1 shards failed")
+  expect_match(scoring_logs(bad)[[1]], "hp")
+  expect_length(container_groups(target), 0)
+
+  # A name another deployment's schedule has is refused.
+  dep2 <- deploy_quietly(glm(am ~ wt, data = mtcars, family = binomial), "am-glm", target)
+  err <- expect_error(schedule_scoring(dep2, "serverless/in/*.csv", "serverless/o2/",
+                                       schedule = "0 3 * * *", name = "mpg-bad"),
+                      class = "serverless_error_input")
+  expect_match(conditionMessage(err), "mpg")
+
+  # unschedule() and undeploy() leave nothing tagged.
+  quietly(unschedule(bad))
+  expect_false("mpg-bad" %in% arm_list(target, "Microsoft.Logic/workflows", "2019-05-01"))
+  removed <- quietly(undeploy("mpg", target))
+  expect_true(any(grepl("mpg-schedule$", removed)))
+  expect_length(tagged(target, "mpg"), 0)
+  expect_length(arm_list(target, "Microsoft.Logic/workflows", "2019-05-01"), 0)
+  expect_null(get_deployment("mpg", target))
+  expect_true(length(model_versions("mpg", target)$version) >= 1) # models kept by default
+  j <- journal_frame(target)
+  deleted <- j$path[j$method == "DELETE"]
+  expect_true(any(grepl("workflows/mpg-schedule$", deleted)))
+  expect_true(sum(grepl("roleAssignments", deleted)) >= 6) # 3 per schedule
+  expect_length(container_groups(target), 0)
+})
+
+test_that("a blob trigger scores a blob uploaded after scheduling, with the aci connector", {
+  target <- local_azure()
+  fit <- lm(mpg ~ wt + hp, data = mtcars)
+  dep <- deploy_quietly(fit, "mpg", target)
+  sch <- quietly(schedule_scoring(dep, "serverless/drop/", "serverless/scored/", trigger = "blob",
+                                  connector = "aci", poll_seconds = 1))
+  expect_match(paste(format(sch), collapse = "\n"), "each blob added to serverless/drop/")
+  expect_error(trigger_now(sch), class = "serverless_error_input")
+  # The trigger's first poll takes stock of what is there; then the blob arrives.
+  Sys.sleep(2)
+  upload_csv(target, mtcars[1:5, c("wt", "hp")], "serverless/drop/new.csv")
+  expect_true(wait_for(function() any(scoring_runs(sch)$status == "Succeeded"), 120, every = 2))
+  runs <- scoring_runs(sch)
+  expect_equal(nrow(runs), 1)
+  expect_equal(runs$trigger, "When_a_blob_is_added")
+  out <- serveRless:::read_table_blob(target, sprintf("serverless/scored/%s/new.csv", runs$run_id))
+  expect_equal(out$.pred, unname(predict(fit, mtcars[1:5, ])), tolerance = 1e-12)
+  j <- journal_frame(target)
+  expect_true(any(grepl("Microsoft.Web/connections/mpg-blob-aci$", j$path) & j$method == "PUT"))
+  quietly(undeploy("mpg", target, delete_models = TRUE))
+  expect_length(tagged(target, "mpg"), 0)
+  expect_length(model_versions("mpg", target)$version, 0)
+  expect_length(container_groups(target), 0)
+})
