@@ -43,6 +43,7 @@ mod state;
 mod tls;
 mod token;
 mod util;
+pub mod proxy;
 pub mod workflow;
 
 use std::path::PathBuf;

@@ -22,12 +22,30 @@ pub fn runtime() -> std::result::Result<&'static Runtime, Error> {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(4)
                 .thread_name("serverless-worker")
+                .on_thread_start(block_sigpipe)
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// R handles SIGPIPE by raising an R error, a longjmp onto R's stack. A vectored
+/// write (`writev`) to a closed socket raises SIGPIPE in the writing thread, so in a
+/// runtime thread it would run R's handler there and corrupt both stacks. Blocked in
+/// these threads, the write fails with `EPIPE` instead, as it does in Rust programs
+/// (which ignore SIGPIPE). Child processes start with an empty signal mask.
+fn block_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: plain libc calls on a local, initialised signal set; only this
+    // thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 type JobResult = std::result::Result<Value, Error>;

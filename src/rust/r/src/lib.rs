@@ -679,6 +679,69 @@ fn rs_local_faults(handle: Robj, faults: Robj) -> Robj {
     })
 }
 
+/// The loopback TCP proxy in front of Azurite, held by R in the target.
+struct ProxyHandle(serverless_local::proxy::TcpProxy);
+
+/// Start a TCP proxy on 127.0.0.1 to `port` (Azurite); returns its port and handle.
+/// @noRd
+#[extendr]
+fn rs_local_proxy_start(port: i32) -> Robj {
+    guard(move || {
+        let rt = match job::runtime() {
+            Ok(rt) => rt,
+            Err(e) => return error_to_robj(&e),
+        };
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port as u16));
+        match rt.block_on(serverless_local::proxy::TcpProxy::start(upstream)) {
+            Err(e) => error_to_robj(&Error::internal(format!(
+                "the storage proxy did not start: {e}"
+            ))),
+            Ok(proxy) => {
+                let port = i32::from(proxy.port());
+                let value = list!(port = port, handle = ExternalPtr::new(ProxyHandle(proxy)));
+                list!(ok = true, value = value).into()
+            }
+        }
+    })
+}
+
+fn with_proxy<T>(
+    handle: Robj,
+    f: impl FnOnce(&serverless_local::proxy::TcpProxy) -> T,
+) -> Result<T, Error> {
+    let ptr = ExternalPtr::<ProxyHandle>::try_from(handle)
+        .map_err(|_| Error::input("not a storage proxy handle"))?;
+    Ok(f(&ptr.0))
+}
+
+/// Set the storage proxy's faults; returns (connections, connections faulted) so far.
+/// @noRd
+#[extendr]
+fn rs_local_proxy_faults(handle: Robj, faults: Robj) -> Robj {
+    guard(move || {
+        let f = robj_to_json(&faults);
+        let num = |k: &str| f.get(k).and_then(Value::as_f64);
+        let faults = serverless_local::proxy::ProxyFaults {
+            delay_ms: num("delay_ms").unwrap_or(0.0) as u64,
+            cut_after: num("cut_after").map(|v| v as u64),
+            reset_after: num("reset_after").map(|v| v as u64),
+            every: num("every").unwrap_or(1.0) as u64,
+        };
+        result_to_robj(with_proxy(handle, |p| {
+            p.set_faults(faults);
+            let (connections, faulted) = p.counts();
+            json!({"connections": connections, "faulted": faulted})
+        }))
+    })
+}
+
+/// Stop the storage proxy.
+/// @noRd
+#[extendr]
+fn rs_local_proxy_stop(handle: Robj) -> Robj {
+    guard(move || result_to_robj(with_proxy(handle, |p| p.stop()).map(|_| Value::Null)))
+}
+
 /// Stop the emulator and every process it started.
 /// @noRd
 #[extendr]
@@ -731,4 +794,7 @@ extendr_module! {
     fn rs_local_journal;
     fn rs_local_faults;
     fn rs_local_stop;
+    fn rs_local_proxy_start;
+    fn rs_local_proxy_faults;
+    fn rs_local_proxy_stop;
 }
