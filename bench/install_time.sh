@@ -35,7 +35,6 @@ tar -xzf "$TARBALL" -C "$WORK/pure"
 rm -rf "$WORK/pure/serveRless/src" "$WORK/pure/serveRless/configure" "$WORK/pure/serveRless/cleanup" \
   "$WORK/pure/serveRless/tools"
 sed -i '/^useDynLib/d' "$WORK/pure/serveRless/NAMESPACE"
-sed -i '/^SystemRequirements:/d' "$WORK/pure/serveRless/DESCRIPTION"
 ( cd "$WORK/pure/build" && R CMD build --no-build-vignettes "$WORK/pure/serveRless" > "$WORK/pure-build.log" 2>&1 ) ||
   { tail -n 30 "$WORK/pure-build.log"; exit 1; }
 PURE="$WORK/pure/build/serveRless_${VERSION}.tar.gz"
@@ -61,7 +60,8 @@ echo "install_time: $(basename "$TARBALL") $(du -k "$TARBALL" | cut -f1) kB, pur
 echo "install_time: R CMD INSTALL with an empty cargo target dir (cargo jobs: ${CARGO_BUILD_JOBS:-all cores})..."
 out=$(timed_install "$TARBALL" rust)
 read -r rust_wall rust_rss <<< "$out"
-echo "install_time: ${rust_wall} s wall, ${rust_rss} MB max RSS"
+crates=$(grep -c '^ *Compiling ' "$WORK/install-rust.log" || true)
+echo "install_time: ${rust_wall} s wall, ${rust_rss} MB max RSS, ${crates} crates compiled"
 grep -E '^(using|   Compiling serverless)' "$WORK/install-rust.log" | head -n 5 || true
 echo "install_time: pure-R reference..."
 out=$(timed_install "$PURE" pure)
@@ -75,7 +75,7 @@ if [ -n "${SERVERLESS_BENCH_RESULTS:-}" ]; then
   peer="pure-R build of the same package (src/ removed, ${pkb} kB tarball)"
   printf 'install\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
     "clean R CMD INSTALL of the ${kb} kB tarball (empty cargo target dir): wall" "$rust_wall" \
-    "$peer" "$pure_wall" "s" "lower" "$jobs; the Rust build is most of it" >> "$SERVERLESS_BENCH_RESULTS"
+    "$peer" "$pure_wall" "s" "lower" "$jobs; $crates crates compiled" >> "$SERVERLESS_BENCH_RESULTS"
   printf 'install\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
     "clean R CMD INSTALL: peak RSS of the largest process" "$rust_rss" \
     "$peer" "$pure_rss" "MB" "lower" "$jobs; /usr/bin/time -v" >> "$SERVERLESS_BENCH_RESULTS"

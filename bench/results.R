@@ -32,6 +32,7 @@ fmt <- function(x) {
   vapply(x, function(v) {
     if (is.na(v)) return("")
     a <- abs(v)
+    if (v == round(v) && a < 1e6) return(formatC(v, format = "d", big.mark = ","))
     if (a >= 100) formatC(v, format = "f", digits = 0, big.mark = ",")
     else if (a >= 10) formatC(v, format = "f", digits = 1)
     else if (a >= 1) formatC(v, format = "f", digits = 2)
@@ -54,7 +55,9 @@ table <- data.frame(
   serveRless = with_unit(ours, rows$unit),
   Peer = ifelse(has_peer, md(rows$peer), "(no peer)"),
   `Peer value` = ifelse(has_peer, with_unit(peer_value, rows$unit), ""),
-  Ratio = ifelse(is.na(ratio), "", paste0(formatC(ratio, format = "f", digits = 2), "x")),
+  Ratio = ifelse(is.na(ratio), "",
+                 paste0(ifelse(ratio < 0.1, formatC(ratio, format = "g", digits = 2),
+                               formatC(ratio, format = "f", digits = 2)), "x")),
   Note = md(rows$note),
   check.names = FALSE, stringsAsFactors = FALSE
 )

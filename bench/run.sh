@@ -29,10 +29,20 @@ else
   cut -d' ' -f1-3 /proc/loadavg > "$OUT/loadavg"
 fi
 
+# The Python peer runs under R (system2), whose LD_LIBRARY_PATH puts the system's
+# libraries first: a Python with its own libpython (pyenv) then fails to load its ssl
+# module. So the virtualenv is made from the system Python, and checked under R.
 VENV=.build/bench-venv
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
+venv_works() {
+  [ -x "$VENV/bin/python" ] && Rscript -e "quit(status = system2('$VENV/bin/python', c('-c', shQuote('import ssl, azure.storage.blob'))))" >/dev/null 2>&1
+}
+if ! venv_works; then
+  rm -rf "$VENV"
+  base=/usr/bin/python3
+  [ -x "$base" ] || base=python3
+  "$base" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "azure-storage-blob==12.*"
+  venv_works || echo "bench: the Python peer's virtualenv cannot load ssl under R" >&2
 fi
 export SERVERLESS_BENCH_PYTHON="$ROOT/$VENV/bin/python"
 

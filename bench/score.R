@@ -79,7 +79,7 @@ cat(sprintf("job read+predict+write, Parquet: %.2f s = %.1fx faster than base R,
 cat(sprintf("4 shards vs 1 (wall, incl. container start-up): %.2f s vs %.2f s\n",
             csv_job4[["wall"]], csv_job[["wall"]]))
 
-rows_m <- format(n, big.mark = ",")
+rows_m <- format(n, big.mark = ",", scientific = FALSE)
 for (fmt in c("CSV", "Parquet")) {
   p <- if (fmt == "CSV") csv_job else pq_job
   fig <- sprintf("scoring job read + predict + write, %s rows, %s in", rows_m, fmt)

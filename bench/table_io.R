@@ -69,7 +69,7 @@ print(writes, row.names = FALSE)
 
 # For bench/RESULTS.md: medians, each serveRless figure against each peer.
 med <- function(tab, expr) tab$median_s[tab$expression == expr]
-rows_m <- format(n, big.mark = ",")
+rows_m <- format(n, big.mark = ",", scientific = FALSE)
 rec <- function(figure, tab, ours, peers, note = "") {
   for (p in peers) bench_record("table_io", figure, med(tab, ours), "s", p, med(tab, p), "lower", note)
 }
