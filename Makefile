@@ -2,7 +2,7 @@
 #
 #   make demo   set up everything, run the main job on the local Azure
 #   make test   set up everything, run every test (cargo + R CMD check of the tarball)
-#   make bench  run the benchmarks in bench/ (not part of the tests)
+#   make bench  run every benchmark in bench/ and write bench/RESULTS.md (not a test)
 #
 # One cargo target directory is shared by every step, so each test run builds the
 # Rust code once (cargo test and R CMD INSTALL/check reuse the same dependency builds).

@@ -4,6 +4,7 @@
 #   ~200 MB model: store_model()/load_model() vs saveRDS() + curl PUT, curl GET + readRDS().
 # Prints throughput, ratios, and the R process's peak RSS during the 1 GiB upload.
 library(serveRless)
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "record.R"))
 
 mib <- 1024^2
 python <- Sys.getenv("SERVERLESS_BENCH_PYTHON", "python3")
@@ -109,3 +110,20 @@ print(res, row.names = FALSE)
 cat("\nserveRless against the best peer (throughput ratio, > 1 is faster):\n")
 print(ours[, c("what", "MB_per_s", "best_peer_MB_per_s", "ratio")], row.names = FALSE)
 cat(sprintf("\nPeak RSS of the R process during the 1 GiB upload: %.0f MB (target < 256 MB)\n", upload_rss))
+
+# For bench/RESULTS.md: each serveRless figure against each peer of the same run.
+for (w in unique(ours$what)) {
+  mine <- res[res$what == w & grepl("serveRless", res$tool), ]
+  peers <- res[res$what == w & !grepl("serveRless", res$tool), ]
+  for (i in seq_len(nrow(peers))) {
+    if (grepl("model", w)) {
+      bench_record("blob_transfer", sprintf("%s (%.0f MB lm object)", w, model_mb), mine$seconds,
+                   "s", peers$tool[i], peers$seconds[i], "lower")
+    } else {
+      bench_record("blob_transfer", w, mine$MB_per_s, "MB/s", peers$tool[i], peers$MB_per_s[i], "higher",
+                   "Azurite over HTTPS on the same machine")
+    }
+  }
+}
+bench_record("blob_transfer", "peak RSS of the R process during the 1 GiB upload", upload_rss, "MB",
+             better = "lower", note = "target < 256 MB")

@@ -4,6 +4,7 @@
 # (fread -> predict -> fwrite). Then 4 shards against 1 on the same input.
 # Usage: R_LIBS=.build/lib Rscript bench/score.R
 suppressMessages(library(serveRless))
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "record.R"))
 target <- local_azure()
 rust_check <- getFromNamespace("rust_check", "serveRless")
 
@@ -77,3 +78,18 @@ cat(sprintf("job read+predict+write, Parquet: %.2f s = %.1fx faster than base R,
             rpw(pq_job), t_base / rpw(pq_job), rpw(pq_job) / t_dt))
 cat(sprintf("4 shards vs 1 (wall, incl. container start-up): %.2f s vs %.2f s\n",
             csv_job4[["wall"]], csv_job[["wall"]]))
+
+rows_m <- format(n, big.mark = ",", scientific = FALSE)
+for (fmt in c("CSV", "Parquet")) {
+  p <- if (fmt == "CSV") csv_job else pq_job
+  fig <- sprintf("scoring job read + predict + write, %s rows, %s in", rows_m, fmt)
+  bench_record("score", fig, rpw(p), "s", "base R script (read.csv, predict, write.csv)", t_base, "lower",
+               "phases from the job's log; peers read the CSV from local disk")
+  bench_record("score", fig, rpw(p), "s", "data.table script (fread, predict, fwrite)", t_dt, "lower",
+               "phases from the job's log; peers read the CSV from local disk")
+}
+bench_record("score", sprintf("score_now() wall, %s CSV rows, 1 shard", rows_m), csv_job[["wall"]], "s",
+             better = "lower", note = "container start-up, download, score, upload, cleanup")
+bench_record("score", sprintf("score_now() wall, %s CSV rows, 4 shards", rows_m), csv_job4[["wall"]], "s",
+             "1 shard (same run)", csv_job[["wall"]], "lower",
+             note = sprintf("%d cores", parallel::detectCores()))

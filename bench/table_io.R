@@ -2,6 +2,7 @@
 # 1,000,000-row data frame (6 doubles, 1 integer, 1 factor-like character column).
 # Three iterations each; the median is reported. Needs bench and data.table.
 library(serveRless)
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "record.R"))
 stopifnot(requireNamespace("bench", quietly = TRUE), requireNamespace("data.table", quietly = TRUE))
 
 n <- 1e6
@@ -65,3 +66,20 @@ cat("\nRead (seconds, 3 iterations)\n")
 print(reads, row.names = FALSE)
 cat("\nWrite (seconds, 3 iterations)\n")
 print(writes, row.names = FALSE)
+
+# For bench/RESULTS.md: medians, each serveRless figure against each peer.
+med <- function(tab, expr) tab$median_s[tab$expression == expr]
+rows_m <- format(n, big.mark = ",", scientific = FALSE)
+rec <- function(figure, tab, ours, peers, note = "") {
+  for (p in peers) bench_record("table_io", figure, med(tab, ours), "s", p, med(tab, p), "lower", note)
+}
+csv_read_peers <- c("data.table::fread (default threads)", "data.table::fread (all threads)", "utils::read.csv")
+rec(sprintf("read %s-row CSV", rows_m), reads, "serveRless rs_read_table csv", csv_read_peers)
+rec(sprintf("read %s-row CSV, column types given", rows_m), reads, "serveRless rs_read_table csv, hint",
+    csv_read_peers[1:2])
+rec(sprintf("read %s-row Parquet", rows_m), reads, "serveRless rs_read_table parquet", csv_read_peers[1],
+    "peer reads the same data as CSV")
+csv_write_peers <- c("data.table::fwrite (default threads)", "data.table::fwrite (all threads)", "utils::write.csv")
+rec(sprintf("write %s-row CSV", rows_m), writes, "serveRless rs_write_table csv", csv_write_peers)
+rec(sprintf("write %s-row Parquet", rows_m), writes, "serveRless rs_write_table parquet", csv_write_peers[1],
+    "peer writes the same data as CSV")

@@ -50,19 +50,23 @@ pub struct ContainerResult {
     pub logs: String,
 }
 
-/// ACI's rule for container group and container names.
+/// ACI's rule for container group names (Azure's naming rules for
+/// `Microsoft.ContainerInstance/containerGroups`): 1 to 63 lowercase letters, digits
+/// and hyphens, not starting or ending with a hyphen, no two hyphens in a row. Used
+/// for the containers in a group too (the stricter of the two rules).
 pub fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = (1..=63).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
-        && !name.ends_with('-');
+        && !name.ends_with('-')
+        && !name.contains("--");
     if ok {
         Ok(())
     } else {
         Err(Error::input(format!(
-            "{what} name `{name}` is invalid: use 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash"
+            "{what} name `{name}` is invalid: use 1 to 63 lowercase letters, digits and single dashes, not starting or ending with a dash"
         )))
     }
 }

@@ -94,7 +94,8 @@ pub fn split_path(path: &str) -> Result<(&str, &str)> {
         ))
     })?;
     check_container_name(container)?;
-    if blob.is_empty() || blob.len() > 1024 {
+    // Azure counts characters, not bytes: 1,024 `é` is a valid name.
+    if blob.is_empty() || blob.chars().count() > 1024 {
         return Err(Error::input(format!(
             "blob path `{path}` needs a blob name of 1 to 1024 characters after the container"
         )));

@@ -13,8 +13,13 @@ use time::{format_description::well_known::Rfc3339, Duration, OffsetDateTime};
 /// SAS version we sign with: the pre-2025-07-05 string-to-sign layout (azure-rest.md §6).
 pub const SAS_VERSION: &str = "2022-11-02";
 
-/// Permission letters in the service's canonical order.
+/// Permission letters of a service SAS in the service's canonical order.
 const PERMISSION_ORDER: &str = "racwdxyltmeopi";
+
+/// Permission letters of an account SAS in their canonical order, as the official
+/// SDKs write them (Python's `AccountSasPermissions`: `rwdlac`, where a service SAS
+/// has `racwdl`).
+const ACCOUNT_PERMISSION_ORDER: &str = "rwdxylacupfti";
 
 /// The fields of a service SAS that go into the signature.
 #[derive(Debug, Clone)]
@@ -96,7 +101,7 @@ impl AccountSas<'_> {
         format!(
             "{}\n{}\nb\nsco\n{}\n{}\n\n\n{}\n\n",
             self.account,
-            canonical_permissions(self.permissions),
+            account_permissions(self.permissions),
             sas_time(self.start),
             sas_time(self.expiry),
             SAS_VERSION
@@ -108,7 +113,7 @@ impl AccountSas<'_> {
         Ok(format!(
             "sv={}&ss=b&srt=sco&sp={}&st={}&se={}&sig={}",
             SAS_VERSION,
-            canonical_permissions(self.permissions),
+            account_permissions(self.permissions),
             encode(&sas_time(self.start)),
             encode(&sas_time(self.expiry)),
             encode(&sig)
@@ -160,6 +165,13 @@ pub fn container_sas(
 
 fn canonical_permissions(perms: &str) -> String {
     PERMISSION_ORDER
+        .chars()
+        .filter(|c| perms.contains(*c))
+        .collect()
+}
+
+fn account_permissions(perms: &str) -> String {
+    ACCOUNT_PERMISSION_ORDER
         .chars()
         .filter(|c| perms.contains(*c))
         .collect()

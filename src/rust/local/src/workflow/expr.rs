@@ -344,9 +344,19 @@ impl<'a> Parser<'a> {
         }
         self.skip_ws();
         let mut e = self.primary()?;
+        // Each `[k]` / `.k` link wraps the expression once more (and evaluating or
+        // dropping it recurses once more), so links count towards the nesting limit.
+        let mut links = 0;
         loop {
             let save = self.pos;
             self.skip_ws();
+            if matches!(self.peek(), Some('[' | '.' | '?')) {
+                links += 1;
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err(self.invalid("the expression is nested too deeply."));
+                }
+            }
             match self.peek() {
                 Some('[') => {
                     self.pos += 1;
@@ -398,7 +408,7 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        self.depth -= 1;
+        self.depth -= 1 + links;
         Ok(e)
     }
 
