@@ -134,4 +134,16 @@ rs_local_faults <- function(handle, faults) .Call(wrap__rs_local_faults, handle,
 #' @noRd
 rs_local_stop <- function(handle) .Call(wrap__rs_local_stop, handle)
 
+#' Start a TCP proxy on 127.0.0.1 to `port` (Azurite); returns its port and handle.
+#' @noRd
+rs_local_proxy_start <- function(port) .Call(wrap__rs_local_proxy_start, port)
+
+#' Set the storage proxy's faults; returns (connections, connections faulted) so far.
+#' @noRd
+rs_local_proxy_faults <- function(handle, faults) .Call(wrap__rs_local_proxy_faults, handle, faults)
+
+#' Stop the storage proxy.
+#' @noRd
+rs_local_proxy_stop <- function(handle) .Call(wrap__rs_local_proxy_stop, handle)
+
 

@@ -73,7 +73,11 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   )
   withr::defer(stop_process(proc), envir = .local_envir, priority = "last")
   port <- wait_for_azurite(proc)
-  blob_endpoint <- sprintf("https://127.0.0.1:%d/%s", port, azurite_account)
+  # Clients reach Azurite through a loopback TCP proxy, so local_azure_faults() can
+  # slow, cut or reset storage connections mid-transfer.
+  proxy <- rust_result(rs_local_proxy_start(port))
+  withr::defer(rs_local_proxy_stop(proxy$handle), envir = .local_envir, priority = "first")
+  blob_endpoint <- sprintf("https://127.0.0.1:%d/%s", proxy$port, azurite_account)
   # The storage account exists in the emulated subscription, as it would in Azure.
   rust_result(rs_local_add_storage_account(emulator$handle, list(
     resource_group = local_resource_group, name = azurite_account, location = local_location,
@@ -83,6 +87,8 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   secrets$key <- azurite_key
   secrets$ca_pem <- emulator$ca_pem
   secrets$local <- emulator$handle
+  secrets$proxy <- proxy$handle
+  secrets$storage_faults <- list()
   secrets$credential <- new_credential(
     "client_secret", tenant = emulator$tenant_id, client_id = emulator$client_id,
     client_secret = emulator$client_secret, source = "the local Azure's service principal"
@@ -167,12 +173,20 @@ stop_process <- function(proc) {
 #' `local_azure_faults()` makes a share of Resource Manager calls fail as Azure's do:
 #' `throttle` answer 429 with `Retry-After`, `server_errors` answer 500 or 503,
 #' `latency` seconds are added to every call, `resets` drop the connection. A fault
-#' happens before the call has any effect. Call it with no shares to switch faults off.
+#' happens before the call has any effect. Blob Storage is reached through a loopback
+#' TCP proxy that can break transfers the way networks do: `storage_latency` seconds
+#' before each forwarded chunk, and on every `storage_every`-th connection a clean cut
+#' (`storage_cut_after` bytes) or a reset (`storage_reset_after` bytes) in either
+#' direction. Call it with no arguments to switch every fault off.
 #'
 #' @param target A target from [local_azure()].
 #' @param throttle,server_errors,resets Shares of calls, between 0 and 1.
 #' @param latency Seconds added to every call.
 #' @param seed Seed of the fault dice, for reproducible tests.
+#' @param storage_latency Seconds added before each chunk of storage traffic.
+#' @param storage_cut_after,storage_reset_after Bytes after which a storage connection
+#'   is closed (cut) or reset; `NULL` for never.
+#' @param storage_every Which storage connections get the cut or reset: every n-th.
 #' @return `local_azure_journal()`: a data frame with columns `time`, `method`, `path`,
 #'   `api_version`, `status` and `body` (JSON text). `local_azure_faults()`: `target`,
 #'   invisibly.
@@ -204,8 +218,25 @@ local_azure_journal <- function(target) {
 #' @rdname local_azure_journal
 #' @export
 local_azure_faults <- function(target, throttle = 0, server_errors = 0, latency = 0,
-                               resets = 0, seed = 1) {
+                               resets = 0, seed = 1, storage_latency = 0,
+                               storage_cut_after = NULL, storage_reset_after = NULL,
+                               storage_every = 1) {
   handle <- local_handle(target)
+  for (arg in c("storage_cut_after", "storage_reset_after")) {
+    value <- get(arg)
+    if (!is.null(value) && (!is.numeric(value) || length(value) != 1 || is.na(value) || value < 0)) {
+      serverless_abort("{.arg {arg}} must be a number of bytes, not {.val {format(value)}}.", "input")
+    }
+  }
+  if (!is.numeric(storage_latency) || length(storage_latency) != 1 || is.na(storage_latency) ||
+      storage_latency < 0 || storage_latency > 10) {
+    serverless_abort("{.arg storage_latency} must be between 0 and 10 seconds, not {.val {format(storage_latency)}}.", "input")
+  }
+  check_whole(storage_every, 1, 1e6)
+  faults <- list(delay_ms = round(storage_latency * 1000), cut_after = storage_cut_after,
+                 reset_after = storage_reset_after, every = storage_every)
+  target$secrets$storage_faults <- faults[!vapply(faults, is.null, logical(1))]
+  rust_result(rs_local_proxy_faults(target$secrets$proxy, target$secrets$storage_faults))
   for (arg in c("throttle", "server_errors", "resets")) {
     value <- get(arg)
     if (!is.numeric(value) || length(value) != 1 || is.na(value) || value < 0 || value > 1) {
@@ -228,4 +259,9 @@ local_handle <- function(target, call = rlang::caller_env()) {
     serverless_abort("{.arg target} must be a local Azure from {.fn local_azure}.", "input", call = call)
   }
   target$secrets$local
+}
+
+# Storage connections the proxy has seen and how many it cut or reset (for tests).
+storage_fault_counts <- function(target) {
+  rust_result(rs_local_proxy_faults(target$secrets$proxy, target$secrets$storage_faults))
 }
