@@ -70,6 +70,17 @@ az_target <- function(subscription, resource_group, location, storage_account,
       n_auth <- n_auth + 1
     }
   }
+  # Checked here, before any call, and never repeated back: it is a secret.
+  if (!is.null(storage_key) &&
+      (!grepl("^[A-Za-z0-9+/]+={0,2}$", storage_key) || nchar(storage_key) %% 4 != 0)) {
+    serverless_abort(c("{.arg storage_key} is not a storage account key: keys are base64 text.",
+                       i = "Copy key1 or key2 from the storage account's Access keys in the Azure portal."),
+                     "input")
+  }
+  if (!is.null(storage_sas) && !grepl("(^|&|\\?)sig=", storage_sas)) {
+    serverless_abort(c("{.arg storage_sas} is not a SAS token: it has no {.code sig=} part.",
+                       i = "Use the token part of a SAS URL (after {.code ?})."), "input")
+  }
   if (n_auth > 1) {
     serverless_abort(c("Give at most one of {.arg storage_key}, {.arg storage_sas} or {.arg storage_token}.",
                        i = "With none, Blob Storage is reached with {.arg credential}."), "input")

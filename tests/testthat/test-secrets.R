@@ -1,0 +1,99 @@
+# Secrets never leak: not in print/format/str, condition messages, the control-plane
+# journal, rendered workflows, plans, container environments or logs in Blob.
+
+secret_values <- function(target) {
+  cred <- serveRless:::target_credential(target)
+  c(serveRless:::azurite_key, cred$secrets$client_secret)
+}
+
+# A string holds none of the secrets, nor anything shaped like a token or SAS signature.
+expect_no_secret <- function(text, secrets, what) {
+  text <- paste(text, collapse = "\n")
+  for (s in secrets[nzchar(secrets)]) {
+    expect_false(grepl(s, text, fixed = TRUE), info = paste(what, "shows a secret"))
+  }
+  expect_false(grepl("eyJ[A-Za-z0-9_-]{10,}\\.[A-Za-z0-9_-]{10,}", text), info = paste(what, "shows a JWT"))
+  expect_false(grepl("[?&]sig=[A-Za-z0-9%+/=]{10,}", text), info = paste(what, "shows a SAS signature"))
+}
+
+test_that("objects built from real-looking secrets show none of them, nor do their errors", {
+  key <- "bXktc3RvcmFnZS1hY2NvdW50LWtleS0xMjM0NTY3ODkwMTIzNDU2Nzg5MA=="
+  sas <- "sv=2022-11-02&ss=b&srt=co&sp=rl&se=2099-01-01T00:00:00Z&sig=Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cD0eF%3D"
+  client_secret <- "Q~8xY2zA4bC6dE8fG0hI2jK4lM6nO8pQ0rS2tU4v"
+  token <- "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJodHRwczovL3N0b3JhZ2UuYXp1cmUuY29tIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+  secrets <- c(key, sas, client_secret, token, "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cD0eF")
+  closed <- "https://127.0.0.1:9/acct"
+  cred <- az_credential("client_secret", tenant = "11111111-2222-3333-4444-555555555555",
+                        client_id = "66666666-7777-8888-9999-000000000000", client_secret = client_secret)
+  targets <- list(
+    az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope", "acct",
+              blob_endpoint = closed, storage_key = key, credential = cred),
+    az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope", "acct",
+              blob_endpoint = closed, storage_sas = sas),
+    az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope", "acct",
+              blob_endpoint = closed, storage_token = token)
+  )
+  shown <- c(capture.output(print(cred)), format(cred), capture.output(str(cred)))
+  expect_no_secret(shown, secrets, "the credential")
+  for (t in targets) {
+    shown <- c(capture.output(print(t)), format(t), capture.output(str(t)))
+    expect_no_secret(shown, secrets, "a target")
+    # An error from a call that fails (nothing listens) does not carry the secret.
+    err <- tryCatch(blob_list(t, "serverless/"), error = function(e) e)
+    expect_s3_class(err, "serverless_error")
+    expect_no_secret(c(conditionMessage(err), capture.output(print(err))), secrets, "an error")
+  }
+  # Bad secrets are refused without repeating them.
+  err <- expect_error(az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope", "acct",
+                                blob_endpoint = closed, storage_key = "not base64 !!secretvalue!!"),
+                      class = "serverless_error_input")
+  expect_false(grepl("secretvalue", conditionMessage(err), fixed = TRUE))
+})
+
+test_that("the journal, plans, rendered workflows, container environments and logs hold no secret", {
+  target <- local_azure()
+  secrets <- secret_values(target)
+  expect_true(all(nchar(secrets) > 10))
+  fit <- lm(mpg ~ wt + hp, data = mtcars)
+  plan <- suppressMessages(deploy_model(fit, "mpg", target, dry_run = TRUE))
+  expect_no_secret(capture.output(print(plan)), secrets, "a deploy plan")
+  dep <- suppressMessages(deploy_model(fit, "mpg", target))
+  expect_no_secret(c(capture.output(print(dep)), capture.output(str(unclass(dep)[c("name", "image", "record")]))),
+                   secrets, "a deployment")
+  run <- suppressMessages(score_now(dep, newdata = mtcars[, c("wt", "hp")]))
+  expect_no_secret(c(capture.output(print(run)), scoring_logs(run)), secrets, "a run and its logs")
+  f <- withr::local_tempfile(fileext = ".csv")
+  utils::write.csv(mtcars[, c("wt", "hp")], f, row.names = FALSE)
+  blob_upload(target, f, "serverless/in/cars.csv")
+  wf_plan <- suppressMessages(schedule_scoring(dep, "serverless/in/*.csv", "serverless/out/",
+                                               schedule = "0 3 * * *", poll_seconds = 1, dry_run = TRUE))
+  workflow_json <- serveRless:::rs_json_format(wf_plan$workflow)$value
+  expect_no_secret(c(capture.output(print(wf_plan)), workflow_json), secrets, "the rendered workflow")
+  expect_false(grepl("secureValue|password|AccountKey|clientSecret", workflow_json))
+  sch <- suppressMessages(schedule_scoring(dep, "serverless/in/*.csv", "serverless/out/",
+                                           schedule = "0 3 * * *", poll_seconds = 1))
+  srun <- trigger_now(sch)
+  expect_no_secret(c(capture.output(print(sch)), capture.output(print(srun)), scoring_logs(sch)),
+                   secrets, "a schedule, its run and logs in Blob")
+
+  j <- local_azure_journal(target)
+  expect_gt(nrow(j), 20)
+  expect_no_secret(c(j$path, j$body), secrets, "the journal")
+  # Containers' plain environment (as sent to ARM, by score_now() and by the workflow):
+  # no key, SAS, token or password; only the identity's client id.
+  groups <- j$body[j$method == "PUT" & grepl("containerGroups/", j$path) & !is.na(j$body)]
+  expect_gte(length(groups), 2)
+  for (g in groups) {
+    env <- serveRless:::rs_json_parse(g)$value$properties$containers[[1]]$properties$environmentVariables
+    names <- vapply(env, function(e) e$name, "")
+    expect_true("AZURE_CLIENT_ID" %in% names)
+    expect_false(any(grepl("KEY|SECRET|SAS|TOKEN|PASSWORD", names)))
+    expect_no_secret(vapply(env, function(e) as.character(e$value %||% ""), ""), secrets, "a container's env")
+  }
+  expect_false(any(grepl("listCredentials|listKeys", j$path)))
+  # The one secret file the local Azure writes (Azurite's TLS key) is private.
+  key_file <- file.path(target$dir, "tls", "key.pem")
+  expect_true(file.exists(key_file))
+  expect_equal(as.character(file.mode(key_file)), "600")
+  suppressMessages(undeploy("mpg", target))
+})
