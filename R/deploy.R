@@ -125,7 +125,9 @@ runtime_options <- function(base_image = NULL, repo = "https://packagemanager.po
   if (!is.null(serverless_tarball)) {
     check_string(serverless_tarball)
     if (!file.exists(serverless_tarball)) {
-      serverless_abort("{.arg serverless_tarball} {.file {serverless_tarball}} does not exist.", "input")
+      serverless_abort(c("{.arg serverless_tarball} {.file {serverless_tarball}} does not exist.",
+                         i = "Make one with {.code R CMD build} in the serveRless sources, or leave it {.code NULL}."),
+                       "input")
     }
     serverless_tarball <- normalizePath(serverless_tarball)
   }

@@ -22,14 +22,23 @@ fn repo_file(path: &str) -> PathBuf {
 fn request(subscription: &str, trigger: Trigger, connector: Connector) -> ScheduleRequest {
     let env = BTreeMap::from([
         ("SERVERLESS_DEPLOYMENT".to_string(), "churn".to_string()),
-        ("SERVERLESS_MODEL_VERSION".into(), "20261127T030000Z-1a2b3c4d".into()),
+        (
+            "SERVERLESS_MODEL_VERSION".into(),
+            "20261127T030000Z-1a2b3c4d".into(),
+        ),
         ("SERVERLESS_MODEL_SHA256".into(), "ab".repeat(32)),
         ("SERVERLESS_STORAGE_ACCOUNT".into(), "churnstore".into()),
-        ("SERVERLESS_BLOB_ENDPOINT".into(), "https://churnstore.blob.core.windows.net".into()),
+        (
+            "SERVERLESS_BLOB_ENDPOINT".into(),
+            "https://churnstore.blob.core.windows.net".into(),
+        ),
         ("SERVERLESS_CONTAINER".into(), "models".into()),
         ("SERVERLESS_INPUT_PATTERN".into(), "data/in/*.csv".into()),
         ("SERVERLESS_OUTPUT".into(), "data/out/".into()),
-        ("AZURE_CLIENT_ID".into(), "00000000-0000-0000-0000-0000000000c1".into()),
+        (
+            "AZURE_CLIENT_ID".into(),
+            "00000000-0000-0000-0000-0000000000c1".into(),
+        ),
     ]);
     ScheduleRequest {
         subscription: subscription.into(),
@@ -97,7 +106,13 @@ fn http_schedule_workflow_matches_snapshot() {
         serde_json::json!(["Succeeded", "Failed", "Skipped", "TimedOut"])
     );
     let text = body.to_string();
-    for secret in ["sig=", "password", "AccountKey", "secureValue", "clientSecret"] {
+    for secret in [
+        "sig=",
+        "password",
+        "AccountKey",
+        "secureValue",
+        "clientSecret",
+    ] {
         assert!(!text.contains(secret), "{secret} in the workflow");
     }
 }
@@ -185,9 +200,15 @@ async fn apply_writes_disabled_grants_roles_enables_and_is_idempotent() {
     let arm = ArmClient::new(&endpoints, cred).unwrap();
     let progress = Progress::new();
     let sub = config.subscription_id.clone();
-    serverless_core::aci::ensure_resource_group(&arm, &sub, "rg-scoring", "westeurope", &BTreeMap::new())
-        .await
-        .unwrap();
+    serverless_core::aci::ensure_resource_group(
+        &arm,
+        &sub,
+        "rg-scoring",
+        "westeurope",
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap();
     local
         .add_storage_account(serverless_local::SeededStorageAccount {
             resource_group: "rg-scoring".into(),
@@ -220,7 +241,11 @@ async fn apply_writes_disabled_grants_roles_enables_and_is_idempotent() {
             "{:?}",
             writes(before)
         );
-        assert!(planned.plan.items.iter().all(|i| i.action == Action::Create));
+        assert!(planned
+            .plan
+            .items
+            .iter()
+            .all(|i| i.action == Action::Create));
         assert_eq!(
             planned
                 .plan
@@ -256,10 +281,7 @@ async fn apply_writes_disabled_grants_roles_enables_and_is_idempotent() {
             .and_then(|e| e.body.clone())
             .unwrap();
         assert_eq!(stored["properties"]["state"], "Disabled");
-        let live = arm
-            .get(&done.workflow_id, "2019-05-01")
-            .await
-            .unwrap();
+        let live = arm.get(&done.workflow_id, "2019-05-01").await.unwrap();
         assert_eq!(live["properties"]["state"], "Enabled");
         assert_eq!(live["identity"]["principalId"], principal.as_str());
         // Again: nothing to do, nothing written.

@@ -36,6 +36,7 @@ mod faults;
 mod identity;
 mod journal;
 mod logic;
+pub mod proxy;
 mod registry;
 mod resources;
 mod server;
@@ -43,7 +44,6 @@ mod state;
 mod tls;
 mod token;
 mod util;
-pub mod proxy;
 pub mod workflow;
 
 use std::path::PathBuf;

@@ -172,12 +172,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, faults: ProxyFaults, hit
     }
 }
 
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
-    delay: Duration,
-    limit: Option<(u64, bool)>,
-) -> End
+async fn pump<R, W>(from: &mut R, to: &mut W, delay: Duration, limit: Option<(u64, bool)>) -> End
 where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin,

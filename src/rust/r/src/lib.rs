@@ -467,8 +467,7 @@ fn rs_cron_recurrence(cron: &str, time_zone: &str) -> Robj {
     let (cron, time_zone) = (cron.to_string(), time_zone.to_string());
     guard(move || {
         result_to_robj(
-            serverless_core::logic::cron_to_recurrence(&cron, &time_zone)
-                .and_then(|r| to_value(r)),
+            serverless_core::logic::cron_to_recurrence(&cron, &time_zone).and_then(to_value),
         )
     })
 }
@@ -514,14 +513,18 @@ fn rs_schedule_call(config: Robj, workflow: &str, op: &str, arg: &str) -> Robj {
             let arm = arm_client(&config, &progress)?;
             match op.as_str() {
                 "trigger" => to_value(schedule::trigger_now(&arm, &workflow, &arg).await?),
-                "runs" => to_value(schedule::runs(&arm, &workflow, arg.parse().unwrap_or(50)).await?),
+                "runs" => {
+                    to_value(schedule::runs(&arm, &workflow, arg.parse().unwrap_or(50)).await?)
+                }
                 "run" => schedule::run(&arm, &workflow, &arg).await,
                 "enable" | "disable" => {
                     schedule::set_enabled(&arm, &workflow, op == "enable").await?;
                     Ok(Value::Null)
                 }
                 "delete" => to_value(schedule::delete(&arm, &workflow).await?),
-                other => Err(Error::internal(format!("unknown schedule operation {other}"))),
+                other => Err(Error::internal(format!(
+                    "unknown schedule operation {other}"
+                ))),
             }
         })
     })

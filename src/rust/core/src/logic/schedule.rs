@@ -236,10 +236,7 @@ impl ScheduleRequest {
         if let Some(output) = self.env.get("SERVERLESS_OUTPUT") {
             env.insert(
                 "SERVERLESS_OUTPUT".into(),
-                format!(
-                    "{}@{{workflow()['run']['name']}}/",
-                    escape_literal(output)
-                ),
+                format!("{}@{{workflow()['run']['name']}}/", escape_literal(output)),
             );
         }
         if let Trigger::Blob { .. } = &self.trigger {
@@ -533,7 +530,11 @@ pub async fn apply(
         plan.add(
             "connection",
             cpath,
-            if have { Action::Unchanged } else { Action::Create },
+            if have {
+                Action::Unchanged
+            } else {
+                Action::Create
+            },
             "managed API connection, authenticated as the workflow",
         );
     }
@@ -618,7 +619,8 @@ pub async fn apply(
         "Granted the workflow's identity its {} roles",
         grants(req).len()
     ));
-    arm.post(&format!("{path}/enable"), api::LOGIC, None).await?;
+    arm.post(&format!("{path}/enable"), api::LOGIC, None)
+        .await?;
     result.principal_id = Some(principal_id);
     Ok(result)
 }
@@ -789,7 +791,14 @@ mod tests {
     #[test]
     fn schedule_names() {
         assert!(check_schedule_name("churn-nightly").is_ok());
-        for bad in ["ab", "Churn", "-churn", "churn-", "churn_x", &"a".repeat(61)] {
+        for bad in [
+            "ab",
+            "Churn",
+            "-churn",
+            "churn-",
+            "churn_x",
+            &"a".repeat(61),
+        ] {
             let e = check_schedule_name(bad).unwrap_err();
             assert!(e.message.contains(bad), "{}", e.message);
         }

@@ -1,0 +1,109 @@
+# The bad-input catalogue: each case is refused with serverless_error_input (or
+# serverless_error_setup), its message names the offending value and says what to do.
+# Targets point at closed ports, so a case that reached the network would fail with
+# another class: none of these can be caught only by a network call.
+
+offline_target <- function() {
+  t <- azurite_az_target(blob_endpoint = "https://127.0.0.1:9/devstoreaccount1")
+  t$arm_endpoint <- "https://127.0.0.1:9"
+  t$authority_host <- "https://127.0.0.1:9"
+  t
+}
+
+fake_deployment <- function(target, image = "r.azurecr.io/serverless-runtime:1") {
+  structure(
+    list(name = "mpg", model_version = "v1", model_sha256 = strrep("a", 64), image = image,
+         cpu = 1, memory_gb = 1.5, target = target,
+         record = list(login_server = "r.azurecr.io", identity_id = "/subscriptions/s/id",
+                       identity_client_id = "c")),
+    class = "serverless_deployment"
+  )
+}
+
+test_that("the bad-input catalogue: classed, naming the value, saying what to do", {
+  off <- offline_target()
+  fit <- lm(mpg ~ wt + hp, data = mtcars)
+  dep <- fake_deployment(off)
+  csv <- withr::local_tempfile(fileext = ".csv")
+  writeLines("wt,hp\n1,2", csv)
+  guid <- "11111111-2222-3333-4444-555555555555"
+  orphan <- structure(list(coef = 1), class = "orphanmodel")
+  in_csv <- "data/in/*.csv"
+  out_dir <- "data/out/"
+  cases <- list(
+    # names and paths
+    list(quote(store_model(fit, "Bad_Name", off)), "Bad_Name", "lowercase"),
+    list(quote(store_model(fit, "ab", off)), "ab", "3 to"),
+    list(quote(blob_upload(off, "/no/such/file.csv", "serverless/x.csv")), "/no/such/file.csv", "exist"),
+    list(quote(blob_upload(off, csv, "Bad_Container/x.csv")), "Bad_Container", "lowercase"),
+    list(quote(blob_download(off, "serverless/x.csv", csv)), basename(csv), "overwrite"),
+    list(quote(blob_download(off, "serverless/x.csv", "/no/such/dir/f.csv")), "/no/such/dir", "exist"),
+    list(quote(blob_list(off, 1)), "prefix", "string"),
+    list(quote(undeploy("Bad_Name", off)), "Bad_Name", "lowercase"),
+    # targets and credentials
+    list(quote(az_target(guid, "rg", "westeurope", "Bad-Account")), "Bad-Account", "lowercase letters and digits"),
+    list(quote(az_target(guid, "rg", "westeurope", "acct123", registry = "r-1")), "r-1", "letters and digits"),
+    list(quote(az_target(guid, "rg", "westeurope", "acct123", container = "Bad_Container")), "Bad_Container", "lowercase"),
+    list(quote(az_target(guid, "rg", "westeurope", "acct123", storage_key = "not base64!")), "storage_key", "Copy key1"),
+    list(quote(az_target(guid, "rg", "westeurope", "acct123", storage_sas = "sv=2022-11-02&sp=r")), "storage_sas", "SAS URL"),
+    list(quote(az_target(guid, "rg", "westeurope", "acct123", storage_key = "a2V5", storage_sas = "sig=x")),
+         "storage_key", "With none"),
+    list(quote(az_credential("nope")), "nope", "client_secret"),
+    list(quote(az_credential("client_secret", tenant = "not a tenant!", client_id = "x", client_secret = "y")),
+         "not a tenant!", "GUID"),
+    list(quote(az_credential("client_secret", tenant = guid)), "client_id", "needs"),
+    # models
+    list(quote(store_model(fit, "mpg", off, predict_fun = 1)), "predict_fun", "function\\(model, newdata\\)"),
+    list(quote(store_model(fit, "mpg", off, ptype = 1)), "numeric", "zero rows is enough"),
+    list(quote(store_model(fit, "mpg", off, packages = "notapkg123")), "notapkg123", "install"),
+    list(quote(deploy_model(orphan, "orphan", off)), "orphanmodel", "predict_fun"),
+    # sizes
+    list(quote(deploy_model(fit, "mpg", off, cpu = 5)), "5", "at most 4|between|from"),
+    list(quote(deploy_model(fit, "mpg", off, cpu = 0.5)), "0.5", "between 1 and 4"),
+    list(quote(deploy_model(fit, "mpg", off, memory_gb = 16.5)), "16.5", "0.5 to 16 GB"),
+    list(quote(deploy_model(fit, "mpg", off, memory_gb = 1.55)), "1.55", "0.1|steps|multiple"),
+    list(quote(runtime_options(serverless_tarball = "/no/such/serveRless.tar.gz")), "/no/such/serveRless.tar.gz", "R CMD build"),
+    # scoring
+    list(quote(score_now(dep, newdata = mtcars, shards = 0)), "0", "at least 1"),
+    list(quote(score_now(dep, newdata = 1)), "numeric", "data frame"),
+    list(quote(score_now(dep, newdata = mtcars[0, ])), "newdata", "no rows"),
+    list(quote(score_now(dep)), "newdata", "either"),
+    list(quote(score_now(dep, input = "data/in/x.csv")), "output", "where should the predictions go"),
+    list(quote(score_now(dep, newdata = mtcars, cpu = 8)), "8", "at most 4|between|from"),
+    list(quote(score_now(list(), newdata = mtcars)), "dep", "deploy_model"),
+    list(quote(read_predictions(list())), "run", "score_now"),
+    # schedules: crons, time zones, accounts, shards, triggers
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "61 * * * *")), "61", "0-59|0 to 59|between"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * *")), "0 3 * *", "five|5 fields"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 1 * 1")), "day-of-month", "cannot express|write `\\*`"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * 6 *")), "month", "every month"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", time_zone = "Mars/Olympus")),
+         "Mars/Olympus", "IANA|Europe/|known"),
+    list(quote(schedule_scoring(dep, "https://otheraccount.blob.core.windows.net/data/in/*.csv", out_dir,
+                                schedule = "0 3 * * *")), "otheraccount", "Copy the data"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", shards = 0)), "0", "from 1 to 50"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", shards = 51)), "51", "from 1 to 50"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir)), "schedule", "cron line"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, trigger = "blob")), in_csv, "Each blob added there"),
+    list(quote(schedule_scoring(dep, "data/in/", "data/in/out/", trigger = "blob")), "data/in/out/", "another folder"),
+    list(quote(schedule_scoring(dep, "data/in/", out_dir, trigger = "blob", schedule = "0 3 * * *")), "schedule",
+         "blob's arrival"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", connector = "ftp")), "ftp", "http"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", name = "Bad_Name")), "Bad_Name", "lowercase"),
+    list(quote(schedule_scoring(fake_deployment(off, image = ""), in_csv, out_dir, schedule = "0 3 * * *")),
+         "mpg", "deploy_model"),
+    list(quote(trigger_now(list())), "sch", "schedule_scoring"),
+    # local Azure faults
+    list(quote(local_azure_faults(test_target(), throttle = 2)), "throttle", "between 0 and 1"),
+    list(quote(local_azure_faults(test_target(), storage_cut_after = -1)), "storage_cut_after", "number of bytes")
+  )
+  expect_gte(length(cases), 40)
+  for (case in cases) {
+    label <- paste(deparse(case[[1]], width.cutoff = 200L), collapse = " ")
+    err <- tryCatch(eval(case[[1]]), error = function(e) e)
+    expect_true(inherits(err, "serverless_error_input"), info = paste(label, "->", class(err)[1], conditionMessage(err)))
+    msg <- cli::ansi_strip(conditionMessage(err))
+    expect_true(grepl(case[[2]], msg, fixed = TRUE), info = paste(label, "does not name", case[[2]], ":", msg))
+    expect_true(grepl(case[[3]], msg), info = paste(label, "says nothing like", case[[3]], ":", msg))
+  }
+})
