@@ -107,3 +107,38 @@ test_that("the bad-input catalogue: classed, naming the value, saying what to do
     expect_true(grepl(case[[3]], msg), info = paste(label, "says nothing like", case[[3]], ":", msg))
   }
 })
+
+test_that("bad secrets and missing things: classed, naming the value, saying what to do", {
+  target <- test_target()
+  f <- withr::local_tempfile(fileext = ".csv")
+  writeLines("a\n1", f)
+  closed <- "http://127.0.0.1:9/devstoreaccount1"
+  expired <- azurite_az_target(storage_key = NULL, blob_endpoint = closed,
+    storage_sas = "sv=2022-11-02&sr=c&sp=racwl&se=2001-01-01T00:00:00Z&sig=abc")
+  read_only <- azurite_az_target(storage_key = NULL, blob_endpoint = closed,
+    storage_sas = "sv=2022-11-02&sr=c&sp=rl&se=2099-01-01T00:00:00Z&sig=abc")
+  dep <- fake_deployment(target)
+  cases <- list(
+    # caught before any call: the SAS itself says it cannot do this
+    list(quote(blob_upload(expired, f, "serverless/x.csv")), "serverless_error_auth", "2001-01-01T00:00:00Z", "create a new one"),
+    list(quote(blob_upload(read_only, f, "serverless/x.csv")), "serverless_error_auth", "sp=rl", "create a token with it"),
+    list(quote(blob_delete(read_only, "serverless/x.csv")), "serverless_error_auth", "delete", "create a token with it"),
+    # found missing by the service
+    list(quote(blob_download(target, "serverless/no/such.csv", f, overwrite = TRUE)), "serverless_error_azure",
+         "serverless/no/such.csv", "blob_list"),
+    list(quote(load_model("nosuchmodel", target)), "serverless_error_input", "nosuchmodel", "store_model"),
+    list(quote(score_now(dep, input = "serverless/none/*.csv", output = "serverless/o/")), "serverless_error_input",
+         "serverless/none/*.csv", "blob_list"),
+    list(quote(store_model(lm(mpg ~ wt, mtcars), "mpg", azurite_az_target(container = "no-such-container"))),
+         "serverless_error_azure", "no-such-container", "create it")
+  )
+  for (case in cases) {
+    label <- paste(deparse(case[[1]], width.cutoff = 200L), collapse = " ")
+    err <- tryCatch(eval(case[[1]]), error = function(e) e)
+    expect_true(inherits(err, case[[2]]), info = paste(label, "->", class(err)[1], conditionMessage(err)))
+    msg <- cli::ansi_strip(conditionMessage(err))
+    expect_true(grepl(case[[3]], msg, fixed = TRUE), info = paste(label, "does not name", case[[3]], ":", msg))
+    expect_true(grepl(case[[4]], msg), info = paste(label, "says nothing like", case[[4]], ":", msg))
+    expect_false(grepl("sig=abc", msg, fixed = TRUE))
+  }
+})

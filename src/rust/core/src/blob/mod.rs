@@ -326,10 +326,9 @@ impl Storage {
     pub async fn delete(&self, container: &str, blob: &str) -> Result<()> {
         self.check(Access::Delete)?;
         let client = self.blob_client(container, blob)?;
-        client
-            .delete(None)
-            .await
-            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        client.delete(None).await.map_err(|e| {
+            not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
+        })?;
         Ok(())
     }
 
@@ -337,10 +336,9 @@ impl Storage {
     pub async fn get_bytes(&self, container: &str, blob: &str) -> Result<Vec<u8>> {
         self.check(Access::Read)?;
         let client = self.blob_client(container, blob)?;
-        let result = client
-            .download(None)
-            .await
-            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        let result = client.download(None).await.map_err(|e| {
+            not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
+        })?;
         let body: Vec<bytes::Bytes> = result.body.try_collect().await?;
         Ok(body.concat())
     }
@@ -377,16 +375,25 @@ impl Storage {
     pub async fn metadata(&self, container: &str, blob: &str) -> Result<HashMap<String, String>> {
         self.check(Access::Read)?;
         let client = self.blob_client(container, blob)?;
-        let props = client
-            .get_properties(None)
-            .await
-            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        let props = client.get_properties(None).await.map_err(|e| {
+            not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
+        })?;
         Ok(azure_storage_blob::models::BlobClientGetPropertiesResultHeaders::metadata(&props)?)
     }
 }
 
 /// Turn a bare 404 into a message that says what is missing and what to do.
 fn not_found_hint(err: Error, container: &str, account: &str) -> Error {
+    not_found_hint_for(err, container, None, account)
+}
+
+/// [`not_found_hint`] for an operation on one blob, which a 404 then names.
+pub(crate) fn not_found_hint_for(
+    err: Error,
+    container: &str,
+    blob: Option<&str>,
+    account: &str,
+) -> Error {
     match err.code.as_deref() {
         Some("ContainerNotFound") => {
             let message = format!(
@@ -395,7 +402,13 @@ fn not_found_hint(err: Error, container: &str, account: &str) -> Error {
             Error { message, ..err }
         }
         Some("BlobNotFound") => Error {
-            message: format!("{} (no such blob in `{container}`)", err.message),
+            message: match blob {
+                Some(b) => format!(
+                    "{}: blob `{container}/{b}` does not exist in storage account `{account}`; list what is there with `blob_list()`",
+                    err.message
+                ),
+                None => format!("{} (no such blob in `{container}`)", err.message),
+            },
             ..err
         },
         _ => err,

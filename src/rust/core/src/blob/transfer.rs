@@ -6,7 +6,7 @@
 //! the others. The blob becomes visible only when the block list is committed, so an
 //! interrupted upload never looks complete.
 
-use super::{md5_digest, not_found_hint, sas::Access, Storage};
+use super::{md5_digest, not_found_hint, not_found_hint_for, sas::Access, Storage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use azure_core::http::{Etag, RequestContent};
@@ -242,10 +242,9 @@ impl Storage {
         let client = self.blob_client(container, blob)?;
         // Size, stored sha256 and etag first: the ranged download that follows is
         // pinned to this etag, so a blob replaced meanwhile fails instead of mixing.
-        let props = client
-            .get_properties(None)
-            .await
-            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        let props = client.get_properties(None).await.map_err(|e| {
+            not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
+        })?;
         let size = props.content_length()?.unwrap_or(0);
         let stored = props.metadata()?.get(SHA256_METADATA).cloned();
         let etag = props.etag()?;
@@ -256,10 +255,9 @@ impl Storage {
             if_match: etag,
             ..Default::default()
         };
-        let result = client
-            .download(Some(options))
-            .await
-            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        let result = client.download(Some(options)).await.map_err(|e| {
+            not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
+        })?;
         progress.begin(format!("downloading {container}/{blob}"), size);
 
         let part = part_path(file);
