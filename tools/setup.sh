@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything serveRless needs on a Debian/Ubuntu machine that has a Rust
-# toolchain: R and the R packages it uses (from Debian), Azurite (from npm), and the
-# tools the benchmarks use. Safe to run again: it installs only what is missing.
+# toolchain: R and the R packages it uses (from Debian), Azurite (from npm), the tools
+# the benchmarks use, pandoc for the vignettes, and headless Chromium with its WebDriver
+# for the RStudio addin's browser test. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
 DEBS=(r-base-dev r-cran-cli r-cran-rlang r-cran-jsonlite r-cran-withr r-cran-processx
       r-cran-callr r-cran-testthat r-cran-randomforest r-cran-roxygen2 r-cran-knitr
       r-cran-rmarkdown r-cran-bench r-cran-ranger r-cran-glmnet r-cran-data.table
-      hyperfine time curl nodejs npm)
+      r-cran-shiny r-cran-miniui r-cran-rstudioapi r-cran-curl pandoc
+      chromium chromium-driver hyperfine time curl nodejs npm)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
