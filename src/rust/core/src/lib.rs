@@ -9,6 +9,7 @@ pub mod acr;
 pub mod arm;
 pub mod auth;
 pub mod blob;
+pub mod cost;
 pub mod deploy;
 pub mod error;
 pub mod identity;

@@ -7,7 +7,8 @@
 //!   role assignments, registries with ACR Tasks quick builds, Logic Apps workflows
 //!   that really run (see [`workflow`]), API connections, seeded storage accounts),
 //!   the blob-style SAS URLs of build source uploads and run logs (`/_acr/...`), and
-//!   the callback URLs of workflows' Request triggers (`/workflows/...`);
+//!   the callback URLs of workflows' Request triggers (`/workflows/...`), and the
+//!   public Retail Prices API (`/api/retail/prices`);
 //! - over HTTPS, one listener per registry (its `loginServer`, `127.0.0.1:PORT`): the
 //!   registry data plane (ACR token exchange, manifests and tags of built images);
 //! - over plain HTTP: the App Service style managed-identity endpoint that the
@@ -36,6 +37,7 @@ mod faults;
 mod identity;
 mod journal;
 mod logic;
+mod prices;
 pub mod proxy;
 mod registry;
 mod resources;
@@ -198,6 +200,7 @@ impl LocalAzure {
                 post(identity::device_code),
             )
             .route("/_acr/{*rest}", any(acr::blob))
+            .route("/api/retail/prices", get(prices::retail_prices))
             .route(
                 "/workflows/{access_id}/triggers/{trigger}/paths/invoke",
                 any(logic::invoke),

@@ -17,7 +17,7 @@ use serverless_core::arm::ArmClient;
 use serverless_core::auth::{self, CredentialSpec, Endpoints};
 use serverless_core::blob::{split_path, Storage, StorageConfig, UploadOptions};
 use serverless_core::logic::schedule;
-use serverless_core::{deploy, score, store, Error};
+use serverless_core::{cost, deploy, score, store, Error};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -460,6 +460,51 @@ fn rs_arm_get(config: Robj, path: &str, api_version: &str) -> Robj {
     })
 }
 
+/// Price a scoring workload (no network): `request` is a `cost::CostRequest`,
+/// `prices` a `cost::Prices`.
+/// @noRd
+#[extendr]
+fn rs_cost_estimate(request: Robj, prices: Robj) -> Robj {
+    let parsed = serde_json::from_value::<cost::CostRequest>(robj_to_json(&request))
+        .map_err(|e| Error::input(format!("invalid cost request: {e}")))
+        .and_then(|r| {
+            let p = serde_json::from_value::<cost::Prices>(robj_to_json(&prices))
+                .map_err(|e| Error::input(format!("invalid price table: {e}")))?;
+            Ok((r, p))
+        });
+    guard(move || {
+        result_to_robj(
+            parsed
+                .and_then(|(r, p)| cost::estimate(&r, &p))
+                .and_then(to_value),
+        )
+    })
+}
+
+/// The built-in price table for a region (no network).
+/// @noRd
+#[extendr]
+fn rs_builtin_prices(region: &str) -> Robj {
+    let region = region.to_string();
+    guard(move || result_to_robj(cost::builtin_prices(&region).and_then(to_value)))
+}
+
+/// Fetch a region's prices from the Retail Prices API at `endpoint` (trusting the
+/// local Azure's CA when `endpoints` carries one).
+/// @noRd
+#[extendr]
+fn rs_fetch_prices(endpoints: Robj, endpoint: &str, region: &str) -> Robj {
+    let endpoints = serde_json::from_value::<Endpoints>(robj_to_json(&endpoints))
+        .map_err(|e| Error::input(format!("invalid endpoints: {e}")));
+    let (endpoint, region) = (endpoint.to_string(), region.to_string());
+    guard(move || {
+        start_job(move |_progress| async move {
+            let http = endpoints?.http_client()?;
+            to_value(cost::fetch_prices(&http, &endpoint, &region).await?)
+        })
+    })
+}
+
 /// A cron line as the Recurrence of a Logic App trigger (no network).
 /// @noRd
 #[extendr]
@@ -788,6 +833,9 @@ extendr_module! {
     fn rs_score_status;
     fn rs_arm_get;
     fn rs_cron_recurrence;
+    fn rs_cost_estimate;
+    fn rs_builtin_prices;
+    fn rs_fetch_prices;
     fn rs_schedule_render;
     fn rs_schedule_apply;
     fn rs_schedule_call;
