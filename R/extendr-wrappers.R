@@ -98,6 +98,20 @@ rs_arm_get <- function(config, path, api_version) .Call(wrap__rs_arm_get, config
 #' @noRd
 rs_cron_recurrence <- function(cron, time_zone) .Call(wrap__rs_cron_recurrence, cron, time_zone)
 
+#' Price a scoring workload (no network): `request` is a `cost::CostRequest`,
+#' `prices` a `cost::Prices`.
+#' @noRd
+rs_cost_estimate <- function(request, prices) .Call(wrap__rs_cost_estimate, request, prices)
+
+#' The built-in price table for a region (no network).
+#' @noRd
+rs_builtin_prices <- function(region) .Call(wrap__rs_builtin_prices, region)
+
+#' Fetch a region's prices from the Retail Prices API at `endpoint` (trusting the
+#' local Azure's CA when `endpoints` carries one).
+#' @noRd
+rs_fetch_prices <- function(endpoints, endpoint, region) .Call(wrap__rs_fetch_prices, endpoints, endpoint, region)
+
 #' Render a schedule's workflow without any network call (for dry runs and cost).
 #' @noRd
 rs_schedule_render <- function(request) .Call(wrap__rs_schedule_render, request)

@@ -455,6 +455,23 @@ pub fn count_trigger(workflow: &Value) -> Result<TriggerCount> {
     let mut recurrence = trigger["recurrence"].clone();
     if let Some(r) = recurrence.as_object_mut() {
         r.entry("timeZone").or_insert_with(|| "UTC".into());
+        // A workflow that went through R may hold one-element lists as scalars, and
+        // whole numbers as doubles.
+        if let Some(Value::Object(s)) = r.get_mut("schedule") {
+            for v in s.values_mut() {
+                if !v.is_array() {
+                    *v = Value::Array(vec![v.take()]);
+                }
+                for x in v.as_array_mut().into_iter().flatten() {
+                    if let Some(n) = x.as_f64().filter(|n| n.fract() == 0.0 && *n >= 0.0) {
+                        *x = Value::from(n as u64);
+                    }
+                }
+            }
+        }
+        if let Some(n) = r.get("interval").and_then(Value::as_f64) {
+            r.insert("interval".into(), Value::from(n as u64));
+        }
     }
     let recurrence: Option<Recurrence> = serde_json::from_value(recurrence).ok();
     let fires = recurrence.as_ref().map(fires_per_month);
@@ -520,9 +537,11 @@ fn count_scope(actions: &serde_json::Map<String, Value>, duration_s: f64) -> Res
                     } else {
                         "Skipped"
                     };
-                    states
-                        .as_array()
-                        .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(want)))
+                    match states {
+                        Value::Array(s) => s.iter().any(|x| x.as_str() == Some(want)),
+                        // One state, as a workflow that went through R may hold it.
+                        one => one.as_str() == Some(want),
+                    }
                 })
             });
             if runs {

@@ -246,3 +246,28 @@ fn bad_input_is_refused() {
     assert!(check_region("West Europe").is_err());
     assert!(check_region("westeurope").is_ok());
 }
+
+/// One-element arrays as scalars, as a workflow comes back from R.
+fn unbox(v: &Value) -> Value {
+    match v {
+        Value::Array(a) if a.len() == 1 => unbox(&a[0]),
+        // R numbers are doubles.
+        Value::Number(n) => Value::from(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.iter().map(unbox).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), unbox(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn counts_survive_one_element_lists_as_scalars() {
+    for name in ["workflow-http-schedule.json", "workflow-aci-blob.json"] {
+        let w = snapshot(name);
+        let u = unbox(&w);
+        assert_eq!(
+            count_run_actions(&u, 60.0).unwrap(),
+            count_run_actions(&w, 60.0).unwrap()
+        );
+        assert_eq!(count_trigger(&u).unwrap(), count_trigger(&w).unwrap());
+    }
+}
