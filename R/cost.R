@@ -164,7 +164,7 @@ cost_shape <- function(x) {
     return(list(what = sprintf("run %s of %s", x$run_id, x$deployment), cpu = x$cpu,
                 memory_gb = x$memory_gb, shards = nrow(x$shards),
                 # Mean times shards is the sum of what the shards ran.
-                duration_s = if (length(d)) max(mean(d), 1) else NULL,
+                duration_s = if (length(d) && mean(d) > 0) mean(d) else NULL,
                 runs_from_schedule = FALSE, region = x$target$location))
   }
   if (inherits(x, "serverless_deployment")) {
@@ -201,7 +201,10 @@ cost_spec_shape <- function(x) {
   if (trigger != "none") {
     workflow <- spec_workflow(x, trigger, cpu, memory_gb, shards)
   }
-  list(what = if (trigger == "none") "ad hoc runs" else sprintf("a %s-triggered schedule", trigger),
+  what <- switch(trigger, none = "ad hoc runs",
+                 schedule = sprintf("a schedule, cron \"%s\"", x$schedule),
+                 blob = "a schedule triggered by new blobs")
+  list(what = what,
        cpu = cpu, memory_gb = memory_gb, shards = shards, duration_s = x$duration_s,
        workflow = workflow, runs_from_schedule = trigger == "schedule", region = NULL)
 }
@@ -245,12 +248,17 @@ check_number <- function(x, min, arg = rlang::caller_arg(x), call = rlang::calle
 
 money <- function(x, currency = "USD") {
   sym <- if (currency == "USD") "$" else paste0(currency, " ")
-  digits <- ifelse(abs(x) >= 100, 0, ifelse(abs(x) >= 1, 2, ifelse(abs(x) >= 0.01, 4, 6)))
-  paste0(sym, formatC(x, format = "f", digits = digits, big.mark = ","))
+  one <- function(v) {
+    digits <- if (abs(v) >= 100) 0 else if (abs(v) >= 1) 2 else if (abs(v) >= 0.01) 4 else 6
+    formatC(v, format = "f", digits = digits, big.mark = ",")
+  }
+  paste0(sym, vapply(x, one, ""))
 }
 
-count_label <- function(x) formatC(x, format = "f", digits = if (x < 100 && x != round(x)) 1 else 0,
-                                   big.mark = ",")
+count_label <- function(x) {
+  vapply(x, function(v) formatC(v, format = "f", digits = if (v < 100 && v != round(v)) 1 else 0,
+                                big.mark = ","), "")
+}
 
 #' @export
 summary.serverless_cost <- function(object, ...) {
@@ -277,9 +285,10 @@ format.serverless_cost <- function(x, ...) {
   cur <- x$prices$currency
   mark <- function(field) if (field %in% i$assumed) " (assumed)" else ""
   s <- summary(x)
+  s$row <- seq_len(nrow(s))
   s <- s[s$per_run > 0 | s$per_month > 0, ]
   row <- function(item, q, unit, run, month) {
-    sprintf("  %-22s %14s %11s %11s", item, if (is.na(q)) "" else paste(count_label(q), unit),
+    sprintf("  %-24s %14s %11s %11s", item, ifelse(is.na(q), "", paste(count_label(q), unit)),
             run, month)
   }
   lines <- c(
@@ -289,11 +298,12 @@ format.serverless_cost <- function(x, ...) {
             count_label(i$duration_s), mark("duration_s"), count_label(i$runs_per_month),
             if ("runs_per_month" %in% i$assumed) " (assumed)"
             else if (i$scheduled && is.null(x$call_runs)) "" else ""),
-    cli::col_grey(sprintf("  %-22s %14s %11s %11s", "", "a run", "per run", "per month")),
-    row(sub("Logic Apps ", "Logic App ", s$item), s$per_run, s$unit,
+    cli::col_grey(sprintf("  %-24s %14s %11s %11s", "", "a run", "per run", "per month")),
+    row(c("ACI vCPU", "ACI memory", "Logic App built-in", "Logic App connector")[s$row],
+        s$per_run, s$unit,
         money(s$cost_per_run, cur), money(s$cost_per_month, cur)),
     if (x$fixed_per_month > 0) {
-      row("trigger checks", NA, "", "", money(x$fixed_per_month, cur))
+      row("  of which trigger checks", NA, "", "", money(x$fixed_per_month, cur))
     },
     cli::style_bold(row("total", NA, "", money(x$per_run$total, cur), money(x$per_month$total, cur)))
   )

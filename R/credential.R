@@ -142,7 +142,7 @@ credential_spec <- function(cred) {
 #' @export
 format.serverless_credential <- function(x, ...) {
   c(
-    sprintf("<serverless_credential> %s", x$type),
+    cli::style_bold(sprintf("<serverless_credential> %s", x$type)),
     if (!is.null(x$tenant)) sprintf("  tenant:    %s", x$tenant),
     if (!is.null(x$client_id)) sprintf("  client id: %s", x$client_id),
     if (!is.null(x$secrets$client_secret)) "  secret:    <hidden>",

@@ -3,7 +3,7 @@
 #' @export
 format.serverless_target <- function(x, ...) {
   lines <- c(
-    sprintf("<serverless_target> %s", if (x$kind == "local") "local Azure" else "Azure"),
+    cli::style_bold(sprintf("<serverless_target> %s", if (x$kind == "local") "local Azure" else "Azure")),
     if (x$kind == "azure") c(
       sprintf("  subscription:   %s", x$subscription),
       sprintf("  resource group: %s (%s)", x$resource_group, x$location),
@@ -27,7 +27,7 @@ print.serverless_target <- function(x, ...) {
 #' @export
 format.serverless_model_version <- function(x, ...) {
   c(
-    sprintf("<serverless_model_version> %s %s", x$name, x$version),
+    cli::style_bold(sprintf("<serverless_model_version> %s %s", x$name, x$version)),
     sprintf("  created: %s", format(x$created, "%Y-%m-%d %H:%M:%S UTC")),
     sprintf("  size:    %s, sha256 %s", format_bytes(x$size), substr(x$sha256, 1, 16)),
     if (isTRUE(x$reused)) "  unchanged: identical to the newest version, nothing uploaded"
@@ -46,7 +46,7 @@ format.serverless_bundle <- function(x, ...) {
   m <- x$metadata
   pkgs <- unlist(m$meta$packages)
   c(
-    sprintf("<serverless_bundle> %s %s", m$name, m$version),
+    cli::style_bold(sprintf("<serverless_bundle> %s %s", m$name, m$version)),
     sprintf("  model:   <%s>", paste(class(x$model), collapse = "/")),
     sprintf("  inputs:  %s", if (is.null(x$ptype)) "unknown (no ptype)"
             else paste(names(x$ptype), collapse = ", ")),
@@ -77,7 +77,7 @@ format.serverless_deployment <- function(x, ...) {
     "unchanged (runtime spec already built)"
   }
   c(
-    sprintf("<serverless_deployment> %s", x$name),
+    cli::style_bold(sprintf("<serverless_deployment> %s", x$name)),
     sprintf("  model:    version %s (sha256 %s)", x$model_version, substr(x$model_sha256, 1, 16)),
     sprintf("  image:    %s", x$image),
     if (!is.null(built)) sprintf("            %s", built),
@@ -98,10 +98,13 @@ print.serverless_deployment <- function(x, ...) {
 format.serverless_plan <- function(x, ...) {
   items <- x$items
   counts <- table(factor(items$action, levels = c("create", "update", "delete", "unchanged")))
-  header <- sprintf("<serverless_plan> %s: %s", x$what,
-                    paste(counts, names(counts), collapse = ", "))
+  header <- cli::style_bold(sprintf("<serverless_plan> %s: %s", x$what,
+                                    paste(counts, names(counts), collapse = ", ")))
   marks <- c(create = "+", update = "~", delete = "-", unchanged = "=")
-  c(header, sprintf("  %s %-9s %-15s %s", marks[items$action], items$action, items$kind, items$id))
+  colour <- list(create = cli::col_green, update = cli::col_yellow, delete = cli::col_red,
+                 unchanged = cli::col_grey)
+  lines <- sprintf("  %s %-9s %-15s %s", marks[items$action], items$action, items$kind, items$id)
+  c(header, vapply(seq_along(lines), function(i) colour[[items$action[i]]](lines[i]), ""))
 }
 
 #' @export
@@ -116,7 +119,7 @@ format.serverless_run <- function(x, ...) {
   secs <- sum(s$duration_s, na.rm = TRUE)
   cost <- aci_rough_cost(secs, x$cpu, x$memory_gb)
   c(
-    sprintf("<serverless_run> %s of %s (model %s)", x$run_id, x$deployment, x$model_version),
+    cli::style_bold(sprintf("<serverless_run> %s of %s (model %s)", x$run_id, x$deployment, x$model_version)),
     if (!is.null(x$schedule)) sprintf("  schedule: %s, status %s%s", x$schedule, x$status,
                                       if (!is.null(x$error)) paste0(": ", x$error) else ""),
     sprintf("  output: %s", x$output),
@@ -125,7 +128,7 @@ format.serverless_run <- function(x, ...) {
             ifelse(is.na(s$rows), "-", format(s$rows, big.mark = ",")),
             s$duration_s,
             ifelse(is.na(s$inputs), "", sprintf("  %d input%s", s$inputs, ifelse(s$inputs == 1, "", "s")))),
-    sprintf("  %d/%d shards succeeded; %.0f container-seconds, about $%.5f (ACI, %s cpu, %s GB)",
+    sprintf("  %d/%d shards succeeded; %.1f container-seconds, about $%.5f (ACI East US, %s cpu, %s GB)",
             sum(s$state == "Succeeded"), nrow(s), secs, cost, format(x$cpu), format(x$memory_gb))
   )
 }
@@ -136,9 +139,10 @@ print.serverless_run <- function(x, ...) {
   invisible(x)
 }
 
-# Until estimate_cost() exists: ACI pay-as-you-go Linux, East US (reference prices, 2026).
+# What a run's containers cost at the built-in East US prices (estimate_cost() for more).
 aci_rough_cost <- function(secs, cpu, memory_gb) {
-  secs * (cpu * 0.00001125 + memory_gb * 0.00000124)
+  p <- builtin_prices("eastus")
+  secs * (cpu * p$aci_vcpu_second + memory_gb * p$aci_gb_second)
 }
 
 #' @export
@@ -152,7 +156,7 @@ format.serverless_schedule <- function(x, ...) {
     sprintf("  trigger:  each blob added to %s (polled every minute)", x$input)
   }
   c(
-    sprintf("<serverless_schedule> %s: deployment %s (model %s)", x$name, x$deployment, x$model_version),
+    cli::style_bold(sprintf("<serverless_schedule> %s: deployment %s (model %s)", x$name, x$deployment, x$model_version)),
     when,
     sprintf("  each run: %d container group%s (%s CPU, %s GB) scoring %s -> %s",
             x$shards, if (x$shards == 1) "" else "s", format(x$cpu), format(x$memory_gb),
@@ -179,4 +183,55 @@ print.serverless_logs <- function(x, ...) {
     cat(if (is.na(x[[i]])) "(no logs)" else unclass(x)[[i]], "\n", sep = "")
   }
   invisible(x)
+}
+
+# summary(): the object as a one-row (or per-item) data frame, for tables and tests.
+# Like print, none shows a secret.
+
+#' @export
+summary.serverless_target <- function(object, ...) {
+  data.frame(kind = object$kind, subscription = object$subscription %||% NA_character_,
+             resource_group = object$resource_group %||% NA_character_,
+             location = object$location %||% NA_character_,
+             storage = object$blob_endpoint, container = object$container,
+             auth = target_auth_label(object))
+}
+
+#' @export
+summary.serverless_credential <- function(object, ...) {
+  data.frame(type = object$type, tenant = object$tenant %||% NA_character_,
+             client_id = object$client_id %||% NA_character_,
+             secret = if (is.null(object$secrets$client_secret)) "none" else "<hidden>")
+}
+
+#' @export
+summary.serverless_deployment <- function(object, ...) {
+  data.frame(name = object$name, model_version = object$model_version, image = object$image,
+             cpu = object$cpu, memory_gb = object$memory_gb, updated = object$updated)
+}
+
+#' @export
+summary.serverless_plan <- function(object, ...) {
+  items <- object$items
+  counts <- table(kind = items$kind,
+                  action = factor(items$action, levels = c("create", "update", "delete", "unchanged")))
+  out <- as.data.frame.matrix(counts)
+  cbind(kind = rownames(out), out, row.names = NULL)
+}
+
+#' @export
+summary.serverless_run <- function(object, ...) {
+  s <- object$shards
+  s$cost <- aci_rough_cost(s$duration_s, object$cpu, object$memory_gb)
+  s
+}
+
+#' @export
+summary.serverless_schedule <- function(object, ...) {
+  next_run <- if (object$trigger == "schedule") next_runs(object$recurrence, object$time_zone, n = 1)
+              else as.POSIXct(NA)
+  data.frame(name = object$name, deployment = object$deployment, trigger = object$trigger,
+             cron = object$cron %||% NA_character_, time_zone = object$time_zone,
+             next_run = next_run, shards = object$shards, connector = object$connector,
+             input = object$input, output = object$output)
 }
