@@ -47,7 +47,7 @@ wrappers: check
 
 check: setup
 	rm -rf $(BUILD)/check && mkdir -p $(BUILD)/check
-	cd $(BUILD)/check && R CMD build --no-build-vignettes $(CURDIR) && \
+	cd $(BUILD)/check && R CMD build $(CURDIR) && \
 	  _R_CHECK_FORCE_SUGGESTS_=true R CMD check --no-manual $(TARBALL)
 	Rscript tools/check-result.R $(BUILD)/check/serveRless.Rcheck
 

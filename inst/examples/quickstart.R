@@ -43,6 +43,18 @@ main <- function() {
   dep2 <- deploy_model(glm_fit, "transmission", target)
   print(dep2)
 
+  cat("\n== A random forest: its packages differ, so it gets its own runtime image\n")
+  set.seed(1)
+  rf_fit <- randomForest::randomForest(mpg ~ wt + hp + qsec, data = mtcars, ntree = 100)
+  dep3 <- deploy_model(rf_fit, "mpg-forest", target)
+  print(dep3)
+  rf_run <- score_now(dep3, newdata = mtcars[, c("wt", "hp", "qsec")])
+  rf_preds <- read_predictions(rf_run)
+  print(head(rf_preds), row.names = FALSE)
+  rf_same <- isTRUE(all.equal(rf_preds$.pred, unname(predict(rf_fit, mtcars))))
+  cat("\nForest scored remotely, equal to predict():", rf_same, "\n")
+  if (!rf_same) stop("forest predictions differ")
+
   cat("\n== Score a data frame on container instances\n")
   run <- score_now(dep, newdata = mtcars[, c("wt", "hp")])
   print(run)
@@ -82,9 +94,17 @@ main <- function() {
   if (sum(runs$status == "Succeeded") < 2) stop("no scheduled run finished in time")
   print(scoring_logs(sch, run_id = runs$run_id[1]))
 
+  cat("\n== What this schedule would cost in Azure (East US prices, measured run time)\n")
+  prices <- fetch_prices("eastus", target)  # the local Azure's copy of the Retail Prices API
+  print(estimate_cost(sch, prices = prices))
+  cat("\n...and the same schedule daily at 03:00 instead of every minute:\n")
+  print(estimate_cost(list(cpu = sch$cpu, memory_gb = sch$memory_gb, shards = sch$shards,
+                           duration_s = 600, schedule = "0 3 * * *"), prices = prices))
+
   cat("\n== Tear down: remove everything tagged for the deployments\n")
   undeploy("mpg", target)
   undeploy("transmission", target)
+  undeploy("mpg-forest", target)
   invisible(TRUE)
 }
 
