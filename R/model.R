@@ -182,6 +182,8 @@ drop_formula_envs <- function(x, depth = 0L) {
 
 # The input prototype: the predictor columns, zero rows. NULL when unknown.
 model_ptype <- function(model) {
+  # `$` on an atomic vector is an error; such a "model" is refused later, classed.
+  if (!is.list(model)) return(NULL)
   if (is.data.frame(model$model) && !is.null(model$terms)) {
     # lm, glm and friends keep their model frame.
     vars <- all.vars(stats::delete.response(model$terms))

@@ -57,6 +57,8 @@ test_that("the bad-input catalogue: classed, naming the value, saying what to do
     list(quote(store_model(fit, "mpg", off, ptype = 1)), "numeric", "zero rows is enough"),
     list(quote(store_model(fit, "mpg", off, packages = "notapkg123")), "notapkg123", "install"),
     list(quote(deploy_model(orphan, "orphan", off)), "orphanmodel", "predict_fun"),
+    # a string where the model should be (a slip of the addin user's hand, say)
+    list(quote(deploy_model("fit", "mpg", off)), "character", "predict_fun"),
     # sizes
     list(quote(deploy_model(fit, "mpg", off, cpu = 5)), "5", "at most 4|between|from"),
     list(quote(deploy_model(fit, "mpg", off, cpu = 0.5)), "0.5", "between 1 and 4"),

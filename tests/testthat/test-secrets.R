@@ -33,10 +33,12 @@ test_that("objects built from real-looking secrets show none of them, nor do the
     az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope", "acct",
               blob_endpoint = closed, storage_token = token)
   )
-  shown <- c(capture.output(print(cred)), format(cred), capture.output(str(cred)))
+  shown <- c(capture.output(print(cred)), format(cred), capture.output(str(cred)),
+             capture.output(print(summary(cred))))
   expect_no_secret(shown, secrets, "the credential")
   for (t in targets) {
-    shown <- c(capture.output(print(t)), format(t), capture.output(str(t)))
+    shown <- c(capture.output(print(t)), format(t), capture.output(str(t)),
+               capture.output(print(summary(t))))
     expect_no_secret(shown, secrets, "a target")
     # An error from a call that fails (nothing listens) does not carry the secret.
     err <- tryCatch(blob_list(t, "serverless/"), error = function(e) e)
@@ -56,12 +58,14 @@ test_that("the journal, plans, rendered workflows, container environments and lo
   expect_true(all(nchar(secrets) > 10))
   fit <- lm(mpg ~ wt + hp, data = mtcars)
   plan <- suppressMessages(deploy_model(fit, "mpg", target, dry_run = TRUE))
-  expect_no_secret(capture.output(print(plan)), secrets, "a deploy plan")
+  expect_no_secret(c(capture.output(print(plan)), capture.output(print(summary(plan)))), secrets, "a deploy plan")
   dep <- suppressMessages(deploy_model(fit, "mpg", target))
-  expect_no_secret(c(capture.output(print(dep)), capture.output(str(unclass(dep)[c("name", "image", "record")]))),
+  expect_no_secret(c(capture.output(print(dep)), capture.output(print(summary(dep))),
+                     capture.output(str(unclass(dep)[c("name", "image", "record")]))),
                    secrets, "a deployment")
   run <- suppressMessages(score_now(dep, newdata = mtcars[, c("wt", "hp")]))
-  expect_no_secret(c(capture.output(print(run)), scoring_logs(run)), secrets, "a run and its logs")
+  expect_no_secret(c(capture.output(print(run)), capture.output(print(summary(run))), scoring_logs(run)),
+                   secrets, "a run and its logs")
   f <- withr::local_tempfile(fileext = ".csv")
   utils::write.csv(mtcars[, c("wt", "hp")], f, row.names = FALSE)
   blob_upload(target, f, "serverless/in/cars.csv")
@@ -73,7 +77,9 @@ test_that("the journal, plans, rendered workflows, container environments and lo
   sch <- suppressMessages(schedule_scoring(dep, "serverless/in/*.csv", "serverless/out/",
                                            schedule = "0 3 * * *", poll_seconds = 1))
   srun <- trigger_now(sch)
-  expect_no_secret(c(capture.output(print(sch)), capture.output(print(srun)), scoring_logs(sch)),
+  expect_no_secret(c(capture.output(print(sch)), capture.output(print(summary(sch))),
+                     capture.output(print(srun)), scoring_logs(sch),
+                     capture.output(print(estimate_cost(sch, region = "eastus")))),
                    secrets, "a schedule, its run and logs in Blob")
 
   j <- local_azure_journal(target)
