@@ -138,161 +138,75 @@ fn split_outside_quotes<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
     parts
 }
 
+/// One meter's row: service, product, sku, ARM sku, meter, unit, price, free units.
+struct Row<'a>(
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    f64,
+    f64,
+);
+
 /// The rows: East US and Sweden Central, as the real API spells them.
+#[rustfmt::skip] // a table reads better one row a line
 fn catalogue() -> Vec<Value> {
     let mut rows = Vec::new();
-    let mut row = |region: &str,
-                   service: &str,
-                   product: &str,
-                   sku: &str,
-                   arm_sku: &str,
-                   meter: &str,
-                   unit: &str,
-                   price: f64,
-                   tier: f64| {
-        rows.push(json!({
-            "currencyCode": "USD",
-            "tierMinimumUnits": tier,
-            "retailPrice": price,
-            "unitPrice": price,
-            "armRegionName": region,
-            "location": region,
-            "effectiveStartDate": "2025-01-01T00:00:00Z",
-            "meterName": meter,
-            "productName": product,
-            "skuName": sku,
-            "armSkuName": arm_sku,
-            "serviceName": service,
-            "unitOfMeasure": unit,
-            "type": "Consumption",
-            "isPrimaryMeterRegion": true,
-        }));
-    };
-    for (region, vcpu_hour, gb_hour) in [
-        ("eastus", 0.0405, 0.00445),
-        ("swedencentral", 0.0466, 0.00511),
-    ] {
-        let aci = "Container Instances";
-        row(
-            region,
-            aci,
-            aci,
-            "Standard",
-            "",
-            "Standard vCPU Duration",
-            "1 Hour",
-            vcpu_hour,
-            0.0,
-        );
-        // Memory as 100 GB-second units, as some regions list it.
-        row(
-            region,
-            aci,
-            aci,
-            "Standard",
-            "",
-            "Standard Memory Duration",
-            "100 GB Seconds",
-            gb_hour / 36.0,
-            0.0,
-        );
-        row(
-            region,
-            aci,
-            "Container Instances Windows",
-            "Standard",
-            "",
-            "Standard Windows Software Duration",
-            "1 Second",
-            0.000012,
-            0.0,
-        );
-        let la = "Logic Apps";
-        row(
-            region,
-            la,
-            la,
-            "Consumption",
-            "",
-            "Consumption Built-in Actions",
-            "1",
-            0.0,
-            0.0,
-        );
-        row(
-            region,
-            la,
-            la,
-            "Consumption",
-            "",
-            "Consumption Built-in Actions",
-            "1",
-            0.000025,
-            4000.0,
-        );
-        row(
-            region,
-            la,
-            la,
-            "Consumption",
-            "",
-            "Consumption Standard Connector Actions",
-            "10K",
-            1.25,
-            0.0,
-        );
-        row(
-            region,
-            la,
-            la,
-            "Consumption",
-            "",
-            "Consumption Enterprise Connector Actions",
-            "1",
-            0.001,
-            0.0,
-        );
+    let (aci, la, vm) = ("Container Instances", "Logic Apps", "Virtual Machines");
+    for (region, vcpu_hour, gb_hour) in [("eastus", 0.0405, 0.00445), ("swedencentral", 0.0466, 0.00511)] {
+        let meters = [
+            Row(aci, aci, "Standard", "", "Standard vCPU Duration", "1 Hour", vcpu_hour, 0.0),
+            // Memory in 100 GB-second units, as some regions list it.
+            Row(aci, aci, "Standard", "", "Standard Memory Duration", "100 GB Seconds", gb_hour / 36.0, 0.0),
+            Row(aci, "Container Instances Windows", "Standard", "", "Standard Windows Software Duration", "1 Second", 0.000012, 0.0),
+            // Tiered: free up to 4,000 a month, then priced.
+            Row(la, la, "Consumption", "", "Consumption Built-in Actions", "1", 0.0, 0.0),
+            Row(la, la, "Consumption", "", "Consumption Built-in Actions", "1", 0.000025, 4000.0),
+            Row(la, la, "Consumption", "", "Consumption Standard Connector Actions", "10K", 1.25, 0.0),
+            Row(la, la, "Consumption", "", "Consumption Enterprise Connector Actions", "1", 0.001, 0.0),
+        ];
+        rows.extend(meters.iter().map(|m| item(region, m)));
     }
-    let vm = "Virtual Machines";
-    for (sku, price) in [
-        ("B1s", 0.0104),
-        ("B1ms", 0.0207),
-        ("B2s", 0.0416),
-        ("D2s v5", 0.096),
-    ] {
+    for (sku, price) in [("B1s", 0.0104), ("B1ms", 0.0207), ("B2s", 0.0416), ("D2s v5", 0.096)] {
         let arm = format!("Standard_{}", sku.replace(' ', "_"));
-        let series = if sku.starts_with('B') {
-            "BS Series"
-        } else {
-            "Dsv5 Series"
-        };
-        let linux = format!("{vm} {series}");
-        let windows = format!("{vm} {series} Windows");
-        row("eastus", vm, &linux, sku, &arm, sku, "1 Hour", price, 0.0);
-        row(
-            "eastus",
-            vm,
-            &windows,
-            sku,
-            &arm,
-            sku,
-            "1 Hour",
-            price * 1.6,
-            0.0,
-        );
-        row(
-            "eastus",
-            vm,
-            &linux,
-            &format!("{sku} Spot"),
-            &arm,
-            &format!("{sku} Spot"),
-            "1 Hour",
-            price * 0.2,
-            0.0,
-        );
+        let series = if sku.starts_with('B') { "BS Series" } else { "Dsv5 Series" };
+        let (linux, windows) = (format!("{vm} {series}"), format!("{vm} {series} Windows"));
+        let spot = format!("{sku} Spot");
+        // The Linux row, and the Windows and Spot rows a client must leave out.
+        for m in [
+            Row(vm, &linux, sku, &arm, sku, "1 Hour", price, 0.0),
+            Row(vm, &windows, sku, &arm, sku, "1 Hour", price * 1.6, 0.0),
+            Row(vm, &linux, &spot, &arm, &spot, "1 Hour", price * 0.2, 0.0),
+        ] {
+            rows.push(item("eastus", &m));
+        }
     }
     rows
+}
+
+fn item(
+    region: &str,
+    Row(service, product, sku, arm_sku, meter, unit, price, tier): &Row,
+) -> Value {
+    json!({
+        "currencyCode": "USD",
+        "tierMinimumUnits": tier,
+        "retailPrice": price,
+        "unitPrice": price,
+        "armRegionName": region,
+        "location": region,
+        "effectiveStartDate": "2025-01-01T00:00:00Z",
+        "meterName": meter,
+        "productName": product,
+        "skuName": sku,
+        "armSkuName": arm_sku,
+        "serviceName": service,
+        "unitOfMeasure": unit,
+        "type": "Consumption",
+        "isPrimaryMeterRegion": true,
+    })
 }
 
 #[cfg(test)]
