@@ -8,6 +8,18 @@ fn snapshot(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Two shards of 1 vCPU and 1.5 GB: the shape most cases use.
+fn request(duration_s: f64, runs_per_month: Option<f64>, workflow: Option<Value>) -> CostRequest {
+    CostRequest {
+        cpu: 1.0,
+        memory_gb: 1.5,
+        duration_s,
+        shards: 2.0,
+        runs_per_month,
+        workflow,
+    }
+}
+
 fn close(a: f64, b: f64) {
     assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} != {b}");
 }
@@ -31,14 +43,7 @@ fn container_instances_only_by_hand() {
     // 1 * 600 * 2 = 1200 vCPU-s at 0.0405/3600 = 0.0135
     // 1.5 * 600 * 2 = 1800 GB-s at 0.00445/3600 = 0.002225
     let p = builtin_prices("eastus").unwrap();
-    let req = CostRequest {
-        cpu: 1.0,
-        memory_gb: 1.5,
-        duration_s: 600.0,
-        shards: 2.0,
-        runs_per_month: Some(30.0),
-        workflow: None,
-    };
+    let req = request(600.0, Some(30.0), None);
     let e = estimate(&req, &p).unwrap();
     close(e.per_run.aci_vcpu_seconds, 1200.0);
     close(e.per_run.aci_gb_seconds, 1800.0);
@@ -90,14 +95,7 @@ fn http_schedule_actions_by_hand() {
     close(t.runs_per_month.unwrap(), 730.0 / 168.0 * 5.0); // 21.73 weekdays a month
 
     let p = builtin_prices("eastus").unwrap();
-    let req = CostRequest {
-        cpu: 1.0,
-        memory_gb: 1.5,
-        duration_s: 60.0,
-        shards: 2.0,
-        runs_per_month: None,
-        workflow: Some(w),
-    };
+    let req = request(60.0, None, Some(w));
     let e = estimate(&req, &p).unwrap();
     close(e.per_run.builtin_actions, 44.0); // 43 + the Recurrence firing
     close(e.per_run.logic_cost, 44.0 * 0.000025); // 0.0011
@@ -135,14 +133,7 @@ fn aci_connector_blob_trigger_by_hand() {
     assert_eq!(t.runs_per_month, None);
 
     let p = builtin_prices("eastus").unwrap();
-    let req = CostRequest {
-        cpu: 1.0,
-        memory_gb: 1.5,
-        duration_s: 60.0,
-        shards: 2.0,
-        runs_per_month: Some(10.0),
-        workflow: Some(w.clone()),
-    };
+    let req = request(60.0, Some(10.0), Some(w.clone()));
     let e = estimate(&req, &p).unwrap();
     close(e.fixed_per_month, 43_800.0 * 0.000125); // 5.475
     close(e.per_run.logic_cost, 25.0 * 0.000025 + 18.0 * 0.000125); // 0.002875
