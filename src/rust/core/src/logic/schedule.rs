@@ -689,11 +689,14 @@ pub async fn delete(arm: &ArmClient, workflow: &str) -> Result<Vec<String>> {
     // Stop new runs first.
     let _ = set_enabled(arm, workflow, false).await;
     if let Some(principal) = wf["identity"]["principalId"].as_str() {
-        let sub = workflow.split('/').take(3).collect::<Vec<_>>().join("/");
+        // Listed at the resource group (which holds every scope `apply` granted on,
+        // and returns assignments below it too): Reader there is enough, where a
+        // subscription-wide list needs rights over the whole subscription.
+        let group = workflow.split('/').take(5).collect::<Vec<_>>().join("/");
         let list = arm
             .get(
                 &format!(
-                    "{sub}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{principal}'"
+                    "{group}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{principal}'"
                 ),
                 api::AUTHORIZATION,
             )
