@@ -296,8 +296,7 @@ format.serverless_cost <- function(x, ...) {
     sprintf("  %g shard%s x %g vCPU, %g GB, %s s%s; %s runs a month%s",
             i$shards, if (i$shards == 1) "" else "s", i$cpu, i$memory_gb,
             count_label(i$duration_s), mark("duration_s"), count_label(i$runs_per_month),
-            if ("runs_per_month" %in% i$assumed) " (assumed)"
-            else if (i$scheduled && is.null(x$call_runs)) "" else ""),
+            mark("runs_per_month")),
     cli::col_grey(sprintf("  %-24s %14s %11s %11s", "", "a run", "per run", "per month")),
     row(c("ACI vCPU", "ACI memory", "Logic App built-in", "Logic App connector")[s$row],
         s$per_run, s$unit,
