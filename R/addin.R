@@ -295,6 +295,9 @@ with_gadget_progress <- function(message, state, expr) {
       value <<- value + (1 - value) / 5 # the number of steps is not known in advance
       shiny::setProgress(value = value, detail = utils::tail(lines, 1))
       invokeRestart("muffleMessage")
+    }, serverless_log_lines = function(l) {
+      state$log <- c(state$log, l$lines)
+      shiny::setProgress(value = value, detail = utils::tail(l$lines, 1))
     })
   })
 }

@@ -56,6 +56,8 @@ rust_result <- function(res, call = rlang::caller_env()) {
 rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
   bar <- NULL
   status <- ""
+  log_status <- NULL
+  on.exit(if (!is.null(log_status)) try(cli::cli_status_clear(id = log_status), silent = TRUE), add = TRUE)
   # Closed here, not by cli's auto-close: an interrupt may land inside cli's own code.
   on.exit(if (!is.null(bar)) try(cli::cli_progress_done(id = bar), silent = TRUE), add = TRUE)
   res <- tryCatch(
@@ -68,7 +70,22 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
         p <- st$progress
         for (notice in p$notices) cli::cli_inform(c("!" = cli_escape(notice)))
         for (step in p$steps) cli::cli_inform(c("i" = cli_escape(step)))
-        if (length(p$log)) cli::cli_verbatim(unlist(p$log))
+        if (length(p$log)) {
+          # A remote log (an image build) is kept whole elsewhere (deploy_log()): here
+          # it is a one-line status, and a condition a caller (the addin) can collect.
+          lines <- unlist(p$log)
+          rlang::signal("", class = "serverless_log_lines", lines = lines)
+          if (isTRUE(getOption("serveRless.show_build_log"))) {
+            cli::cli_verbatim(lines)
+          } else if (cli::is_dynamic_tty()) {
+            last <- substr(cli_escape(lines[length(lines)]), 1, max(20, cli::console_width() - 4))
+            if (is.null(log_status)) {
+              log_status <- cli::cli_status(last, .auto_close = FALSE)
+            } else {
+              cli::cli_status_update(id = log_status, msg = last)
+            }
+          }
+        }
         if (p$total > 0) {
           if (!is.null(bar) && !identical(p$status, status)) {
             try(cli::cli_progress_done(id = bar), silent = TRUE) # a new phase

@@ -71,16 +71,23 @@ format_bytes <- function(n) {
 
 #' @export
 format.serverless_deployment <- function(x, ...) {
-  built <- if (isTRUE(x$built)) {
-    sprintf("built (ACR Tasks run %s, %.0f s)", x$build$run_id %||% "?", x$build$seconds %||% NA)
-  } else if (isFALSE(x$built)) {
-    "unchanged (runtime spec already built)"
+  built <- function(flag, build, unchanged) {
+    if (isTRUE(flag)) {
+      sprintf("built (ACR Tasks run %s, %.0f s, %s log lines: deploy_log())", build$run_id %||% "?",
+              build$seconds %||% NA, format(length(build$log)))
+    } else if (isFALSE(flag)) {
+      unchanged
+    }
   }
+  image <- built(x$built, x$build, "unchanged (runtime spec already built)")
+  base <- built(x$base_built, x$base_build, "unchanged (R and serveRless already built)")
   c(
     cli::style_bold(sprintf("<serverless_deployment> %s", x$name)),
     sprintf("  model:    version %s (sha256 %s)", x$model_version, substr(x$model_sha256, 1, 16)),
     sprintf("  image:    %s", x$image),
-    if (!is.null(built)) sprintf("            %s", built),
+    if (!is.null(image)) sprintf("            %s", image),
+    if (nzchar(x$base_image %||% "")) sprintf("  base:     %s", x$base_image),
+    if (!is.null(base)) sprintf("            %s", base),
     sprintf("  registry: %s", x$registry),
     sprintf("  runs on:  %s cpu, %s GB, as identity %s", format(x$cpu), format(x$memory_gb),
             basename(x$identity)),

@@ -15,6 +15,12 @@ journal_calls <- function(target, pattern, method = NULL) {
   j[hit, , drop = FALSE]
 }
 
+# The images the journal's ACR Tasks builds asked for ("serverless-base:<hash>", ...).
+built_images <- function(target) {
+  runs <- journal_calls(target, "/scheduleRun$", "POST")
+  vapply(runs$body, function(b) jsonlite::fromJSON(b)$imageNames[[1]], "", USE.NAMES = FALSE)
+}
+
 writes <- function(journal) {
   journal[journal$method %in% c("PUT", "PATCH", "DELETE") |
             grepl("scheduleRun|listBuildSourceUploadUrl|/cancel$", journal$path), , drop = FALSE]
@@ -27,16 +33,20 @@ test_that("a runtime image is built once per spec and shared by models that need
   dep1 <- deploy_model(fits$lm, "mpg", target)
   expect_s3_class(dep1, "serverless_deployment")
   expect_true(dep1$built)
-  expect_equal(nrow(journal_calls(target, "/scheduleRun$", "POST")), 1)
+  expect_true(dep1$base_built)
+  # The base (R + serveRless) first, then the runtime image FROM it.
+  expect_equal(built_images(target), c(sub("^[^/]+/", "", dep1$base_image), sub("^[^/]+/", "", dep1$image)))
   expect_match(dep1$image, "/serverless-runtime:[0-9a-f]{16}$")
+  expect_match(dep1$base_image, "/serverless-base:[0-9a-f]{16}$")
   expect_identical(get_deployment("mpg", target)$image, dep1$image)
   expect_identical(get_deployment("mpg", target)$model_version, dep1$model_version)
 
   # glm needs only stats, like lm: same spec, same image, no build.
   dep2 <- deploy_model(fits$glm, "transmission", target)
   expect_false(dep2$built)
+  expect_false(dep2$base_built)
   expect_identical(dep2$image, dep1$image)
-  expect_equal(nrow(journal_calls(target, "/scheduleRun$", "POST")), 1)
+  expect_equal(nrow(journal_calls(target, "/scheduleRun$", "POST")), 2)
 
   # A new version of an existing deployment: no build either.
   refit <- stats::lm(mpg ~ wt + hp + qsec, data = fits$data)
@@ -44,7 +54,7 @@ test_that("a runtime image is built once per spec and shared by models that need
   expect_false(dep3$built)
   expect_false(identical(dep3$model_version, dep1$model_version))
   expect_identical(get_deployment("mpg", target)$model_version, dep3$model_version)
-  expect_equal(nrow(journal_calls(target, "/scheduleRun$", "POST")), 1)
+  expect_equal(nrow(journal_calls(target, "/scheduleRun$", "POST")), 2)
 
   # The identity and its two role assignments were created once, whatever the count.
   expect_equal(nrow(journal_calls(target, "userAssignedIdentities/[^/]+$", "PUT")), 1)
@@ -53,22 +63,103 @@ test_that("a runtime image is built once per spec and shared by models that need
   expect_null(get_deployment("never-deployed", target))
 })
 
-test_that("a model needing another package gets its own image pinning that package", {
+test_that("a model needing another package gets its own image on the same base, built once", {
   skip_if_not_installed("randomForest")
   target <- deploy_target()
   fits <- fit_models()
   lm_dep <- deploy_model(fits$lm, "mpg", target)
+  glm_dep <- deploy_model(fits$glm, "transmission", target)
   rf_dep <- deploy_model(fits$rf, "mpg-forest", target)
   expect_true(rf_dep$built)
+  expect_false(rf_dep$base_built)
   expect_false(identical(rf_dep$image, lm_dep$image))
+  expect_identical(rf_dep$base_image, lm_dep$base_image)
   version <- utils::packageDescription("randomForest")$Version
   expect_match(rf_dep$dockerfile, paste0("\n    randomForest==", version, " \\\\\n"))
   expect_false(grepl("randomForest", lm_dep$dockerfile))
-  expect_equal(nrow(journal_calls(target, "/scheduleRun$", "POST")), 2)
-  pinned <- vapply(rf_dep$record$spec$packages, function(p) p$name, "")
-  expect_true(all(c("randomForest", "cli", "rlang", "processx") %in% pinned))
+  # Three deploys: one base build, two runtime images (the glm shares the lm's).
+  images <- built_images(target)
+  expect_equal(sum(grepl("^serverless-base:", images)), 1)
+  expect_equal(sum(grepl("^serverless-runtime:", images)), 2)
+  expect_identical(glm_dep$image, lm_dep$image)
+  # serveRless's own packages are in the base; the runtime image adds only the model's.
+  base_pins <- vapply(rf_dep$record$spec$base_packages, function(p) p$name, "")
+  model_pins <- vapply(rf_dep$record$spec$packages, function(p) p$name, "")
+  expect_true(all(c("cli", "rlang", "processx") %in% base_pins))
+  expect_identical(model_pins, "randomForest")
+  expect_false(grepl("processx==", rf_dep$dockerfile, fixed = TRUE))
   # Dependencies come before the packages that need them.
-  expect_lt(match("ps", pinned), match("processx", pinned))
+  expect_lt(match("ps", base_pins), match("processx", base_pins))
+})
+
+test_that("the default Dockerfiles build serveRless from the build context, never from a repository", {
+  target <- deploy_target()
+  dep <- deploy_model(fit_models()$lm, "mpg", target)
+  tarball <- dep$record$spec$serverless_tarball$file_name
+  expect_identical(tarball, sprintf("serveRless_%s.tar.gz", utils::packageVersion("serveRless")))
+  base <- dep$base_dockerfile
+  expect_match(base, sprintf("COPY %s /tmp/%s", tarball, tarball), fixed = TRUE)
+  expect_match(base, sprintf("echo \"%s  /tmp/%s\" | sha256sum -c -",
+                             dep$record$spec$serverless_tarball$sha256, tarball), fixed = TRUE)
+  expect_match(base, sprintf("R CMD INSTALL --library=/opt/serverless-lib /tmp/%s", tarball), fixed = TRUE)
+  expect_false(grepl("serveRless\"", gsub("packageVersion\\(\"serveRless\"", "", base)))
+  expect_false(grepl("install.packages", base, fixed = TRUE))
+  # The kept source is the installed one: its sha256 matches the copy in the package.
+  kept <- system.file("serveRless-source", tarball, package = "serveRless")
+  sha <- strsplit(system2("sha256sum", shQuote(kept), stdout = TRUE), " ")[[1]][1]
+  expect_identical(dep$record$spec$serverless_tarball$sha256, sha)
+  # Packages come as Linux binaries of the base image's distribution.
+  expect_match(base, "https://packagemanager.posit.co/cran/__linux__/jammy/latest", fixed = TRUE)
+  # The runtime image is FROM the base and compiles nothing.
+  expect_match(dep$dockerfile, paste0("\nFROM ", dep$base_image, "\n"), fixed = TRUE)
+  for (rust in c("rustup", "cargo", "R CMD INSTALL", "serveRless_")) {
+    expect_false(grepl(rust, dep$dockerfile, fixed = TRUE))
+  }
+  # The local build checked the tarball it was given and installed serveRless from it.
+  log <- deploy_log(dep, base = TRUE)
+  expect_s3_class(log, "serverless_log")
+  expect_true(any(grepl(sprintf("/tmp/%s: OK", tarball), log, fixed = TRUE)))
+  expect_true(any(grepl("installing *source* package 'serveRless'", log, fixed = TRUE)))
+  expect_true(any(grepl("Run ID: .* was successful", log)))
+})
+
+test_that("build logs are a status line, kept whole, and readable from any deployment using the image", {
+  target <- deploy_target()
+  fits <- fit_models()
+  out <- character()
+  dep <- withCallingHandlers(
+    serveRless::deploy_model(fits$lm, "mpg", target),
+    message = function(m) {
+      out <<- c(out, conditionMessage(m))
+      invokeRestart("muffleMessage")
+    }
+  )
+  printed <- capture.output(suppressMessages(
+    dep2 <- serveRless::deploy_model(fits$glm, "transmission", target)
+  ), type = "output")
+  # The steps are announced; the log itself is not printed (this session is not a terminal).
+  expect_true(any(grepl("building serverless-base:", out, fixed = TRUE)))
+  expect_false(any(grepl("Step 1/", out, fixed = TRUE)))
+  expect_length(printed, 0)
+  # Callers (the addin) collect the lines from a condition; an option prints them.
+  collected <- character()
+  shown <- character()
+  withr::with_options(list(serveRless.show_build_log = TRUE), withCallingHandlers(
+    serveRless::deploy_model(fits$lm, "mpg-again", local_azure()),
+    serverless_log_lines = function(l) collected <<- c(collected, l$lines),
+    message = function(m) {
+      shown <<- c(shown, conditionMessage(m))
+      invokeRestart("muffleMessage")
+    }
+  ))
+  expect_true(any(grepl("Step 1/", collected, fixed = TRUE)))
+  expect_true(any(grepl("Step 1/", shown, fixed = TRUE)))
+  # The deploy that built the image and a later one that reused it read the same log.
+  log <- deploy_log(dep)
+  expect_true(any(grepl(sprintf("Successfully pushed image: %s", dep$image), log, fixed = TRUE)))
+  expect_identical(deploy_log(get_deployment("transmission", target)), log)
+  expect_output(print(dep), "deploy_log()", fixed = TRUE)
+  expect_error(deploy_log(list()), class = "serverless_error_input")
 })
 
 test_that("dry_run writes nothing and plans exactly what the real run does", {
@@ -80,7 +171,7 @@ test_that("dry_run writes nothing and plans exactly what the real run does", {
   expect_equal(nrow(writes(local_azure_journal(target))), 0)
   expect_equal(nrow(blob_list(target, "serverless/")), 0)
   expect_setequal(plan$items$kind, c("model version", "identity", "registry", "role assignment",
-                                     "image", "blob"))
+                                     "base image", "image", "blob"))
   expect_true(all(plan$items$action == "create"))
 
   dep <- deploy_model(fits$lm, "mpg", target)
@@ -96,7 +187,7 @@ test_that("dry_run writes nothing and plans exactly what the real run does", {
   expect_equal(nrow(writes(after[-seq_len(nrow(before_journal)), ])), 0)
   expect_identical(blob_list(target, "serverless/")$path, before_blobs$path)
   actions <- stats::setNames(plan2$items$action, plan2$items$kind)
-  expect_equal(unname(actions[c("identity", "registry", "image")]), rep("unchanged", 3))
+  expect_equal(unname(actions[c("identity", "registry", "base image", "image")]), rep("unchanged", 4))
   expect_equal(unname(actions["model version"]), "create")
   expect_equal(unname(actions["blob"]), "update")
 
@@ -144,6 +235,45 @@ test_that("bad deploy input is refused before any network call, naming the value
   expect_error(deploy_model(fit, "mpg", offline, runtime = list()), class = "serverless_error_input")
   expect_error(runtime_options(serverless_tarball = "/no/such/serveRless.tar.gz"),
                class = "serverless_error_input")
+  # A tarball that is not serveRless, or not the installed version.
+  fake_package <- function(name, version) {
+    dir <- withr::local_tempdir(.local_envir = parent.frame())
+    dir.create(file.path(dir, name))
+    writeLines(c(paste("Package:", name), paste("Version:", version)), file.path(dir, name, "DESCRIPTION"))
+    file <- file.path(dir, sprintf("%s_%s.tar.gz", name, version))
+    withr::with_dir(dir, utils::tar(basename(file), name, compression = "gzip", tar = "internal"))
+    file
+  }
+  err <- expect_error(runtime_options(serverless_tarball = fake_package("other", "1.0")),
+                      class = "serverless_error_input")
+  expect_match(conditionMessage(err), "not a serveRless source tarball")
+  err <- expect_error(runtime_options(serverless_tarball = fake_package("serveRless", "9.9.9")),
+                      class = "serverless_error_input")
+  expect_match(conditionMessage(err), "9.9.9")
+  plain <- tempfile(fileext = ".tar.gz")
+  writeLines("not a tarball", plain)
+  expect_error(runtime_options(serverless_tarball = plain), class = "serverless_error_input")
+  # A base image without R, or of another R; a repository that is not http(s).
+  err <- expect_error(runtime_options(base_image = "ubuntu:22.04"), class = "serverless_error_input")
+  expect_match(conditionMessage(err), "not an image with R")
+  expect_s3_class(runtime_options(base_image = "ubuntu:22.04", base_has_r = TRUE),
+                  "serverless_runtime_options")
+  err <- expect_error(runtime_options(base_image = "rocker/r-ver:3.6.3"), class = "serverless_error_input")
+  expect_match(conditionMessage(err), "3.6")
+  for (repo in c("ftp://cran.example.org", "/srv/cran", "file:///srv/cran", "cran")) {
+    err <- expect_error(runtime_options(repo = repo), class = "serverless_error_input")
+    expect_match(conditionMessage(err), "http(s)", fixed = TRUE)
+  }
+  expect_error(runtime_options(snapshot = "yesterday"), class = "serverless_error_input")
+  expect_error(runtime_options(snapshot = "2024-02-30"), class = "serverless_error_input")
+  expect_error(runtime_options(repo = "https://cloud.r-project.org", snapshot = "2024-06-03"),
+               class = "serverless_error_input")
+  expect_error(runtime_options(distro = "Jammy Jellyfish"), class = "serverless_error_input")
+  # What the options derive.
+  expect_identical(runtime_options(snapshot = as.Date("2024-06-03"))$repo,
+                   "https://packagemanager.posit.co/cran/2024-06-03")
+  expect_identical(runtime_options(base_image = "rocker/r-ver:4.2.1")$distro, "jammy")
+  expect_null(runtime_options(base_image = "r-base:4.2.2")$distro)
   err <- expect_error(azurite_az_target(blob_endpoint = "http://127.0.0.1:9/devstoreaccount1",
                                         registry = "has-dashes"),
                       class = "serverless_error_input")
@@ -161,7 +291,8 @@ test_that("a taken registry name and a failing build are clear errors", {
 
   # An image reference Docker refuses (upper case) fails the build; the error has its log.
   err <- expect_error(
-    deploy_model(fit, "mpg", target, runtime = runtime_options(base_image = "Rocker/R-ver:4.2")),
+    deploy_model(fit, "mpg", target,
+                 runtime = runtime_options(base_image = "Rocker/R-ver:4.2.2", base_has_r = TRUE)),
     class = "serverless_error_azure"
   )
   expect_match(conditionMessage(err), "Rocker/R-ver", fixed = TRUE)

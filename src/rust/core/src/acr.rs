@@ -228,11 +228,33 @@ pub struct BuildOutcome {
     pub status: String,
     pub seconds: f64,
     pub context_bytes: u64,
+    /// The whole build log, redacted.
+    pub log: Vec<String>,
+}
+
+impl BuildOutcome {
+    /// A build that did not succeed is an Azure error carrying the log's tail.
+    pub fn succeeded(&self) -> Result<()> {
+        if self.status == "Succeeded" {
+            return Ok(());
+        }
+        let tail = &self.log[self.log.len().saturating_sub(LOG_TAIL_LINES)..];
+        Err(Error::azure(
+            200,
+            Some(format!("Build{}", self.status)),
+            format!(
+                "the image build (ACR Tasks run {}) ended {}. Last lines of its log:\n{}",
+                self.run_id,
+                self.status,
+                tail.join("\n")
+            ),
+        ))
+    }
 }
 
 /// Builds `image` (`repository:tag`) from a gzipped build context with ACR Tasks,
-/// streaming the build log to `progress`. A failed build is an Azure error carrying
-/// the log's tail.
+/// streaming the build log to `progress`. The outcome says whether the build
+/// succeeded ([`BuildOutcome::succeeded`]) and carries the whole log.
 pub async fn build_image(
     arm: &ArmClient,
     registry_path: &str,
@@ -339,19 +361,12 @@ pub async fn build_image(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    if status != "Succeeded" {
-        let tail = log.tail(LOG_TAIL_LINES);
-        return Err(Error::azure(
-            200,
-            Some(format!("Build{status}")),
-            format!("the image build (ACR Tasks run {run_id}) ended {status}. Last lines of its log:\n{tail}"),
-        ));
-    }
     Ok(BuildOutcome {
         run_id,
         status,
         seconds: started.elapsed().as_secs_f64(),
         context_bytes,
+        log: log.into_lines(),
     })
 }
 
@@ -416,12 +431,13 @@ impl LogFollower {
         Ok(())
     }
 
-    fn tail(&self, n: usize) -> String {
-        let mut lines: Vec<&str> = self.lines.iter().map(String::as_str).collect();
+    /// Every line, the unfinished last one included.
+    fn into_lines(mut self) -> Vec<String> {
         if !self.partial.is_empty() {
-            lines.push(self.partial.as_str());
+            let last = crate::error::redact(&self.partial);
+            self.lines.push(last);
         }
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        self.lines
     }
 }
 
@@ -440,13 +456,27 @@ mod tests {
     }
 
     #[test]
-    fn log_tail_keeps_the_last_lines() {
+    fn a_failed_build_carries_the_tail_of_its_whole_log() {
         let f = LogFollower {
             lines: (1..=30).map(|i| format!("line {i}")).collect(),
             partial: "partial".into(),
             ..Default::default()
         };
-        let tail = f.tail(3);
-        assert_eq!(tail, "line 29\nline 30\npartial");
+        let outcome = BuildOutcome {
+            run_id: "cb1".into(),
+            status: "Failed".into(),
+            seconds: 1.0,
+            context_bytes: 1,
+            log: f.into_lines(),
+        };
+        assert_eq!(outcome.log.len(), 31);
+        let e = outcome.succeeded().unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("BuildFailed"));
+        assert!(
+            e.message.ends_with("line 29\nline 30\npartial"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("line 7\n") && !e.message.contains("line 6\n"));
     }
 }

@@ -5,7 +5,10 @@
 //! Shared per target (created once, reused by every deployment): the registry, the
 //! scoring identity and its two role assignments (AcrPull on the registry, Storage Blob
 //! Data Contributor on the storage account). Per deployment: the model versions, the
-//! record `deployments/<name>.json`, and the image when its runtime spec is new.
+//! record `deployments/<name>.json`, and the images when their specs are new: the base
+//! image (R + serveRless, compiled once per R and serveRless source) and the runtime
+//! image `FROM` it with the model's packages. Build logs are kept in the container at
+//! `builds/<repository>/<tag>.log`.
 
 use crate::acr;
 use crate::arm::ArmClient;
@@ -15,7 +18,7 @@ use crate::identity::{self, roles, Identity};
 use crate::plan::{Action, Plan};
 use crate::progress::Progress;
 use crate::store::{self, Manifest};
-use crate::templates::{self, RuntimeSpec, RUNTIME_REPOSITORY};
+use crate::templates::{self, RuntimeSpec, BASE_REPOSITORY, RUNTIME_REPOSITORY};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -42,9 +45,10 @@ pub struct DeployRequest {
     pub memory_gb: f64,
     pub spec: RuntimeSpec,
     pub dockerfile_template: String,
+    pub base_dockerfile_template: String,
     pub install_script: String,
-    #[serde(default)]
-    pub serverless_tarball_path: Option<PathBuf>,
+    /// The serveRless source tarball (by default the one kept at install time).
+    pub serverless_tarball_path: PathBuf,
     pub bundle_path: PathBuf,
     #[serde(default)]
     pub meta: Value,
@@ -72,6 +76,9 @@ pub struct Deployment {
     pub registry: String,
     pub login_server: String,
     pub runtime_hash: String,
+    /// The base image the runtime image is `FROM` (empty in records written before).
+    #[serde(default)]
+    pub base_image: String,
     pub cpu: f64,
     pub memory_gb: f64,
     pub identity_id: String,
@@ -102,13 +109,22 @@ pub struct DeployOutcome {
     pub deployment: Deployment,
     pub plan: Plan,
     pub dry_run: bool,
-    /// True when an image was built (or would be, in a dry run).
+    /// True when the runtime image was built (or would be, in a dry run).
     pub built: bool,
     pub build: Option<acr::BuildOutcome>,
+    /// True when the base image was built (or would be).
+    pub base_built: bool,
+    pub base_build: Option<acr::BuildOutcome>,
     pub model_reused: bool,
     pub bytes_sent: u64,
     pub arm_calls: u64,
     pub dockerfile: String,
+    pub base_dockerfile: String,
+}
+
+/// Where a build's log is kept: `builds/<repository>/<tag>.log`.
+pub fn build_log_blob(repository: &str, tag: &str) -> String {
+    format!("builds/{repository}/{tag}.log")
 }
 
 pub fn deployment_blob(name: &str) -> String {
@@ -146,8 +162,16 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
+/// What `validate` works out before any network call.
+struct Checked {
+    registry: String,
+    base_hash: String,
+    hash: String,
+    base_dockerfile: String,
+}
+
 /// Everything checkable without the network, in one place.
-fn validate(req: &DeployRequest) -> Result<(String, String, String)> {
+fn validate(req: &DeployRequest) -> Result<Checked> {
     store::check_model_name(&req.name)?;
     check_resources(req.cpu, req.memory_gb)?;
     let registry = req
@@ -156,19 +180,50 @@ fn validate(req: &DeployRequest) -> Result<(String, String, String)> {
         .unwrap_or_else(|| acr::default_registry_name(&req.subscription, &req.resource_group));
     acr::check_registry_name(&registry)?;
     crate::aci::check_name("identity", &req.identity)?;
+    let base_hash = req
+        .spec
+        .base_hash(&[&req.base_dockerfile_template, &req.install_script]);
     let hash = req
         .spec
-        .hash(&[&req.dockerfile_template, &req.install_script]);
-    let dockerfile = templates::render_dockerfile(&req.dockerfile_template, &req.spec, &hash)?;
-    if let Some(path) = &req.serverless_tarball_path {
-        if !path.is_file() {
-            return Err(Error::input(format!(
-                "the serveRless source tarball `{}` does not exist",
-                path.display()
-            )));
-        }
+        .hash(&base_hash, &[&req.dockerfile_template, &req.install_script]);
+    let base_dockerfile =
+        templates::render_base_dockerfile(&req.base_dockerfile_template, &req.spec, &base_hash)?;
+    // The runtime Dockerfile names the registry's login server, known later; rendering
+    // it here with a stand-in catches template errors before any call.
+    templates::render_dockerfile(
+        &req.dockerfile_template,
+        &req.spec,
+        &hash,
+        "registry.invalid/base:x",
+        &base_hash,
+    )?;
+    let path = &req.serverless_tarball_path;
+    if !path.is_file() {
+        return Err(Error::input(format!(
+            "the serveRless source tarball `{}` does not exist",
+            path.display()
+        )));
     }
-    Ok((hash, dockerfile, registry))
+    // The tarball is what the spec (and so the base's tag) says it is.
+    let expected = req
+        .spec
+        .serverless_tarball
+        .as_ref()
+        .map(|t| t.sha256.as_str());
+    let actual = templates::file_sha256(path)?;
+    if expected != Some(actual.as_str()) {
+        return Err(Error::integrity(format!(
+            "the serveRless source tarball `{}` has sha256 {actual}, not the {} recorded for it",
+            path.display(),
+            expected.unwrap_or("(none)")
+        )));
+    }
+    Ok(Checked {
+        registry,
+        base_hash,
+        hash,
+        base_dockerfile,
+    })
 }
 
 pub async fn deploy(
@@ -177,7 +232,12 @@ pub async fn deploy(
     req: &DeployRequest,
     progress: &Progress,
 ) -> Result<DeployOutcome> {
-    let (hash, dockerfile, registry_name) = validate(req)?;
+    let Checked {
+        registry: registry_name,
+        base_hash,
+        hash,
+        base_dockerfile,
+    } = validate(req)?;
     let calls_before = arm.stats.calls.load(Ordering::Relaxed);
     let dry = req.dry_run;
     let mut plan = Plan::default();
@@ -353,45 +413,104 @@ pub async fn deploy(
         }
     }
 
-    // 5. The runtime image.
+    // 5. The images: the base (R + serveRless, compiled once), then the runtime image
+    //    FROM it with the model's packages. ACR Tasks pulls a base from the registry
+    //    the run belongs to with the run's own access ("Automate container image builds
+    //    when a base image is updated", Azure Container Registry docs).
     let login_server = registry
         .as_ref()
         .map(|r| r.login_server.clone())
         .unwrap_or_else(|| format!("{}.azurecr.io", registry_name.to_ascii_lowercase()));
+    let base_image = format!("{login_server}/{BASE_REPOSITORY}:{base_hash}");
     let image = format!("{login_server}/{RUNTIME_REPOSITORY}:{hash}");
-    let exists = match &registry {
-        Some(r) => acr::image_exists(arm, &r.login_server, RUNTIME_REPOSITORY, &hash).await?,
-        None => false,
+    let dockerfile = templates::render_dockerfile(
+        &req.dockerfile_template,
+        &req.spec,
+        &hash,
+        &base_image,
+        &base_hash,
+    )?;
+    let registry_ref = registry
+        .as_ref()
+        .map(|r| acr::registry_path(sub, rg, &r.name));
+    let tarball_name = req
+        .spec
+        .serverless_tarball
+        .as_ref()
+        .map(|t| t.file_name.clone())
+        .unwrap_or_default();
+    let base_files = || -> Result<Vec<(String, Vec<u8>)>> {
+        let tarball = std::fs::read(&req.serverless_tarball_path).map_err(|e| {
+            Error::io(
+                format!("reading `{}`", req.serverless_tarball_path.display()),
+                e,
+            )
+        })?;
+        Ok(vec![
+            (
+                "Dockerfile".to_string(),
+                base_dockerfile.as_bytes().to_vec(),
+            ),
+            (
+                "install-pinned.R".to_string(),
+                req.install_script.as_bytes().to_vec(),
+            ),
+            (tarball_name.clone(), tarball),
+        ])
     };
-    let mut build = None;
-    if exists {
-        plan.add("image", &image, Action::Unchanged, "runtime spec unchanged");
-    } else {
-        plan.add(
-            "image",
-            &image,
-            Action::Create,
-            format!(
-                "ACR Tasks build: R {}, {} pinned packages",
+    let (base_built, base_build) = ensure_image(
+        storage,
+        arm,
+        req,
+        &mut plan,
+        registry_ref.as_deref(),
+        &login_server,
+        ImageWork {
+            kind: "base image",
+            repository: BASE_REPOSITORY,
+            tag: &base_hash,
+            detail: format!(
+                "ACR Tasks build: R {}, serveRless {} compiled from its source, {} pinned packages",
                 req.spec.r_version,
+                req.spec.serverless_version,
+                req.spec.base_packages.len()
+            ),
+            unchanged: "R and serveRless unchanged",
+        },
+        base_files,
+        progress,
+    )
+    .await?;
+    let runtime_files = || -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(vec![
+            ("Dockerfile".to_string(), dockerfile.as_bytes().to_vec()),
+            (
+                "install-pinned.R".to_string(),
+                req.install_script.as_bytes().to_vec(),
+            ),
+        ])
+    };
+    let (built, build) = ensure_image(
+        storage,
+        arm,
+        req,
+        &mut plan,
+        registry_ref.as_deref(),
+        &login_server,
+        ImageWork {
+            kind: "image",
+            repository: RUNTIME_REPOSITORY,
+            tag: &hash,
+            detail: format!(
+                "ACR Tasks build on the base: {} pinned packages, no Rust",
                 req.spec.packages.len()
             ),
-        );
-        if let (false, Some(r)) = (dry, &registry) {
-            let context = build_context(req, &dockerfile)?;
-            build = Some(
-                acr::build_image(
-                    arm,
-                    &acr::registry_path(sub, rg, &r.name),
-                    context,
-                    &format!("{RUNTIME_REPOSITORY}:{hash}"),
-                    Duration::from_secs_f64(req.build_timeout_s.max(60.0)),
-                    progress,
-                )
-                .await?,
-            );
-        }
-    }
+            unchanged: "runtime spec unchanged",
+        },
+        runtime_files,
+        progress,
+    )
+    .await?;
 
     // 6. The deployment record, written last: it points at things that now exist.
     let blob = deployment_blob(&req.name);
@@ -409,6 +528,7 @@ pub async fn deploy(
         registry: registry_name.clone(),
         login_server,
         runtime_hash: hash,
+        base_image,
         cpu: req.cpu,
         memory_gb: req.memory_gb,
         identity_id: identity
@@ -454,12 +574,15 @@ pub async fn deploy(
         deployment,
         plan,
         dry_run: dry,
-        built: !exists,
+        built,
         build,
+        base_built,
+        base_build,
         model_reused,
         bytes_sent,
         arm_calls: arm.stats.calls.load(Ordering::Relaxed) - calls_before,
         dockerfile,
+        base_dockerfile,
     })
 }
 
@@ -467,22 +590,65 @@ fn model_id(req: &DeployRequest, version: &str) -> String {
     format!("{}/models/{}/{version}", req.container, req.name)
 }
 
-/// The files of the build context: the Dockerfile, the pinned installer and, when
-/// given, the serveRless source tarball.
-fn build_context(req: &DeployRequest, dockerfile: &str) -> Result<Vec<u8>> {
-    let mut files = vec![
-        ("Dockerfile".to_string(), dockerfile.as_bytes().to_vec()),
-        (
-            "install-pinned.R".to_string(),
-            req.install_script.as_bytes().to_vec(),
-        ),
-    ];
-    if let (Some(path), Some(t)) = (&req.serverless_tarball_path, &req.spec.serverless_tarball) {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::io(format!("reading `{}`", path.display()), e))?;
-        files.push((t.file_name.clone(), bytes));
+/// One image `ensure_image` looks after.
+struct ImageWork<'a> {
+    kind: &'static str,
+    repository: &'static str,
+    tag: &'a str,
+    detail: String,
+    unchanged: &'static str,
+}
+
+/// Plans an image and builds it when it is missing (and this is no dry run), keeping
+/// its build log in the container. Returns whether it is (or would be) built.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_image(
+    storage: &Storage,
+    arm: &ArmClient,
+    req: &DeployRequest,
+    plan: &mut Plan,
+    registry: Option<&str>,
+    login_server: &str,
+    work: ImageWork<'_>,
+    files: impl FnOnce() -> Result<Vec<(String, Vec<u8>)>>,
+    progress: &Progress,
+) -> Result<(bool, Option<acr::BuildOutcome>)> {
+    let reference = format!("{login_server}/{}:{}", work.repository, work.tag);
+    let exists = match registry {
+        Some(_) => acr::image_exists(arm, login_server, work.repository, work.tag).await?,
+        None => false,
+    };
+    if exists {
+        plan.add(work.kind, &reference, Action::Unchanged, work.unchanged);
+        return Ok((false, None));
     }
-    templates::context_tar_gz(&files)
+    plan.add(work.kind, &reference, Action::Create, work.detail);
+    let (false, Some(registry_path)) = (req.dry_run, registry) else {
+        return Ok((true, None));
+    };
+    let context = templates::context_tar_gz(&files()?)?;
+    let outcome = acr::build_image(
+        arm,
+        registry_path,
+        context,
+        &format!("{}:{}", work.repository, work.tag),
+        Duration::from_secs_f64(req.build_timeout_s.max(60.0)),
+        progress,
+    )
+    .await?;
+    // Kept whatever the outcome, so a failed build can be read in full.
+    let log = outcome.log.join("\n");
+    storage
+        .put_bytes(
+            &req.container,
+            &build_log_blob(work.repository, work.tag),
+            log.into_bytes(),
+            "text/plain; charset=utf-8",
+            false,
+        )
+        .await?;
+    outcome.succeeded()?;
+    Ok((true, Some(outcome)))
 }
 
 /// The deployment record of `name`, or `None`.

@@ -889,6 +889,22 @@ async fn execute(inner: Arc<Inner>, key: String, run_id: String, job: Job) {
     }
     let build_started = Instant::now();
     let libs = inner.config.r_library_paths.clone();
+    // What this registry holds, for FROMs of its own images.
+    let own_images: HashMap<(String, String), ImageConfig> = inner
+        .world()
+        .registries
+        .get(&key)
+        .map(|rt| {
+            rt.images
+                .iter()
+                .flat_map(|(repo, tags)| {
+                    tags.iter()
+                        .map(move |(tag, img)| ((repo.clone(), tag.clone()), img.config.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let own_registry = login_server.clone();
     let Job {
         source,
         dockerfile_path,
@@ -904,6 +920,8 @@ async fn execute(inner: Arc<Inner>, key: String, run_id: String, job: Job) {
             build_args: &build_args,
             target: target.as_deref(),
             r_library_paths: &libs,
+            own_registry: Some(&own_registry),
+            own_images: &own_images,
         })
     })
     .await;

@@ -1,8 +1,14 @@
 //! The "docker build" of ACR Tasks quick builds: reads the uploaded context, parses
-//! the Dockerfile and checks what a real build would trip over (unknown instructions,
-//! bad image references, missing COPY sources, R package pins the host cannot honour).
+//! the Dockerfile and checks what a real build would trip over that can be known
+//! without running it: unknown instructions, bad image references, a base image of
+//! its own registry that was never pushed, missing COPY sources, serveRless installed
+//! from a package repository (it is published in none), an `R CMD INSTALL` or
+//! `sha256sum -c` of a tarball the context does not hold as named, R package pins the
+//! host cannot honour, and pins a loopback repository's `PACKAGES` index lacks.
 //! Nothing is executed: the image is only its configuration, because the emulated
-//! containers run the host's programs (and R with the host's library).
+//! containers run the host's programs (and R with the host's library). What it cannot
+//! know: whether a public repository (CRAN, Posit Package Manager) has a version or a
+//! binary of it, whether system libraries suffice, and anything else a RUN step does.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -32,6 +38,10 @@ pub struct BuildInput<'a> {
     pub build_args: &'a [(String, String)],
     pub target: Option<&'a str>,
     pub r_library_paths: &'a [PathBuf],
+    /// The login server of the registry the build runs in, and the images it holds
+    /// (`(repository, tag)`): a `FROM` of this registry must name one of them.
+    pub own_registry: Option<&'a str>,
+    pub own_images: &'a HashMap<(String, String), ImageConfig>,
 }
 
 /// The outcome of a build, as log chunks (one per step) and maybe an image.
@@ -45,10 +55,12 @@ pub struct Build {
     pub image: Option<ImageConfig>,
 }
 
-/// Regular files and directories of the build context (normalised relative paths).
+/// Regular files and directories of the build context (normalised relative paths),
+/// and the bytes of its tarballs (what `R CMD INSTALL` and `sha256sum` read).
 struct Context {
     files: BTreeSet<String>,
     dirs: BTreeSet<String>,
+    tarballs: HashMap<String, Vec<u8>>,
 }
 
 /// `./a//b/` -> `a/b`; `None` for paths leaving the context.
@@ -73,6 +85,7 @@ fn read_context(bytes: &[u8], dockerfile: &str) -> Result<(Context, Option<Strin
     let mut ctx = Context {
         files: BTreeSet::new(),
         dirs: BTreeSet::new(),
+        tarballs: HashMap::new(),
     };
     let mut text = None;
     let entries = archive.entries().map_err(|e| e.to_string())?;
@@ -111,6 +124,12 @@ fn read_context(bytes: &[u8], dockerfile: &str) -> Result<(Context, Option<Strin
                 .read_to_string(&mut s)
                 .map_err(|e| format!("cannot read {path}: {e}"))?;
             text = Some(s);
+        } else if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read {path}: {e}"))?;
+            ctx.tarballs.insert(path.clone(), bytes);
         }
         ctx.files.insert(path);
     }
@@ -148,6 +167,150 @@ impl Context {
         }
         self.files.contains(&src) || self.dirs.contains(&src)
     }
+
+    /// The tarball a path inside the image came from, by file name (the templates
+    /// COPY `x.tar.gz` to `/tmp/x.tar.gz`).
+    fn tarball_named(&self, image_path: &str) -> Option<(&str, &[u8])> {
+        let name = image_path.rsplit('/').next()?;
+        self.tarballs
+            .iter()
+            .find(|(p, _)| p.rsplit('/').next() == Some(name))
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+    }
+}
+
+/// `Package` and `Version` of the R package in a source or binary tarball.
+fn tarball_package(bytes: &[u8]) -> Option<(String, String)> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    for entry in archive.entries().ok()? {
+        let mut entry = entry.ok()?;
+        let path = entry.path().ok()?.to_string_lossy().into_owned();
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() == 2 && parts[1] == "DESCRIPTION" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).ok()?;
+            let field = |f: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(f))
+                    .map(|v| v.trim().to_string())
+            };
+            return Some((field("Package:")?, field("Version:")?));
+        }
+    }
+    None
+}
+
+/// A CRAN-like repository the build can read: plain http on a loopback address.
+fn loopback_repo(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(name, "127.0.0.1" | "localhost")
+        .then(|| (host.to_string(), format!("/{}", path.trim_end_matches('/'))))
+}
+
+/// GET over HTTP/1.0 from a loopback repository: the body, or `None` for a non-2xx.
+fn loopback_get(host: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Write;
+    use std::net::{TcpStream, ToSocketAddrs};
+    let timeout = std::time::Duration::from_secs(10);
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    conn.write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP response")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let ok = head
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2'));
+    Ok(ok.then(|| raw[split + 4..].to_vec()))
+}
+
+/// What a loopback repository holds: `PACKAGES` (name -> current version), and
+/// whether an older version is in its `Archive`.
+struct RepoIndex {
+    host: String,
+    path: String,
+    current: HashMap<String, String>,
+}
+
+impl RepoIndex {
+    fn read(url: &str) -> Option<Result<RepoIndex, String>> {
+        let (host, path) = loopback_repo(url)?;
+        let body = match loopback_get(&host, &format!("{path}/src/contrib/PACKAGES")) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Some(Err(format!("{url}/src/contrib/PACKAGES was not found"))),
+            Err(e) => return Some(Err(format!("cannot read {url}/src/contrib/PACKAGES: {e}"))),
+        };
+        let text = String::from_utf8_lossy(&body);
+        let mut current = HashMap::new();
+        for record in text.split("\n\n") {
+            let field = |f: &str| {
+                record
+                    .lines()
+                    .find_map(|l| l.strip_prefix(f))
+                    .map(|v| v.trim().to_string())
+            };
+            if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
+                current.insert(p, v);
+            }
+        }
+        Some(Ok(RepoIndex {
+            host,
+            path,
+            current,
+        }))
+    }
+
+    fn has(&self, pkg: &str, version: &str) -> bool {
+        if self
+            .current
+            .get(pkg)
+            .is_some_and(|v| same_version(v, version))
+        {
+            return true;
+        }
+        let archived = format!(
+            "{}/src/contrib/Archive/{pkg}/{pkg}_{version}.tar.gz",
+            self.path
+        );
+        matches!(loopback_get(&self.host, &archived), Ok(Some(_)))
+    }
+}
+
+/// Does this RUN install serveRless from a package repository? Returns the repository
+/// named, if any.
+fn installs_serverless_from_repo(run: &str) -> Option<Option<String>> {
+    const INSTALLERS: &[&str] = &[
+        "install.packages(",
+        "install2.r",
+        "pak::",
+        "remotes::install_",
+        "BiocManager::install(",
+    ];
+    if !run.contains("serveRless") || !INSTALLERS.iter().any(|i| run.contains(i)) {
+        return None;
+    }
+    let repo = run.split("repos").nth(1).and_then(|rest| {
+        let start = rest.find(['"', '\''])?;
+        let quote = rest[start..].chars().next()?;
+        let body = &rest[start + 1..];
+        body.find(quote).map(|end| body[..end].to_string())
+    });
+    Some(repo)
 }
 
 /// One Dockerfile instruction, continuation lines joined.
@@ -776,21 +939,50 @@ fn step(
         let earlier = stages
             .iter()
             .find(|s| s.name.as_deref() == Some(image.to_ascii_lowercase().as_str()));
+        let mut own_base = None;
         let config = match earlier {
             Some(s) => s.config.clone(),
             None => {
-                parse_reference(&image).map_err(fail)?;
-                ImageConfig {
-                    base_images: vec![image.clone()],
-                    ..ImageConfig::default()
+                let r = parse_reference(&image).map_err(fail)?;
+                let own = r.registry.as_deref().zip(input.own_registry);
+                if let Some((host, own)) = own.filter(|(h, o)| h.eq_ignore_ascii_case(o)) {
+                    // An image of the registry the run is in: it must have been pushed,
+                    // and the new image starts from its configuration.
+                    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+                    let Some(base) = input.own_images.get(&(r.repository.clone(), tag.clone()))
+                    else {
+                        return Err(fail(format!(
+                            "failed to solve: {host}/{}:{tag}: not found (manifest unknown: the registry {own} has no such tag)",
+                            r.repository
+                        )));
+                    };
+                    lines.push(format!(
+                        "local Azure: {image} is an image of this registry; the new image starts from its configuration"
+                    ));
+                    own_base = Some(base.clone());
+                    ImageConfig {
+                        base_images: vec![image.clone()],
+                        ..base.clone()
+                    }
+                } else {
+                    ImageConfig {
+                        base_images: vec![image.clone()],
+                        ..ImageConfig::default()
+                    }
                 }
             }
         };
-        // A base image's own ENV is unknown; assume the usual PATH so that
+        // An external base image's own ENV is unknown; assume the usual PATH so that
         // `ENV PATH=/x:$PATH` keeps the standard directories.
-        let vars = earlier
-            .map(|s| s.vars.clone())
-            .unwrap_or_else(|| HashMap::from([("PATH".to_string(), DEFAULT_PATH.to_string())]));
+        let vars = match (earlier, own_base) {
+            (Some(s), _) => s.vars.clone(),
+            (None, Some(base)) => {
+                let mut v = HashMap::from([("PATH".to_string(), DEFAULT_PATH.to_string())]);
+                v.extend(base.env.iter().cloned());
+                v
+            }
+            (None, None) => HashMap::from([("PATH".to_string(), DEFAULT_PATH.to_string())]),
+        };
         stages.push(Stage {
             name: alias,
             config,
@@ -912,6 +1104,44 @@ fn step(
             };
             let container = short_id();
             lines.push(format!(" ---> Running in {container}"));
+            let failed = |mut why: Vec<String>| {
+                why.push(format!("The command '{shell}' returned a non-zero code: 1"));
+                why
+            };
+            if let Some(repo) = installs_serverless_from_repo(rest) {
+                let served = repo
+                    .as_deref()
+                    .and_then(RepoIndex::read)
+                    .and_then(|r| r.ok())
+                    .is_some_and(|r| r.current.contains_key("serveRless"));
+                if !served {
+                    let from = repo.unwrap_or_else(|| "the configured repositories".into());
+                    return Err(failed(vec![
+                        "Warning message:".into(),
+                        "package 'serveRless' is not available for this version of R".into(),
+                        format!("(local Azure: serveRless is published in no package repository, so {from} cannot serve it; put its source tarball in the build context and R CMD INSTALL it, as the default base Dockerfile does)"),
+                    ]));
+                }
+            }
+            check_tarball_steps(rest, ctx, lines).map_err(failed)?;
+            let installer_repo = tokens
+                .iter()
+                .position(|t| t.ends_with("install-pinned.R"))
+                .and_then(|i| tokens.get(i + 1))
+                .cloned();
+            let index = match installer_repo.as_deref().map(|r| (r, RepoIndex::read(r))) {
+                Some((_, Some(Ok(index)))) => Some(index),
+                Some((_, Some(Err(e)))) => {
+                    return Err(failed(vec![format!("Error: {e}")]));
+                }
+                Some((repo, None)) => {
+                    lines.push(format!(
+                        "local Azure: {repo} is not a loopback repository, so which versions and binaries it serves cannot be checked here"
+                    ));
+                    None
+                }
+                None => None,
+            };
             for tok in tokens.iter().filter(|t| t.contains("==")) {
                 let Some((pkg, version)) = parse_pin(tok) else {
                     return Err(vec![
@@ -919,6 +1149,22 @@ fn step(
                         format!("The command '{shell}' returned a non-zero code: 1"),
                     ]);
                 };
+                if let (Some(index), Some(repo)) = (&index, &installer_repo) {
+                    if !index.has(&pkg, &version) {
+                        return Err(failed(vec![format!(
+                            "Error: package '{pkg}' {version} is not available from {repo}"
+                        )]));
+                    }
+                }
+                if let Some(repo) = &installer_repo {
+                    // What install-pinned.R would say: P3M's __linux__ URLs serve binaries.
+                    let kind = if repo.contains("/__linux__/") {
+                        "binary"
+                    } else {
+                        "source"
+                    };
+                    lines.push(format!("serveRless: installing {pkg} {version} ({kind})"));
+                }
                 if input.r_library_paths.is_empty() {
                     lines.push(format!("Pinned R package {pkg} {version}"));
                 } else {
@@ -958,6 +1204,70 @@ fn step(
                 "dockerfile parse error line {}: unknown instruction: {}",
                 ins.line, ins.keyword
             )))
+        }
+    }
+    Ok(())
+}
+
+/// `sha256sum -c` of `"<hex>  <path>"` and `R CMD INSTALL <tarball>` in a RUN: the
+/// tarball must be in the context under that file name, match the checksum, and be an
+/// R package. Installing serveRless from its source compiles its Rust library.
+fn check_tarball_steps(
+    run: &str,
+    ctx: &Context,
+    lines: &mut Vec<String>,
+) -> Result<(), Vec<String>> {
+    for part in run.split("&&") {
+        let part = part.trim();
+        if part.contains("sha256sum") && part.contains("-c") {
+            let quoted = part.split('"').nth(1).unwrap_or_default();
+            if let Some((hex, path)) = quoted.split_once("  ") {
+                let Some((name, bytes)) = ctx.tarball_named(path.trim()) else {
+                    return Err(vec![
+                        format!("sha256sum: {}: No such file or directory", path.trim()),
+                        format!("{}: FAILED open or read", path.trim()),
+                    ]);
+                };
+                let actual = crate::acr::sha256_hex(bytes);
+                if !actual.eq_ignore_ascii_case(hex.trim()) {
+                    return Err(vec![
+                        format!("{}: FAILED", path.trim()),
+                        "sha256sum: WARNING: 1 computed checksum did NOT match".into(),
+                        format!("(local Azure: {name} in the context has sha256 {actual})"),
+                    ]);
+                }
+                lines.push(format!("{}: OK", path.trim()));
+            }
+        }
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let Some(at) = words
+            .windows(3)
+            .position(|w| w[0].ends_with('R') && w[1] == "CMD" && w[2] == "INSTALL")
+        else {
+            continue;
+        };
+        let Some(path) = words[at + 3..].iter().find(|w| !w.starts_with('-')) else {
+            return Err(vec!["ERROR: no packages specified".into()]);
+        };
+        let Some((_, bytes)) = ctx.tarball_named(path) else {
+            return Err(vec![
+                format!("Warning: invalid package '{path}'"),
+                "Error: ERROR: no packages specified".into(),
+            ]);
+        };
+        let Some((pkg, version)) = tarball_package(bytes) else {
+            return Err(vec![format!(
+                "Error: ERROR: cannot extract package from '{path}'"
+            )]);
+        };
+        lines.push(format!(
+            "* installing *source* package '{pkg}' {version} ..."
+        ));
+        if pkg == "serveRless" {
+            lines.push(
+                "local Azure: this step compiles serveRless's Rust library (cargo build --release)"
+                    .into(),
+            );
         }
     }
     Ok(())
@@ -1022,6 +1332,8 @@ mod tests {
             build_args: &[],
             target: None,
             r_library_paths: libs,
+            own_registry: None,
+            own_images: &HashMap::new(),
         })
     }
 
@@ -1155,6 +1467,102 @@ mod tests {
         let b = run(&[("Dockerfile", "RUN true\n")], &[]);
         assert!(log(&b).contains("no build stage"), "{}", log(&b));
         assert!(b.image.is_none());
+    }
+
+    /// A gzipped tar holding `<pkg>/DESCRIPTION`, as `R CMD build` makes.
+    fn package_tarball(pkg: &str, version: &str) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        let desc = format!("Package: {pkg}\nVersion: {version}\n");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(desc.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("{pkg}/DESCRIPTION"), desc.as_bytes())
+            .unwrap();
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn run_bytes(files: &[(&str, Vec<u8>)]) -> Build {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (path, content) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(content.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, path, content.as_slice()).unwrap();
+        }
+        let ctx = b.into_inner().unwrap().finish().unwrap();
+        build(&BuildInput {
+            context: &ctx,
+            dockerfile_path: "Dockerfile",
+            build_args: &[],
+            target: None,
+            r_library_paths: &[],
+            own_registry: None,
+            own_images: &HashMap::new(),
+        })
+    }
+
+    #[test]
+    fn source_tarballs_are_checked_and_installing_serverless_compiles_rust() {
+        let tarball = package_tarball("serveRless", "0.1.0");
+        let sha = crate::acr::sha256_hex(&tarball);
+        let dockerfile = |sum: &str| {
+            format!("FROM r\nCOPY serveRless_0.1.0.tar.gz /tmp/serveRless_0.1.0.tar.gz\nRUN echo \"{sum}  /tmp/serveRless_0.1.0.tar.gz\" | sha256sum -c - \\\n && R CMD INSTALL --library=/opt/lib /tmp/serveRless_0.1.0.tar.gz\n")
+        };
+        let b = run_bytes(&[
+            ("Dockerfile", dockerfile(&sha).into_bytes()),
+            ("serveRless_0.1.0.tar.gz", tarball.clone()),
+        ]);
+        assert!(b.image.is_some(), "{}", log(&b));
+        assert!(log(&b).contains("/tmp/serveRless_0.1.0.tar.gz: OK"));
+        assert!(log(&b).contains("* installing *source* package 'serveRless' 0.1.0"));
+        assert!(log(&b).contains("compiles serveRless's Rust library"));
+        // Another tarball under the same name fails the checksum, as sha256sum would.
+        let b = run_bytes(&[
+            ("Dockerfile", dockerfile(&sha).into_bytes()),
+            (
+                "serveRless_0.1.0.tar.gz",
+                package_tarball("serveRless", "0.0.9"),
+            ),
+        ]);
+        assert!(b.image.is_none());
+        assert!(
+            log(&b).contains("1 computed checksum did NOT match"),
+            "{}",
+            log(&b)
+        );
+        // Something that is not an R package cannot be installed.
+        let junk = b"not a tarball".to_vec();
+        let b = run_bytes(&[
+            (
+                "Dockerfile",
+                dockerfile(&crate::acr::sha256_hex(&junk)).into_bytes(),
+            ),
+            ("serveRless_0.1.0.tar.gz", junk),
+        ]);
+        assert!(b.image.is_none());
+        assert!(log(&b).contains("cannot extract package"), "{}", log(&b));
+    }
+
+    #[test]
+    fn serverless_from_a_package_repository_is_refused() {
+        for run in [
+            "RUN Rscript -e 'install.packages(\"serveRless\", repos = \"https://cloud.r-project.org\")'",
+            "RUN install2.r serveRless",
+        ] {
+            let b = run_bytes(&[("Dockerfile", format!("FROM r\n{run}\n").into_bytes())]);
+            assert!(b.image.is_none(), "{run}");
+            assert!(log(&b).contains("package 'serveRless' is not available"), "{}", log(&b));
+        }
+        // Other packages from a repository are fine.
+        let b = run_bytes(&[(
+            "Dockerfile",
+            b"FROM r\nRUN Rscript -e 'install.packages(\"glue\")'\n".to_vec(),
+        )]);
+        assert!(b.image.is_some(), "{}", log(&b));
     }
 
     #[test]

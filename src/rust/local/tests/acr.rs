@@ -1483,3 +1483,182 @@ async fn pull_role_on_the_resource_group_covers_its_registries() {
         .is_err());
     env.azure.shutdown().await;
 }
+
+/// A CRAN-like repository on loopback: `src/contrib/PACKAGES` and one archived file.
+/// Serves `requests` requests (HTTP/1.0, one per connection), then stops.
+fn serve_repository(
+    packages: &'static str,
+    requests: usize,
+) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/cran", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        for conn in listener.incoming().take(requests) {
+            let mut conn = conn.unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&raw).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (status, body) = match path.as_str() {
+                "/cran/src/contrib/PACKAGES" => ("200 OK", packages.to_string()),
+                "/cran/src/contrib/Archive/glue/glue_1.6.1.tar.gz" => ("200 OK", "tarball".into()),
+                _ => ("404 Not Found", "not found".into()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.0 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_refuse_what_a_real_build_would_fail_on() {
+    let env = start("strict").await;
+    env.create_rg("rg").await;
+    let ls = env.create_registry("rg", "strictacr01", false).await;
+    let reg = env.registry_path("rg", "strictacr01");
+
+    // serveRless 0.1.0's default Dockerfile installed serveRless from a repository,
+    // which does not serve it: the real build fails, so the local one does.
+    let old = include_str!("fixtures/Dockerfile-0.1.0-default");
+    let installer = "# the pinned installer\n";
+    let (run, log) = env
+        .build(
+            &reg,
+            &[("Dockerfile", old), ("install-pinned.R", installer)],
+            "serverless-runtime:old",
+        )
+        .await;
+    assert_eq!(run["properties"]["status"], "Failed", "{log}");
+    assert!(
+        log.contains("package 'serveRless' is not available")
+            && log.contains("https://cloud.r-project.org cannot serve it"),
+        "{log}"
+    );
+
+    // A base image of the registry itself must have been pushed...
+    let child = format!("FROM {ls}/serverless-base:abc\nUSER serverless\n");
+    let (run, log) = env
+        .build(&reg, &[("Dockerfile", &child)], "serverless-runtime:child")
+        .await;
+    assert_eq!(run["properties"]["status"], "Failed", "{log}");
+    assert!(log.contains("serverless-base:abc: not found"), "{log}");
+    // ... and once it is, the new image starts from its configuration.
+    let base = "FROM r-base\nENV SERVERLESS_BASE=1\nCMD [\"Rscript\", \"-e\", \"1\"]\n";
+    let (run, log) = env
+        .build(&reg, &[("Dockerfile", base)], "serverless-base:abc")
+        .await;
+    assert_eq!(run["properties"]["status"], "Succeeded", "{log}");
+    let (run, log) = env
+        .build(&reg, &[("Dockerfile", &child)], "serverless-runtime:child")
+        .await;
+    assert_eq!(run["properties"]["status"], "Succeeded", "{log}");
+    let access = registry_access_token(&env, &ls, &["repository:serverless-runtime:pull"]).await;
+    let manifest: Value = env
+        .http
+        .get(format!(
+            "https://{ls}/v2/serverless-runtime/manifests/child"
+        ))
+        .bearer_auth(&access)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: Value = env
+        .http
+        .get(format!(
+            "https://{ls}/v2/serverless-runtime/blobs/{config_digest}"
+        ))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["config"]["Env"], json!(["SERVERLESS_BASE=1"]));
+    assert_eq!(config["config"]["Cmd"], json!(["Rscript", "-e", "1"]));
+    assert_eq!(config["config"]["User"], "serverless");
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.name"],
+        format!("{ls}/serverless-base:abc")
+    );
+
+    // A COPY of a file the context lacks; an R CMD INSTALL of a tarball it lacks.
+    let (_, log) = env
+        .build(
+            &reg,
+            &[(
+                "Dockerfile",
+                "FROM r-base\nCOPY serveRless_0.1.0.tar.gz /tmp/\n",
+            )],
+            "serverless-runtime:nocopy",
+        )
+        .await;
+    assert!(log.contains("COPY failed"), "{log}");
+    let (run, log) = env
+        .build(
+            &reg,
+            &[(
+                "Dockerfile",
+                "FROM r-base\nRUN R CMD INSTALL /tmp/serveRless_0.1.0.tar.gz\n",
+            )],
+            "serverless-runtime:noinstall",
+        )
+        .await;
+    assert_eq!(run["properties"]["status"], "Failed", "{log}");
+    assert!(
+        log.contains("invalid package '/tmp/serveRless_0.1.0.tar.gz'"),
+        "{log}"
+    );
+
+    // A loopback repository's index: a current version and an archived one are there,
+    // a version it lacks fails the step as install-pinned.R would.
+    let packages = "Package: glue\nVersion: 1.6.2\n\nPackage: cli\nVersion: 3.6.0\n";
+    let (repo, server) = serve_repository(packages, 4);
+    let pins = |p: &str| {
+        format!("FROM r-base\nCOPY install-pinned.R /tmp/install-pinned.R\nRUN Rscript /tmp/install-pinned.R {repo} {p}\n")
+    };
+    let good = pins("glue==1.6.2 glue==1.6.1 cli==3.6.0");
+    let (run, log) = env
+        .build(
+            &reg,
+            &[("Dockerfile", &good), ("install-pinned.R", installer)],
+            "serverless-runtime:pins",
+        )
+        .await;
+    assert_eq!(run["properties"]["status"], "Succeeded", "{log}");
+    assert!(
+        log.contains("serveRless: installing glue 1.6.1 (source)"),
+        "{log}"
+    );
+    let bad = pins("cli==3.5.0");
+    let (run, log) = env
+        .build(
+            &reg,
+            &[("Dockerfile", &bad), ("install-pinned.R", installer)],
+            "serverless-runtime:pins",
+        )
+        .await;
+    assert_eq!(run["properties"]["status"], "Failed", "{log}");
+    assert!(
+        log.contains(&format!("package 'cli' 3.5.0 is not available from {repo}")),
+        "{log}"
+    );
+    server.join().unwrap();
+    env.azure.shutdown().await;
+}
