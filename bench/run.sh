@@ -68,6 +68,8 @@ step blob_transfer Rscript bench/blob_transfer.R
 step interrupt_latency Rscript bench/interrupt_latency.R
 # deploy_model(): first deploy against a second model with the same runtime spec.
 step deploy Rscript bench/deploy.R
+# Three deploys (lm, glm, randomForest): Rust compiles and source vs binary installs.
+step runtime_images Rscript bench/runtime_images.R
 # score_now() of 1e6 rows against base R and data.table scripts; 4 shards against 1.
 step score Rscript bench/score.R
 # CSV and Parquet read/write of a 1e6-row data frame, against base R and data.table.

@@ -33,7 +33,7 @@ main <- function() {
   print(blob_list(target, "serverless/data/"))
   if (!same) stop("predictions differ")
 
-  cat("\n== Deploy: the bundle plus a runtime image, built once per package set\n")
+  cat("\n== Deploy: the bundle, a base image (R + serveRless, built once) and a runtime image per package set\n")
   print(deploy_model(fit, "mpg", target, dry_run = TRUE))
   dep <- deploy_model(fit, "mpg", target)
   print(dep)
