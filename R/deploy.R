@@ -134,7 +134,7 @@ get_deployment <- function(name, target) {
 #' @return A `serverless_runtime_options` list.
 #' @examples
 #' runtime_options(snapshot = "2024-06-03")$repo
-#' runtime_options(base_image = "rocker/r-ver:4.2.3")$distro
+#' runtime_options()$distro  # the Ubuntu release of the default rocker/r-ver image
 #' @export
 runtime_options <- function(base_image = NULL, repo = "https://packagemanager.posit.co/cran/latest",
                             snapshot = NULL, distro = NULL, serverless_tarball = NULL,

@@ -272,8 +272,12 @@ test_that("bad deploy input is refused before any network call, naming the value
   # What the options derive.
   expect_identical(runtime_options(snapshot = as.Date("2024-06-03"))$repo,
                    "https://packagemanager.posit.co/cran/2024-06-03")
-  expect_identical(runtime_options(base_image = "rocker/r-ver:4.2.1")$distro, "jammy")
-  expect_null(runtime_options(base_image = "r-base:4.2.2")$distro)
+  distro <- serveRless:::base_image_distro
+  expect_identical(c(distro("rocker/r-ver:4.1.3"), distro("rocker/r-ver:4.2.1"),
+                     distro("docker.io/rocker/r-ver:4.4.2"), distro("rocker/r-ver:4.5.0")),
+                   c("focal", "jammy", "jammy", "noble"))
+  expect_identical(distro("r-base:4.2.2"), NA_character_)
+  expect_null(runtime_options(distro = NA)$distro)
   err <- expect_error(azurite_az_target(blob_endpoint = "http://127.0.0.1:9/devstoreaccount1",
                                         registry = "has-dashes"),
                       class = "serverless_error_input")
