@@ -173,8 +173,9 @@ runtime_options <- function(base_image = NULL, repo = "https://packagemanager.po
   }
   if (is.null(distro)) {
     distro <- base_image_distro(base_image)
-  } else if (!(is.character(distro) && length(distro) == 1 &&
-               (is.na(distro) || grepl("^[a-z][a-z0-9-]*$", distro)))) {
+  } else if (length(distro) == 1 && is.atomic(distro) && is.na(distro)) {
+    distro <- NA_character_
+  } else if (!(is.character(distro) && length(distro) == 1 && grepl("^[a-z][a-z0-9-]*$", distro))) {
     serverless_abort("{.arg distro} must be a distribution code name such as {.val jammy}, or {.code NA}.",
                      "input")
   }
