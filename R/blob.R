@@ -75,6 +75,7 @@ blob_list <- function(target, prefix = "") {
   if (!is.character(prefix) || length(prefix) != 1 || is.na(prefix)) {
     serverless_abort("{.arg prefix} must be a single string.", "input")
   }
+  check_utf8(prefix)
   parts <- split_prefix(prefix, target)
   rows <- rust_wait(rs_blob_list(target_storage(target), parts$container, parts$prefix))
   data.frame(

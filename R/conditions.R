@@ -54,9 +54,15 @@ rust_result <- function(res, call = rlang::caller_env()) {
 # Wait for a Rust job, drawing a progress bar from this (the main) thread. Each poll
 # returns within `poll_ms`, so Ctrl-C is seen promptly; it cancels the job.
 rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
+  # A binding that refused its arguments (e.g. text that is not UTF-8) returns its
+  # error instead of a job.
+  if (is.list(job)) {
+    return(rust_result(job, call = call))
+  }
   bar <- NULL
   status <- ""
   log_status <- NULL
+  show_bar <- cli::is_dynamic_tty() && !isTRUE(getOption("knitr.in.progress"))
   on.exit(if (!is.null(log_status)) try(cli::cli_status_clear(id = log_status), silent = TRUE), add = TRUE)
   # Closed here, not by cli's auto-close: an interrupt may land inside cli's own code.
   on.exit(if (!is.null(bar)) try(cli::cli_progress_done(id = bar), silent = TRUE), add = TRUE)
@@ -64,6 +70,9 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
     {
       repeat {
         st <- job_poll(job, poll_ms)
+        # R acts on a pending Ctrl-C only at its own check points, which a loop this
+        # small reaches seconds apart; Sys.sleep() is one.
+        Sys.sleep(0)
         if (!is.null(st$ok)) {
           return(rust_result(st, call = call)) # the poll itself failed
         }
@@ -86,7 +95,9 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
             }
           }
         }
-        if (p$total > 0) {
+        # A bar only where it can redraw itself: in a log or a knitted document each
+        # update would be one more static line.
+        if (p$total > 0 && show_bar) {
           if (!is.null(bar) && !identical(p$status, status)) {
             try(cli::cli_progress_done(id = bar), silent = TRUE) # a new phase
             bar <- NULL
@@ -126,12 +137,58 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
 
 # Checks on arguments, raised before any network call.
 check_string <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
-  if (!is.character(x) || length(x) != 1 || is.na(x) || !nzchar(x)) {
+  if (!is.character(x) || length(x) != 1 || is.na(x) ||
+      (validUTF8(x) && !nzchar(x))) {
     serverless_abort("{.arg {arg}} must be a single non-empty string, not {.cls {class(x)[1]}}.",
                      "input", call = call)
   }
+  check_utf8(x, arg = arg, call = call)
+}
+
+# Text must be valid UTF-8 (latin1-marked text is converted); R's own string functions
+# fail unclassed on stray bytes, so this comes first. The Rust boundary checks again.
+check_utf8 <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  # Latin-1 text converts; native text (UTF-8 locales) and UTF-8 text are checked as
+  # they are. (enc2utf8() would "convert" stray bytes into escapes: not used on them.)
+  latin1 <- !is.na(x) & Encoding(x) == "latin1"
+  x[latin1] <- enc2utf8(x[latin1])
+  bad <- !is.na(x) & (!validUTF8(x) | Encoding(x) == "bytes")
+  if (any(bad)) {
+    serverless_abort(
+      c("{.arg {arg}} is not valid UTF-8 text.",
+        i = "Convert it with {.fn enc2utf8} or {.fn iconv}, or remove the stray bytes."),
+      "input", call = call
+    )
+  }
   invisible(x)
 }
+
+check_number <- function(x, min, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (!is.numeric(x) || length(x) != 1 || is.na(x) || x < min || !is.finite(x)) {
+    serverless_abort("{.arg {arg}} must be a number of at least {min}, not {.val {format(x)}}.",
+                     "input", call = call)
+  }
+}
+
+check_whole <- function(x, min, max, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (!is.numeric(x) || length(x) != 1 || is.na(x) || x != round(x) || x < min || x > max) {
+    serverless_abort("{.arg {arg}} must be a whole number from {min} to {max}, not {.val {format(x)}}.",
+                     "input", call = call)
+  }
+}
+
+# A number of seconds: finite, from `min` to `max` (Inf, NA and text refused).
+check_seconds <- function(x, min, max, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (!is.numeric(x) || length(x) != 1 || is.na(x) || !is.finite(x) || x < min || x > max) {
+    serverless_abort("{.arg {arg}} must be a number of seconds from {min} to {format(max, big.mark = ',')}, not {.val {format(x)}}.",
+                     "input", call = call)
+  }
+}
+
+# Upper bounds of run arguments: shards are container groups (ACI's default quota is
+# 100 per region), a run may last 30 days.
+max_shards <- 50
+max_timeout <- 30 * 24 * 3600
 
 check_flag <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
   if (!is.logical(x) || length(x) != 1 || is.na(x)) {

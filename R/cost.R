@@ -193,7 +193,7 @@ cost_spec_shape <- function(x) {
   shards <- x$shards %||% 1
   check_number(cpu, 0.1, arg = "cpu")
   check_number(memory_gb, 0.1, arg = "memory_gb")
-  check_whole(shards, 1, 50, arg = "shards")
+  check_whole(shards, 1, max_shards, arg = "shards")
   if (!is.null(x$duration_s)) check_number(x$duration_s, 1, arg = "duration_s")
   trigger <- x$trigger %||% if (is.null(x$schedule)) "none" else "schedule"
   check_choice(trigger, c("none", "schedule", "blob"), arg = "trigger")
@@ -237,13 +237,6 @@ spec_workflow <- function(x, trigger, cpu, memory_gb, shards) {
     storage_account = "estimate", container = "serverless", poll_seconds = as.integer(poll),
     timeout_s = 3600L, template = read_template("workflow.json.hbs"), dry_run = TRUE
   )))
-}
-
-check_number <- function(x, min, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
-  if (!is.numeric(x) || length(x) != 1 || is.na(x) || x < min || !is.finite(x)) {
-    serverless_abort("{.arg {arg}} must be a number of at least {min}, not {.val {format(x)}}.",
-                     "input", call = call)
-  }
 }
 
 money <- function(x, currency = "USD") {

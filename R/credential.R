@@ -77,7 +77,7 @@ az_credential <- function(type = c("auto", "cli", "client_secret", "managed_iden
 new_credential <- function(type, tenant = NULL, client_id = NULL, client_secret = NULL,
                            source = NULL) {
   secrets <- new.env(parent = emptyenv())
-  secrets$client_secret <- client_secret
+  secrets$client_secret <- seal(client_secret)
   structure(
     list(type = type, tenant = tenant, client_id = client_id, source = source,
          secrets = secrets),
@@ -135,8 +135,30 @@ check_tenant <- function(x, call = rlang::caller_env()) {
 credential_spec <- function(cred) {
   Filter(Negate(is.null), list(
     type = cred$type, tenant = cred$tenant, client_id = cred$client_id,
-    client_secret = cred$secrets$client_secret
+    client_secret = unseal(cred$secrets$client_secret)
   ))
+}
+
+# Secrets live on the Rust side (`rs_secret_seal()`): objects hold an external pointer,
+# which saveRDS() writes as a null pointer. So no saved target, credential, deployment,
+# run, schedule or error carries a secret, and a restored one says so when used.
+seal <- function(x) {
+  if (is.null(x)) NULL else rust_result(rs_secret_seal(x))
+}
+
+unseal <- function(x, call = rlang::caller_env()) {
+  if (is.null(x)) {
+    return(NULL)
+  }
+  value <- rs_secret_open(x)
+  if (is.null(value)) {
+    serverless_abort(
+      c("This object's secrets were not saved with it: it was restored from a file ({.fn saveRDS}, a saved workspace) or made in another R session.",
+        i = "Make the target again in this session with {.fn az_target} (and {.fn az_credential}) or {.fn local_azure}."),
+      "auth", call = call
+    )
+  }
+  value
 }
 
 #' @export

@@ -183,10 +183,8 @@ runtime_options <- function(base_image = NULL, repo = "https://packagemanager.po
     check_string(serverless_tarball)
     serverless_tarball <- check_serverless_tarball(serverless_tarball)
   }
-  if (!is.numeric(build_timeout) || length(build_timeout) != 1 || is.na(build_timeout) ||
-      build_timeout < 60) {
-    serverless_abort("{.arg build_timeout} must be a number of seconds, at least 60.", "input")
-  }
+  # ACR Tasks' run timeout: 300 to 28,800 s (DockerBuildRequest.timeout).
+  check_seconds(build_timeout, 300, 28800)
   structure(
     list(base_image = base_image, repo = repo, distro = if (!is.na(distro)) distro,
          serverless_tarball = serverless_tarball, build_timeout = as.numeric(build_timeout)),

@@ -32,6 +32,10 @@ rs_blob_list <- function(storage, container, prefix) .Call(wrap__rs_blob_list, s
 #' @noRd
 rs_blob_delete <- function(storage, path) .Call(wrap__rs_blob_delete, storage, path)
 
+#' Fails unless the container exists.
+#' @noRd
+rs_check_container <- function(storage, container) .Call(wrap__rs_check_container, storage, container)
+
 #' @noRd
 rs_store_model <- function(storage, container, name, file, meta) .Call(wrap__rs_store_model, storage, container, name, file, meta)
 
@@ -138,6 +142,11 @@ rs_local_start <- function(config) .Call(wrap__rs_local_start, config)
 #' @noRd
 rs_local_add_storage_account <- function(handle, account) .Call(wrap__rs_local_add_storage_account, handle, account)
 
+#' Whether this handle's emulator is running (FALSE once stopped, or restored from a
+#' file).
+#' @noRd
+rs_local_alive <- function(handle) .Call(wrap__rs_local_alive, handle)
+
 #' @noRd
 rs_local_journal <- function(handle) .Call(wrap__rs_local_journal, handle)
 
@@ -159,5 +168,23 @@ rs_local_proxy_faults <- function(handle, faults) .Call(wrap__rs_local_proxy_fau
 #' Stop the storage proxy.
 #' @noRd
 rs_local_proxy_stop <- function(handle) .Call(wrap__rs_local_proxy_stop, handle)
+
+#' A watchdog that stops process `pid` (Azurite) with SIGTERM, then SIGKILL, if this
+#' R session ends without stopping it (see `serverless_local::reaper`).
+#' @noRd
+rs_local_watchdog <- function(pid) .Call(wrap__rs_local_watchdog, pid)
+
+#' Stop the watchdog after `pid` was stopped (it is forgotten first, not signalled).
+#' @noRd
+rs_local_watchdog_stop <- function(handle, pid) .Call(wrap__rs_local_watchdog_stop, handle, pid)
+
+#' Seal a secret: an external pointer R can pass around but not see through.
+#' @noRd
+rs_secret_seal <- function(value) .Call(wrap__rs_secret_seal, value)
+
+#' The secret behind a sealed pointer, or NULL when the pointer is null (restored from
+#' a file) or not a secret.
+#' @noRd
+rs_secret_open <- function(secret) .Call(wrap__rs_secret_open, secret)
 
 

@@ -40,11 +40,14 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   check_string(container)
   rust_check(rs_check_blob_path(paste0(container, "/x")))
   azurite <- find_azurite()
+  if (!is.null(dir)) check_string(dir)
+  # What is running, stopped in reverse order by one cleanup when `.local_envir` ends.
+  running <- new.env(parent = emptyenv())
+  secrets <- new.env(parent = emptyenv())
+  when_ended(function() stop_local_azure(running, secrets), .local_envir)
   if (is.null(dir)) {
     dir <- tempfile("serverless-azurite-")
-    withr::defer(unlink(dir, recursive = TRUE), envir = .local_envir)
-  } else {
-    check_string(dir)
+    running$temp_dir <- dir
   }
   dir.create(dir, recursive = TRUE, showWarnings = FALSE)
   emulator <- rust_result(rs_local_start(list(
@@ -53,7 +56,7 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
     # Locally a runtime image runs as this R with these libraries.
     r_library_paths = as.list(.libPaths())
   )))
-  withr::defer(rs_local_stop(emulator$handle), envir = .local_envir, priority = "first")
+  running$emulator <- emulator$handle
   # Azurite serves HTTPS with a certificate from the emulator's CA, so Entra ID tokens
   # (the managed identities of scoring containers) work against it as in Azure.
   tls_dir <- file.path(dir, "tls")
@@ -64,27 +67,30 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   file.create(key)
   Sys.chmod(key, "0600")
   writeLines(emulator$tls_key, key)
+  # No processx cleanup: it would SIGKILL Azurite, losing what it has not yet saved.
+  # The cleanup above stops it with SIGTERM (Azurite then saves and exits), and a
+  # watchdog does the same if this R session dies first.
   proc <- processx::process$new(
     azurite,
     c("--blobHost", "127.0.0.1", "--blobPort", "0", "--location", dir,
       "--cert", cert, "--key", key, "--oauth", "basic",
       "--disableTelemetry", "--silent"),
-    stdout = "|", stderr = "|", cleanup = TRUE, cleanup_tree = TRUE
+    stdout = "|", stderr = "|", cleanup = FALSE, cleanup_tree = FALSE
   )
-  withr::defer(stop_process(proc), envir = .local_envir, priority = "last")
+  running$azurite <- proc
+  running$watchdog <- rust_result(rs_local_watchdog(proc$get_pid()))
   port <- wait_for_azurite(proc)
   # Clients reach Azurite through a loopback TCP proxy, so local_azure_faults() can
   # slow, cut or reset storage connections mid-transfer.
   proxy <- rust_result(rs_local_proxy_start(port))
-  withr::defer(rs_local_proxy_stop(proxy$handle), envir = .local_envir, priority = "first")
+  running$proxy <- proxy$handle
   blob_endpoint <- sprintf("https://127.0.0.1:%d/%s", proxy$port, azurite_account)
   # The storage account exists in the emulated subscription, as it would in Azure.
   rust_result(rs_local_add_storage_account(emulator$handle, list(
     resource_group = local_resource_group, name = azurite_account, location = local_location,
     blob_endpoint = blob_endpoint
   )))
-  secrets <- new.env(parent = emptyenv())
-  secrets$key <- azurite_key
+  secrets$key <- seal(azurite_key)
   secrets$ca_pem <- emulator$ca_pem
   secrets$local <- emulator$handle
   secrets$proxy <- proxy$handle
@@ -110,6 +116,39 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   )
   rust_wait(rs_ensure_container(target_storage(target), container))
   target
+}
+
+# Run `f` once when `envir` ends. At a script's top level (the global environment)
+# that is the end of the R session, which withr cannot see: an exit finalizer runs it.
+when_ended <- function(f, envir) {
+  if (identical(envir, globalenv())) {
+    holder <- new.env(parent = emptyenv())
+    reg.finalizer(holder, function(e) f(), onexit = TRUE)
+    at_session_end[[format(holder)]] <- holder
+  } else {
+    withr::defer(f(), envir = envir)
+  }
+  invisible()
+}
+at_session_end <- new.env(parent = emptyenv())
+
+# The containers first (they use storage), then the proxy, then Azurite, stopped so it
+# saves its data, then its watchdog; a temporary `dir` last. Runs once.
+stop_local_azure <- function(running, secrets) {
+  if (isTRUE(running$stopped)) {
+    return(invisible())
+  }
+  running$stopped <- TRUE
+  secrets$stopped <- TRUE
+  if (!is.null(running$emulator)) rs_local_stop(running$emulator)
+  if (!is.null(running$proxy)) rs_local_proxy_stop(running$proxy)
+  if (!is.null(running$azurite)) {
+    pid <- running$azurite$get_pid()
+    stop_process(running$azurite)
+    if (!is.null(running$watchdog)) rs_local_watchdog_stop(running$watchdog, pid)
+  }
+  if (!is.null(running$temp_dir)) unlink(running$temp_dir, recursive = TRUE)
+  invisible()
 }
 
 local_resource_group <- "serverless-local"
@@ -155,10 +194,12 @@ wait_for_azurite <- function(proc, timeout = 30, call = rlang::caller_env()) {
   )
 }
 
+# SIGTERM first: Azurite then closes its servers and saves its metadata. SIGKILL only
+# if it has not ended 10 s later.
 stop_process <- function(proc) {
   if (proc$is_alive()) {
-    proc$interrupt()
-    proc$wait(2000)
+    proc$signal(tools::SIGTERM)
+    proc$wait(10000)
     if (proc$is_alive()) proc$kill()
   }
   invisible()

@@ -217,6 +217,16 @@ model_packages <- function(model, extra = NULL, predict_fun = NULL, require_pred
   if (!is.null(extra) && (!is.character(extra) || anyNA(extra))) {
     serverless_abort("{.arg packages} must be a character vector of package names.", "input", call = call)
   }
+  if (!is.null(extra)) {
+    check_utf8(extra, arg = "packages", call = call)
+    # R's rule for package names (Writing R Extensions, 1.1.1).
+    bad <- extra[!grepl("^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$", extra)]
+    if (length(bad)) {
+      serverless_abort(c("{.arg packages} holds {.val {bad}}, which {?is/are} not {?a package name/package names}.",
+                         i = "Package names have letters, digits and dots, start with a letter and do not end with a dot."),
+                       "input", call = call)
+    }
+  }
   pkgs <- character()
   has_method <- FALSE
   for (cls in class(model)) {

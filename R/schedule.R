@@ -90,11 +90,12 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
     serverless_abort(c("Deployment {.val {dep$name}} has no runtime image.",
                        i = "Deploy it with {.fn deploy_model}, which builds the image."), "input")
   }
-  check_whole(shards, 1, 50)
+  check_whole(shards, 1, max_shards)
   check_whole(poll_seconds, 1, 3600)
   check_whole(timeout, poll_seconds, 24 * 3600)
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
   input <- storage_path(input, target)
+  check_not_local_file(input)
   output <- sub("/*$", "/", storage_path(output, target))
   check_string(time_zone)
   if (trigger == "schedule") {
@@ -163,6 +164,10 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
     serverless_abort(c("Deployment {.val {dep$name}} no longer exists.",
                        i = "Deploy the model again with {.fn deploy_model}."), "input")
   }
+  if (!dry_run) {
+    # Every run would fail writing (or finding nothing) in a missing container.
+    check_containers(target, c(input, output))
+  }
   request <- make_request(live)
   out <- rust_wait(rs_schedule_apply(target_arm(target), request))
   plan <- new_plan(out$plan$items, sprintf("schedule_scoring(%s)", name))
@@ -227,6 +232,7 @@ NULL
 trigger_now <- function(sch, wait = TRUE, timeout = 3600) {
   check_schedule(sch)
   check_flag(wait)
+  check_seconds(timeout, 1, max_timeout)
   if (sch$trigger == "blob") {
     serverless_abort(c("Schedule {.val {sch$name}} runs when a blob arrives in {.val {sch$input}}.",
                        i = "Upload a blob there (e.g. with {.fn blob_upload}) to start a run."), "input")
@@ -500,13 +506,6 @@ check_choice <- function(x, choices, arg = rlang::caller_arg(x), call = rlang::c
                      "input", call = call)
   }
   x
-}
-
-check_whole <- function(x, min, max, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
-  if (!is.numeric(x) || length(x) != 1 || is.na(x) || x != round(x) || x < min || x > max) {
-    serverless_abort("{.arg {arg}} must be a whole number from {min} to {max}, not {.val {format(x)}}.",
-                     "input", call = call)
-  }
 }
 
 # The next times a Recurrence fires, in its (IANA) time zone, by checking each minute

@@ -96,10 +96,8 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
   check_deployment(dep)
   check_flag(wait)
   check_flag(keep)
-  if (!is.numeric(shards) || length(shards) != 1 || is.na(shards) || shards < 1 ||
-      shards != round(shards)) {
-    serverless_abort("{.arg shards} must be a whole number, at least 1, not {.val {format(shards)}}.", "input")
-  }
+  check_whole(shards, 1, max_shards)
+  check_seconds(timeout, 1, max_timeout)
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
   if (is.null(newdata) == is.null(input)) {
     serverless_abort("Give either {.arg newdata} (a data frame) or {.arg input} (a blob path), not both or neither.",
@@ -111,7 +109,10 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
   if (!is.null(newdata) && nrow(newdata) == 0) {
     serverless_abort("{.arg newdata} has no rows.", "input")
   }
-  if (!is.null(input)) check_string(input)
+  if (!is.null(input)) {
+    check_string(input)
+    check_not_local_file(input)
+  }
   if (!is.null(output)) check_string(output)
   if (is.null(output) && is.null(newdata)) {
     serverless_abort("{.arg output} is needed with {.arg input}: where should the predictions go?", "input")
@@ -129,6 +130,7 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
   output <- sub("/*$", "/", output)
   rust_check(rs_check_blob_path(paste0(output, "x")))
   files <- resolve_inputs(target, input)
+  check_containers(target, output)
   plan <- shard_inputs(files, shards)
 
   live <- get_deployment(dep$name, target)
@@ -245,6 +247,26 @@ check_deployment <- function(x, arg = rlang::caller_arg(x), call = rlang::caller
     serverless_abort("{.arg {arg}} must be a deployment from {.fn deploy_model} or {.fn get_deployment}.",
                      "input", call = call)
   }
+}
+
+# A blob path that names a file on this machine is almost always a mix-up.
+check_not_local_file <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {
+  if (file.exists(path.expand(x)) && !dir.exists(path.expand(x))) {
+    serverless_abort(
+      c("{.arg {arg}} {.val {x}} is a file on this machine; {.arg {arg}} is a blob path ({.val container/folder/file.csv}).",
+        i = "Upload it first with {.fn blob_upload}, or read it and give it as {.arg newdata}."),
+      "input", call = call
+    )
+  }
+  invisible(x)
+}
+
+# The containers of these blob paths must exist (one small listing each).
+check_containers <- function(target, paths, call = rlang::caller_env()) {
+  for (container in unique(sub("/.*$", "", sub("^/+", "", paths)))) {
+    rust_wait(rs_check_container(target_storage(target, call = call), container), call = call)
+  }
+  invisible()
 }
 
 check_run <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {

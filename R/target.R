@@ -85,12 +85,17 @@ az_target <- function(subscription, resource_group, location, storage_account,
     serverless_abort(c("Give at most one of {.arg storage_key}, {.arg storage_sas} or {.arg storage_token}.",
                        i = "With none, Blob Storage is reached with {.arg credential}."), "input")
   }
-  # The credential is resolved when first needed (`target_credential()`), so a target
-  # with a storage secret never asks how to sign in until it calls Resource Manager.
-  delayedAssign("credential", credential, assign.env = secrets)
-  secrets$key <- storage_key
-  secrets$sas <- if (!is.null(storage_sas)) sub("^[?]", "", storage_sas)
-  secrets$token <- storage_token
+  # The default credential is resolved when first needed (`target_credential()`), so a
+  # target with a storage secret never asks how to sign in until it calls Resource
+  # Manager. (Not a promise: a saved target would carry the caller's frame with it.)
+  if (missing(credential)) {
+    secrets$default_credential <- TRUE
+  } else {
+    secrets$credential <- credential
+  }
+  secrets$key <- seal(storage_key)
+  secrets$sas <- seal(if (!is.null(storage_sas)) sub("^[?]", "", storage_sas))
+  secrets$token <- seal(storage_token)
   if (is.null(blob_endpoint)) {
     blob_endpoint <- sprintf("https://%s.blob.core.windows.net", storage_account)
   }
@@ -118,14 +123,15 @@ new_target <- function(kind, storage_account, blob_endpoint, container, secrets,
 }
 
 # The storage description handed to Rust (the only place secrets leave `secrets`).
-target_storage <- function(target) {
+target_storage <- function(target, call = rlang::caller_env()) {
+  check_live_target(target, call = call)
   s <- target$secrets
   out <- list(
     account = target$storage_account,
     endpoint = target$blob_endpoint,
-    key = s$key,
-    sas = s$sas,
-    token = s$token,
+    key = unseal(s$key, call = call),
+    sas = unseal(s$sas, call = call),
+    token = unseal(s$token, call = call),
     ca_pem = s$ca_pem
   )
   if (is.null(s$key) && is.null(s$sas) && is.null(s$token)) {
@@ -136,6 +142,9 @@ target_storage <- function(target) {
 }
 
 target_credential <- function(target) {
+  if (isTRUE(target$secrets$default_credential) && is.null(target$secrets$credential)) {
+    target$secrets$credential <- az_credential()
+  }
   cred <- get0("credential", envir = target$secrets, inherits = FALSE)
   if (!inherits(cred, "serverless_credential")) {
     serverless_abort("The target's {.arg credential} must come from {.fn az_credential}.", "input")
@@ -152,8 +161,23 @@ target_endpoints <- function(target) {
 }
 
 # What Rust needs to call Resource Manager.
-target_arm <- function(target) {
+target_arm <- function(target, call = rlang::caller_env()) {
+  check_live_target(target, call = call)
   list(endpoints = target_endpoints(target), credential = credential_spec(target_credential(target)))
+}
+
+# A local target whose local_azure() has ended (or that was restored from a file)
+# reaches nothing: say so at once rather than retry a closed port.
+check_live_target <- function(target, call = rlang::caller_env()) {
+  if (identical(target$kind, "local") &&
+      (isTRUE(target$secrets$stopped) || !rs_local_alive(target$secrets$local))) {
+    serverless_abort(
+      c("This local Azure has stopped: the scope of its {.fn local_azure} call ended, or it was restored from a file.",
+        i = "Start a new one with {.fn local_azure}; give {.arg dir} to keep its data between sessions."),
+      "input", call = call
+    )
+  }
+  invisible(target)
 }
 
 target_auth_label <- function(target) {

@@ -129,7 +129,7 @@ child_target_recipe <- function(target) {
        ca_pem = target$secrets$ca_pem, subscription = target$subscription,
        resource_group = target$resource_group, location = target$location,
        arm_endpoint = target$arm_endpoint, authority_host = target$authority_host,
-       tenant = cred$tenant, client_id = cred$client_id, client_secret = cred$secrets$client_secret)
+       tenant = cred$tenant, client_id = cred$client_id, client_secret = serveRless:::unseal(cred$secrets$client_secret))
 }
 
 # Runs in a callr process: the gadget's app on loopback, with a fitted lm, a data

@@ -66,7 +66,7 @@ test_that("the bad-input catalogue: classed, naming the value, saying what to do
     list(quote(deploy_model(fit, "mpg", off, memory_gb = 1.55)), "1.55", "0.1|steps|multiple"),
     list(quote(runtime_options(serverless_tarball = "/no/such/serveRless.tar.gz")), "/no/such/serveRless.tar.gz", "R CMD build"),
     # scoring
-    list(quote(score_now(dep, newdata = mtcars, shards = 0)), "0", "at least 1"),
+    list(quote(score_now(dep, newdata = mtcars, shards = 0)), "0", "from 1 to 50"),
     list(quote(score_now(dep, newdata = 1)), "numeric", "data frame"),
     list(quote(score_now(dep, newdata = mtcars[0, ])), "newdata", "no rows"),
     list(quote(score_now(dep)), "newdata", "either"),
@@ -95,6 +95,22 @@ test_that("the bad-input catalogue: classed, naming the value, saying what to do
     list(quote(schedule_scoring(fake_deployment(off, image = ""), in_csv, out_dir, schedule = "0 3 * * *")),
          "mpg", "deploy_model"),
     list(quote(trigger_now(list())), "sch", "schedule_scoring"),
+    # paths a URL would resolve elsewhere, numbers R would pass on, a local file for a blob
+    list(quote(blob_upload(off, csv, "serverless/../other/x.csv")), "serverless/../other/x.csv", "segment"),
+    list(quote(blob_upload(off, csv, "serverless/./x.csv")), "serverless/./x.csv", "segment"),
+    list(quote(blob_download(off, "serverless/a//x.csv", tempfile())), "serverless/a//x.csv", "empty segment"),
+    list(quote(score_now(dep, newdata = mtcars, timeout = Inf)), "Inf", "seconds from 1"),
+    list(quote(score_now(dep, newdata = mtcars, timeout = 1e20)), "1e+20", "seconds from 1"),
+    list(quote(score_now(dep, newdata = mtcars, timeout = NA)), "NA", "seconds from 1"),
+    list(quote(score_now(dep, newdata = mtcars, timeout = "1 hour")), "1 hour", "seconds from 1"),
+    list(quote(score_now(dep, newdata = mtcars, timeout = -5)), "-5", "seconds from 1"),
+    list(quote(score_now(dep, newdata = mtcars, shards = Inf)), "Inf", "from 1 to 50"),
+    list(quote(score_now(dep, input = csv, output = out_dir)), basename(csv), "blob_upload"),
+    list(quote(trigger_now(structure(list(trigger = "schedule"), class = "serverless_schedule"), timeout = Inf)),
+         "Inf", "seconds from 1"),
+    list(quote(store_model(fit, "mpg", off, packages = "")), "packages", "Package names"),
+    list(quote(store_model(fit, "mpg", off, packages = "stats/")), "stats/", "Package names"),
+    list(quote(runtime_options(build_timeout = 1e9)), "1e+09", "300 to 28,800"),
     # local Azure faults
     list(quote(local_azure_faults(test_target(), throttle = 2)), "throttle", "between 0 and 1"),
     list(quote(local_azure_faults(test_target(), storage_cut_after = -1)), "storage_cut_after", "number of bytes")
@@ -143,4 +159,38 @@ test_that("bad secrets and missing things: classed, naming the value, saying wha
     expect_true(grepl(case[[4]], msg), info = paste(label, "says nothing like", case[[4]], ":", msg))
     expect_false(grepl("sig=abc", msg, fixed = TRUE))
   }
+})
+
+test_that("text that is not UTF-8 is an input error wherever it goes in, never a crash", {
+  # In a child R: on a build without the check, some of these crash R (a cron line
+  # with a stray byte segfaulted in the Rust core), which must fail this test only.
+  classes <- callr::r(function() {
+    library(serveRless)
+    bad <- "0 3 * * \xff"
+    off <- az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope", "acct123",
+                     blob_endpoint = "https://127.0.0.1:9/acct123", storage_key = "a2V5")
+    csv <- tempfile(fileext = ".csv")
+    writeLines("a\n1", csv)
+    fit <- lm(mpg ~ wt, data = mtcars)
+    cases <- list(
+      cron_cost = quote(estimate_cost(list(cpu = 1, memory_gb = 1.5, duration_s = 60, shards = 1,
+                                           schedule = bad))),
+      cron_recurrence = quote(serveRless:::rust_check(serveRless:::rs_cron_recurrence(bad, "UTC"))),
+      resource_group = quote(az_target("00000000-0000-0000-0000-000000000000", "rg\xff", "westeurope",
+                                       "acct123", storage_key = "a2V5")),
+      blob_path = quote(blob_upload(off, csv, "serverless/x\xff.csv")),
+      blob_prefix = quote(blob_list(off, "serverless/\xff")),
+      model_name = quote(store_model(fit, "mpg\xff", off)),
+      packages = quote(store_model(fit, "mpg", off, packages = "stat\xffs")),
+      json = quote(serveRless:::rust_result(serveRless:::rs_json_format(list(a = "x\xff")))),
+      list_name = quote(serveRless:::rust_result(serveRless:::rs_json_format(
+        stats::setNames(list(1), "n\xff"))))
+    )
+    vapply(cases, function(case) {
+      err <- tryCatch(eval(case), error = function(e) e)
+      paste(class(err)[1], if (inherits(err, "condition")) grepl("UTF-8", conditionMessage(err)))
+    }, "")
+  })
+  expect_equal(unname(classes), rep("serverless_error_input TRUE", length(classes)),
+               label = paste(names(classes), classes, collapse = "; "))
 })

@@ -60,7 +60,7 @@ test_that("a container group runs R with its environment and its logs come back"
   expect_true(any(grepl("/oauth2/v2.0/token$", journal$path)))
   all_text <- paste(journal$body, collapse = "\n")
   expect_false(grepl("secure-value-456", all_text, fixed = TRUE))
-  expect_false(grepl(serveRless:::target_credential(target)$secrets$client_secret, all_text, fixed = TRUE))
+  expect_false(grepl(serveRless:::unseal(serveRless:::target_credential(target)$secrets$client_secret), all_text, fixed = TRUE))
 })
 
 test_that("failing containers report their exit code", {

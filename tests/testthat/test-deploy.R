@@ -204,7 +204,7 @@ test_that("no password, key or token is in any request the journal recorded for 
   j <- local_azure_journal(target)
   expect_gt(nrow(j), 5)
   bodies <- paste(j$body, collapse = "\n")
-  secrets <- c(target$secrets$key, target$secrets$credential$secrets$client_secret)
+  secrets <- c(serveRless:::unseal(target$secrets$key), serveRless:::unseal(target$secrets$credential$secrets$client_secret))
   for (s in secrets[nzchar(secrets)]) expect_false(grepl(s, bodies, fixed = TRUE))
   expect_false(grepl("eyJ[A-Za-z0-9_-]{10,}\\.", bodies)) # no JWT
   expect_false(grepl("sig=[A-Za-z0-9%]{10,}", bodies))

@@ -130,7 +130,7 @@ test_that("two R processes deploying the same name at once: both versions surviv
   args <- function(seed) list(target$blob_endpoint, serveRless:::azurite_key, target$secrets$ca_pem,
                               target$subscription, target$arm_endpoint, target$authority_host,
                               target$identity_endpoint, cred$tenant, cred$client_id,
-                              cred$secrets$client_secret, seed)
+                              serveRless:::unseal(cred$secrets$client_secret), seed)
   a <- callr::r_bg(worker, args = args(1))
   b <- callr::r_bg(worker, args = args(2))
   a$wait(120000)

@@ -51,3 +51,44 @@ test_that("an upload killed mid-way resumes, sending only the missing blocks", {
   expect_true(down$verified)
   expect_equal(unname(tools::md5sum(dest)), unname(tools::md5sum(big)))
 })
+
+test_that("Ctrl-C in score_now() while its groups start returns within a second; no group is left", {
+  dir <- withr::local_tempdir()
+  child <- callr::r_bg(function(dir) {
+    library(serveRless)
+    target <- local_azure(dir = dir)
+    dep <- suppressMessages(deploy_model(lm(mpg ~ wt, data = mtcars), "intr", target))
+    groups <- function() {
+      path <- sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.ContainerInstance/containerGroups",
+                      target$subscription, target$resource_group)
+      serveRless:::rust_wait(serveRless:::rs_arm_get(serveRless:::target_arm(target), path, "2023-05-01"))$value
+    }
+    # Every control-plane call takes 0.3 s longer, so starting 6 groups takes a while.
+    local_azure_faults(target, latency = 0.3)
+    cat("START\n")
+    res <- tryCatch(score_now(dep, newdata = mtcars[, "wt", drop = FALSE], shards = 6),
+                    error = function(e) e, interrupt = function(e) e)
+    cat("CLASS", class(res)[1], "\n")
+    local_azure_faults(target)
+    # The groups created before the interrupt are deleted in the background.
+    deadline <- Sys.time() + 30
+    while (length(groups()) > 0 && Sys.time() < deadline) Sys.sleep(0.2)
+    cat("GROUPS", length(groups()), "\n")
+  }, args = list(dir), stdout = "|", stderr = "|")
+  withr::defer(if (child$is_alive()) child$kill())
+  wait_for_line(child, "START", timeout = 120)
+  # The event: the first container process has started (its log file exists).
+  deadline <- Sys.time() + 60
+  started <- function() length(list.files(file.path(dir, "control-plane"), "\\.log$", recursive = TRUE)) > 0
+  while (!started() && Sys.time() < deadline && child$is_alive()) Sys.sleep(0.05)
+  expect_true(started())
+  sent <- Sys.time()
+  child$interrupt()
+  out <- wait_for_line(child, "CLASS", timeout = 30)
+  returned_after <- as.numeric(difftime(Sys.time(), sent, units = "secs"))
+  expect_true(any(grepl("CLASS serverless_error_interrupted", out, fixed = TRUE)),
+              info = paste(c(out, child$read_all_error_lines()), collapse = "\n"))
+  expect_lt(returned_after, 1.5)
+  out <- wait_for_line(child, "GROUPS", timeout = 60)
+  expect_true(any(grepl("GROUPS 0", out, fixed = TRUE)), info = paste(out, collapse = "\n"))
+})

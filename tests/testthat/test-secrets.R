@@ -3,7 +3,16 @@
 
 secret_values <- function(target) {
   cred <- serveRless:::target_credential(target)
-  c(serveRless:::azurite_key, cred$secrets$client_secret)
+  c(serveRless:::azurite_key, serveRless:::unseal(cred$secrets$client_secret))
+}
+
+# What saveRDS() writes (uncompressed) holds none of the secrets.
+expect_no_saved_secret <- function(x, secrets, what) {
+  bytes <- serialize(x, NULL)
+  for (s in secrets[nzchar(secrets)]) {
+    expect_length(grepRaw(s, bytes, fixed = TRUE), 0)
+  }
+  expect_false(length(grepRaw("eyJ[A-Za-z0-9_-]{10,}", bytes)) > 0, info = paste(what, "saves a JWT"))
 }
 
 # A string holds none of the secrets, nor anything shaped like a token or SAS signature.
@@ -17,11 +26,15 @@ expect_no_secret <- function(text, secrets, what) {
 }
 
 test_that("objects built from real-looking secrets show none of them, nor do their errors", {
-  key <- "bXktc3RvcmFnZS1hY2NvdW50LWtleS0xMjM0NTY3ODkwMTIzNDU2Nzg5MA=="
-  sas <- "sv=2022-11-02&ss=b&srt=co&sp=rl&se=2099-01-01T00:00:00Z&sig=Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cD0eF%3D"
-  client_secret <- "Q~8xY2zA4bC6dE8fG0hI2jK4lM6nO8pQ0rS2tU4v"
-  token <- "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJodHRwczovL3N0b3JhZ2UuYXp1cmUuY29tIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
-  secrets <- c(key, sas, client_secret, token, "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cD0eF")
+  # Built from pieces: a saved error's backtrace holds this test's code, which must
+  # not count as a saved secret.
+  key <- paste0("bXktc3RvcmFnZS1h", "Y2NvdW50LWtleS0x", "MjM0NTY3ODkwMTIz", "NDU2Nzg5MA==")
+  sig <- paste0("Ab3dEf6hIj", "9kLm2nOp5q", "Rs8tUv1wXy", "4zAb7cD0eF")
+  sas <- paste0("sv=2022-11-02&ss=b&srt=co&sp=rl&se=2099-01-01T00:00:00Z&sig=", sig, "%3D")
+  client_secret <- paste0("Q~8xY2zA4b", "C6dE8fG0hI", "2jK4lM6nO8", "pQ0rS2tU4v")
+  token <- paste0("eyJ", "hbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9", ".", "eyJ",
+                  "hdWQiOiJodHRwczovL3N0b3JhZ2UuYXp1cmUuY29tIn0", ".", "c2lnbmF0dXJlLXNpZ25hdHVyZQ")
+  secrets <- c(key, sas, client_secret, token, sig)
   closed <- "https://127.0.0.1:9/acct"
   cred <- az_credential("client_secret", tenant = "11111111-2222-3333-4444-555555555555",
                         client_id = "66666666-7777-8888-9999-000000000000", client_secret = client_secret)
@@ -44,7 +57,16 @@ test_that("objects built from real-looking secrets show none of them, nor do the
     err <- tryCatch(blob_list(t, "serverless/"), error = function(e) e)
     expect_s3_class(err, "serverless_error")
     expect_no_secret(c(conditionMessage(err), capture.output(print(err))), secrets, "an error")
+    # saveRDS() (here: the bytes it writes uncompressed) holds none of them, and a
+    # restored target says it needs its secrets again, before any call.
+    expect_no_saved_secret(t, secrets, "a target")
+    expect_no_saved_secret(err, secrets, "an error")
+    restored <- unserialize(serialize(t, NULL))
+    expect_error(blob_list(restored, "serverless/"), class = "serverless_error_auth", regexp = "restored")
   }
+  expect_no_saved_secret(cred, secrets, "a credential")
+  restored <- unserialize(serialize(targets[[1]], NULL))
+  expect_error(serveRless:::target_arm(restored), class = "serverless_error_auth", regexp = "restored")
   # Bad secrets are refused without repeating them.
   err <- expect_error(az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope", "acct",
                                 blob_endpoint = closed, storage_key = "not base64 !!secretvalue!!"),
@@ -101,5 +123,16 @@ test_that("the journal, plans, rendered workflows, container environments and lo
   key_file <- file.path(target$dir, "tls", "key.pem")
   expect_true(file.exists(key_file))
   expect_equal(as.character(file.mode(key_file)), "600")
+  # Saved with saveRDS(), none of them carries a secret; a restored local target says
+  # it has stopped instead of retrying a closed port.
+  bad <- data.frame(wt = c("heavy", "light"), qsec = 1:2)
+  job_error <- tryCatch(suppressMessages(score_now(dep, newdata = bad)), serverless_error_job = identity)
+  expect_s3_class(job_error, "serverless_error_job")
+  saved <- list(target = target, deployment = dep, run = run, schedule = sch,
+                schedule_run = srun, job_error = job_error)
+  for (what in names(saved)) expect_no_saved_secret(saved[[what]], secrets, what)
+  restored <- unserialize(serialize(dep, NULL))
+  expect_error(score_now(restored, newdata = mtcars[, c("wt", "hp")]),
+               class = "serverless_error_input", regexp = "restored")
   suppressMessages(undeploy("mpg", target))
 })

@@ -49,7 +49,7 @@ test_that("targets never show secrets in print, format or str", {
     azurite_az_target(storage_key = NULL, storage_token = token),
     test_target()
   )
-  local_secret <- serveRless:::target_credential(test_target())$secrets$client_secret
+  local_secret <- serveRless:::unseal(serveRless:::target_credential(test_target())$secrets$client_secret)
   expect_true(nchar(local_secret) > 10)
   for (t in targets) {
     shown <- paste(c(capture.output(print(t)), format(t), capture.output(str(t))), collapse = "\n")

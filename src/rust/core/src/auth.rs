@@ -58,6 +58,7 @@ impl fmt::Debug for Endpoints {
 impl Endpoints {
     /// One HTTP client for every call to these endpoints, trusting `ca_pem` if given.
     pub fn http_client(&self) -> Result<reqwest::Client> {
+        crate::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .timeout(Duration::from_secs(120));

@@ -23,3 +23,10 @@ pub mod templates;
 
 pub use error::{Error, ErrorKind, Result};
 pub use progress::Progress;
+
+/// Makes ring the process's rustls crypto provider, once. reqwest is built without a
+/// provider of its own (see the workspace Cargo.toml), so every HTTP client is made
+/// after this; calling it again, or after someone else installed one, does nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -499,12 +499,15 @@ proptest! {
     }
 
     // Blob paths `container/name` (Azure: a blob name is 1 to 1,024 characters, any
-    // characters).
+    // characters; serveRless also refuses the `.`, `..` and empty segments a URL
+    // would resolve or that string building leaves, and a trailing dot).
     #[test]
     fn blob_paths_following_azure_are_accepted(
         container in dash_names(CONTAINER),
         blob in prop_oneof![
-            "\\PC{1,200}",
+            "\\PC{1,200}".prop_filter("no `.`, `..` or empty segment, no trailing dot", |b| {
+                !b.ends_with('.') && b.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+            }),
             (1usize..=1024).prop_map(|n| "é".repeat(n)),
         ],
     ) {
@@ -521,6 +524,9 @@ proptest! {
             dash_names(CONTAINER).prop_map(|c| (c, String::new())),
             // a blob name longer than 1,024 characters
             (dash_names(CONTAINER), 1025usize..1100).prop_map(|(c, n)| (c, "b".repeat(n))),
+            // a segment a URL would resolve into another path, or an empty one
+            (dash_names(CONTAINER), "[a-z]{1,10}", proptest::sample::select(vec!["..", ".", ""]))
+                .prop_map(|(c, b, seg)| (c, format!("{b}/{seg}/x.csv"))),
             // a container name that breaks its rule
             (broken_dash_names(CONTAINER), "[a-z]{1,10}")
                 .prop_filter("has a container part", |((_, c), _)| !c.is_empty() && !c.contains('/'))

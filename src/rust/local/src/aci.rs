@@ -780,6 +780,10 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
             }
         };
         let pid = child.id().map(|p| p as i32);
+        // The process leads its own group (see `spawn_process`).
+        if let Some(pid) = pid {
+            ctx.inner.reaper.watch_group(pid);
+        }
         let lp = log_path.clone();
         ctx.update(|c| {
             c.state = "Running";
@@ -799,6 +803,11 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
                 (exit_code(child.wait().await), true)
             }
         };
+        // As in a container, the end of the main process ends every process in it.
+        kill_process_group(pid);
+        if let Some(pid) = pid {
+            ctx.inner.reaper.forget_group(pid);
+        }
         ctx.update(|c| {
             c.state = "Terminated";
             c.exit_code = Some(code);

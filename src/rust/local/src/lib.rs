@@ -39,6 +39,7 @@ mod journal;
 mod logic;
 mod prices;
 pub mod proxy;
+pub mod reaper;
 mod registry;
 mod resources;
 mod server;
@@ -175,6 +176,8 @@ impl LocalAzure {
             ..World::default()
         };
         let http = workflow::http::client(tls.ca_der.clone())?;
+        let reaper = reaper::Reaper::start()
+            .map_err(|e| format!("cannot start the process watchdog: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
             config,
@@ -190,6 +193,7 @@ impl LocalAzure {
             secret_expired: AtomicBool::new(false),
             http,
             shutdown: shutdown_rx.clone(),
+            reaper,
         });
         resources::seed_storage_accounts(&inner)?;
 
@@ -327,6 +331,7 @@ impl LocalAzure {
         }
         acr::stop_all(&self.inner).await;
         aci::kill_all(&self.inner).await;
+        self.inner.reaper.stop();
     }
 }
 
@@ -335,5 +340,6 @@ impl Drop for LocalAzure {
         let _ = self.shutdown_tx.send(true);
         acr::stop_all_now(&self.inner);
         aci::kill_all_now(&self.inner);
+        self.inner.reaper.stop();
     }
 }

@@ -32,6 +32,8 @@ pub struct Inner {
     pub http: reqwest::Client,
     /// Flips to true when the emulator shuts down (workflow timers and runs stop).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Kills container processes if the process hosting the emulator dies.
+    pub reaper: crate::reaper::Reaper,
 }
 
 /// Everything mutable that handlers read and write together. Never held across an await.

@@ -379,7 +379,9 @@ async fn terminate_and_failure_paths() {
                 "A": {"type": "Compose", "inputs": "a"},
                 "Stop": {"type": "Terminate", "runAfter": {"A": ["Succeeded"]},
                     "inputs": {"runStatus": "Failed", "runError": {"code": "Custom", "message": "stopped on purpose"}}},
-                "Slow": {"type": "Wait", "inputs": {"interval": {"count": 30, "unit": "Second"}}},
+                // Longer than any test run: only the Terminate can end it, however
+                // loaded the machine (a 30 s wait once ended first).
+                "Slow": {"type": "Wait", "inputs": {"interval": {"count": 1, "unit": "Hour"}}},
                 "After": {"type": "Compose", "inputs": "b", "runAfter": {"Stop": ["Succeeded"]}},
             })),
         )
@@ -602,9 +604,16 @@ async fn recurrence_fires_on_its_own_until_disabled() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    // No start time: it fires at once on save, then every 2 seconds.
-    tokio::time::sleep(Duration::from_millis(4500)).await;
-    let runs = env.runs("tick", "").await;
+    // No start time: it fires at once on save, then every 2 seconds. Waits for the
+    // second run (bounded), not for a fixed time a loaded machine may overrun.
+    let mut runs = Vec::new();
+    for _ in 0..300 {
+        runs = env.runs("tick", "").await;
+        if runs.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(runs.len() >= 2, "{} runs", runs.len());
     assert!(runs
         .iter()

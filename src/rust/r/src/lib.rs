@@ -8,7 +8,7 @@ mod convert;
 mod job;
 mod table;
 
-use convert::{error_to_robj, result_to_robj, robj_result, robj_to_json};
+use convert::{error_to_robj, from_robj, result_to_robj, robj_result, robj_to_json};
 use extendr_api::prelude::*;
 use job::{Job, Poll};
 use serde_json::{json, Value};
@@ -23,6 +23,19 @@ use std::time::Duration;
 
 /// Run a binding body; a panic becomes an internal-error result, never panic text.
 /// (extendr's panic hook, registered in entrypoint.c, keeps the report itself quiet.)
+/// Check string arguments at the boundary (`convert::text`): a bad one returns its
+/// error as the binding's result.
+macro_rules! text {
+    ($($arg:ident),+) => {
+        $(
+            let $arg = match convert::text(&$arg, stringify!($arg)) {
+                Ok(s) => s,
+                Err(e) => return error_to_robj(&e),
+            };
+        )+
+    };
+}
+
 fn guard(body: impl FnOnce() -> Robj + std::panic::UnwindSafe) -> Robj {
     std::panic::catch_unwind(body).unwrap_or_else(|_| {
         error_to_robj(&Error::internal(
@@ -32,8 +45,7 @@ fn guard(body: impl FnOnce() -> Robj + std::panic::UnwindSafe) -> Robj {
 }
 
 fn storage_from(config: &Robj) -> Result<Storage, Error> {
-    let config: StorageConfig = serde_json::from_value(robj_to_json(config))
-        .map_err(|e| Error::input(format!("invalid storage configuration: {e}")))?;
+    let config: StorageConfig = from_robj(config, "storage configuration")?;
     Storage::new(config, None)
 }
 
@@ -104,7 +116,8 @@ fn job_cancel(job: Robj) -> Robj {
 /// Check a model name against the naming rule (no network).
 /// @noRd
 #[extendr]
-fn rs_check_model_name(name: &str) -> Robj {
+fn rs_check_model_name(name: Robj) -> Robj {
+    text!(name);
     let name = name.to_string();
     guard(move || result_to_robj(store::check_model_name(&name).map(|_| Value::Null)))
 }
@@ -112,7 +125,8 @@ fn rs_check_model_name(name: &str) -> Robj {
 /// Check a `container/path` blob path (no network).
 /// @noRd
 #[extendr]
-fn rs_check_blob_path(path: &str) -> Robj {
+fn rs_check_blob_path(path: Robj) -> Robj {
+    text!(path);
     let path = path.to_string();
     guard(move || {
         result_to_robj(split_path(&path).map(|(c, b)| json!({"container": c, "blob": b})))
@@ -121,7 +135,8 @@ fn rs_check_blob_path(path: &str) -> Robj {
 
 /// @noRd
 #[extendr]
-fn rs_ensure_container(storage: Robj, container: &str) -> Robj {
+fn rs_ensure_container(storage: Robj, container: Robj) -> Robj {
+    text!(container);
     let container = container.to_string();
     guard(move || {
         start(storage_from(&storage), move |s, _| async move {
@@ -132,7 +147,8 @@ fn rs_ensure_container(storage: Robj, container: &str) -> Robj {
 
 /// @noRd
 #[extendr]
-fn rs_blob_upload(storage: Robj, file: &str, path: &str, overwrite: bool) -> Robj {
+fn rs_blob_upload(storage: Robj, file: Robj, path: Robj, overwrite: bool) -> Robj {
+    text!(file, path);
     let (file, path) = (PathBuf::from(file), path.to_string());
     guard(move || {
         start(storage_from(&storage), move |s, progress| async move {
@@ -151,7 +167,8 @@ fn rs_blob_upload(storage: Robj, file: &str, path: &str, overwrite: bool) -> Rob
 
 /// @noRd
 #[extendr]
-fn rs_blob_download(storage: Robj, path: &str, file: &str) -> Robj {
+fn rs_blob_download(storage: Robj, path: Robj, file: Robj) -> Robj {
+    text!(path, file);
     let (file, path) = (PathBuf::from(file), path.to_string());
     guard(move || {
         start(storage_from(&storage), move |s, progress| async move {
@@ -166,7 +183,8 @@ fn rs_blob_download(storage: Robj, path: &str, file: &str) -> Robj {
 
 /// @noRd
 #[extendr]
-fn rs_blob_list(storage: Robj, container: &str, prefix: &str) -> Robj {
+fn rs_blob_list(storage: Robj, container: Robj, prefix: Robj) -> Robj {
+    text!(container, prefix);
     let (container, prefix) = (container.to_string(), prefix.to_string());
     guard(move || {
         start(storage_from(&storage), move |s, _| async move {
@@ -175,9 +193,22 @@ fn rs_blob_list(storage: Robj, container: &str, prefix: &str) -> Robj {
     })
 }
 
+/// Fails unless the container exists.
 /// @noRd
 #[extendr]
-fn rs_blob_delete(storage: Robj, path: &str) -> Robj {
+fn rs_check_container(storage: Robj, container: Robj) -> Robj {
+    text!(container);
+    guard(move || {
+        start(storage_from(&storage), move |s, _| async move {
+            s.check_container(&container).await.map(|_| Value::Null)
+        })
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rs_blob_delete(storage: Robj, path: Robj) -> Robj {
+    text!(path);
     let path = path.to_string();
     guard(move || {
         start(storage_from(&storage), move |s, _| async move {
@@ -189,13 +220,14 @@ fn rs_blob_delete(storage: Robj, path: &str) -> Robj {
 
 /// @noRd
 #[extendr]
-fn rs_store_model(storage: Robj, container: &str, name: &str, file: &str, meta: Robj) -> Robj {
+fn rs_store_model(storage: Robj, container: Robj, name: Robj, file: Robj, meta: Robj) -> Robj {
+    text!(container, name, file);
     let (container, name, file) = (container.to_string(), name.to_string(), PathBuf::from(file));
     let meta = robj_to_json(&meta);
     guard(move || {
         start(storage_from(&storage), move |s, progress| async move {
             to_value(
-                s.store_model(&container, &name, &file, meta, &progress)
+                s.store_model(&container, &name, &file, meta?, &progress)
                     .await?,
             )
         })
@@ -204,7 +236,8 @@ fn rs_store_model(storage: Robj, container: &str, name: &str, file: &str, meta: 
 
 /// @noRd
 #[extendr]
-fn rs_model_versions(storage: Robj, container: &str, name: &str) -> Robj {
+fn rs_model_versions(storage: Robj, container: Robj, name: Robj) -> Robj {
+    text!(container, name);
     let (container, name) = (container.to_string(), name.to_string());
     guard(move || {
         start(storage_from(&storage), move |s, _| async move {
@@ -215,7 +248,8 @@ fn rs_model_versions(storage: Robj, container: &str, name: &str) -> Robj {
 
 /// @noRd
 #[extendr]
-fn rs_load_model(storage: Robj, container: &str, name: &str, version: &str, dest: &str) -> Robj {
+fn rs_load_model(storage: Robj, container: Robj, name: Robj, version: Robj, dest: Robj) -> Robj {
+    text!(container, name, version, dest);
     let (container, name, version, dest) = (
         container.to_string(),
         name.to_string(),
@@ -237,7 +271,8 @@ fn rs_load_model(storage: Robj, container: &str, name: &str, version: &str, dest
 /// named character vector of column types, used for CSV.
 /// @noRd
 #[extendr]
-fn rs_read_table(path: &str, format: &str, hint: Robj, shard: i32, shards: i32) -> Robj {
+fn rs_read_table(path: Robj, format: Robj, hint: Robj, shard: i32, shards: i32) -> Robj {
+    text!(path, format);
     let (path, format) = (path.to_string(), format.to_string());
     guard(move || robj_result(table::read(&path, &format, &hint, shard, shards)))
 }
@@ -245,7 +280,8 @@ fn rs_read_table(path: &str, format: &str, hint: Robj, shard: i32, shards: i32) 
 /// Write a named list of atomic vectors to a CSV or Parquet file.
 /// @noRd
 #[extendr]
-fn rs_write_table(columns: Robj, path: &str, format: &str) -> Robj {
+fn rs_write_table(columns: Robj, path: Robj, format: Robj) -> Robj {
+    text!(path, format);
     let (path, format) = (path.to_string(), format.to_string());
     guard(move || result_to_robj(table::write(&columns, &path, &format)))
 }
@@ -259,8 +295,7 @@ struct ArmConfig {
 }
 
 fn arm_config(config: &Robj) -> Result<ArmConfig, Error> {
-    serde_json::from_value(robj_to_json(config))
-        .map_err(|e| Error::input(format!("invalid Azure configuration: {e}")))
+    from_robj(config, "Azure configuration")
 }
 
 fn arm_client(
@@ -282,7 +317,8 @@ where
 /// Get a token for `scope`; returns what it is like, never the token itself.
 /// @noRd
 #[extendr]
-fn rs_token_info(config: Robj, scope: &str) -> Robj {
+fn rs_token_info(config: Robj, scope: Robj) -> Robj {
+    text!(scope);
     let scope = scope.to_string();
     guard(move || {
         let config = arm_config(&config);
@@ -306,8 +342,7 @@ fn rs_token_info(config: Robj, scope: &str) -> Robj {
 /// @noRd
 #[extendr]
 fn rs_aci_run(config: Robj, spec: Robj, timeout_s: f64) -> Robj {
-    let spec: Result<GroupSpec, Error> = serde_json::from_value(robj_to_json(&spec))
-        .map_err(|e| Error::input(format!("invalid container group: {e}")));
+    let spec: Result<GroupSpec, Error> = from_robj(&spec, "container group");
     guard(move || {
         let config = arm_config(&config);
         start_job(move |progress| async move {
@@ -333,7 +368,8 @@ fn rs_aci_run(config: Robj, spec: Robj, timeout_s: f64) -> Robj {
 /// The sha256 of a file (no network).
 /// @noRd
 #[extendr]
-fn rs_file_sha256(path: &str) -> Robj {
+fn rs_file_sha256(path: Robj) -> Robj {
+    text!(path);
     let path = PathBuf::from(path);
     guard(move || result_to_robj(serverless_core::templates::file_sha256(&path).map(Value::String)))
 }
@@ -341,7 +377,8 @@ fn rs_file_sha256(path: &str) -> Robj {
 /// Parse JSON text into R lists and vectors (the package has no JSON dependency).
 /// @noRd
 #[extendr]
-fn rs_json_parse(text: &str) -> Robj {
+fn rs_json_parse(text: Robj) -> Robj {
+    text!(text);
     let text = text.to_string();
     guard(move || {
         result_to_robj(
@@ -357,11 +394,11 @@ fn rs_json_parse(text: &str) -> Robj {
 fn rs_json_format(x: Robj) -> Robj {
     let value = robj_to_json(&x);
     guard(move || {
-        result_to_robj(
+        result_to_robj(value.and_then(|value| {
             serde_json::to_string_pretty(&value)
                 .map(Value::String)
-                .map_err(|e| Error::internal(format!("cannot format JSON: {e}"))),
-        )
+                .map_err(|e| Error::internal(format!("cannot format JSON: {e}")))
+        }))
     })
 }
 
@@ -370,9 +407,7 @@ fn rs_json_format(x: Robj) -> Robj {
 /// @noRd
 #[extendr]
 fn rs_deploy_model(storage: Robj, config: Robj, request: Robj) -> Robj {
-    let request: Result<deploy::DeployRequest, Error> =
-        serde_json::from_value(robj_to_json(&request))
-            .map_err(|e| Error::input(format!("invalid deployment request: {e}")));
+    let request: Result<deploy::DeployRequest, Error> = from_robj(&request, "deployment request");
     guard(move || {
         let storage = storage_from(&storage);
         let config = arm_config(&config);
@@ -387,7 +422,8 @@ fn rs_deploy_model(storage: Robj, config: Robj, request: Robj) -> Robj {
 /// The deployment record of a model, or NULL.
 /// @noRd
 #[extendr]
-fn rs_get_deployment(storage: Robj, container: &str, name: &str) -> Robj {
+fn rs_get_deployment(storage: Robj, container: Robj, name: Robj) -> Robj {
+    text!(container, name);
     let (container, name) = (container.to_string(), name.to_string());
     guard(move || {
         start(storage_from(&storage), move |s, _| async move {
@@ -408,8 +444,7 @@ fn arm_shared(
 /// @noRd
 #[extendr]
 fn rs_score_run(config: Robj, request: Robj, wait: bool, keep: bool, timeout_s: f64) -> Robj {
-    let request: Result<score::RunRequest, Error> = serde_json::from_value(robj_to_json(&request))
-        .map_err(|e| Error::input(format!("invalid scoring run: {e}")));
+    let request: Result<score::RunRequest, Error> = from_robj(&request, "scoring run");
     guard(move || {
         let config = arm_config(&config);
         start_job(move |progress| async move {
@@ -426,9 +461,7 @@ fn rs_score_run(config: Robj, request: Robj, wait: bool, keep: bool, timeout_s: 
 /// @noRd
 #[extendr]
 fn rs_score_status(config: Robj, shards: Robj, keep: bool) -> Robj {
-    let shards: Result<Vec<score::ShardState>, Error> =
-        serde_json::from_value(robj_to_json(&shards))
-            .map_err(|e| Error::input(format!("invalid run state: {e}")));
+    let shards: Result<Vec<score::ShardState>, Error> = from_robj(&shards, "run state");
     guard(move || {
         let config = arm_config(&config);
         start_job(move |progress| async move {
@@ -448,7 +481,8 @@ fn rs_score_status(config: Robj, shards: Robj, keep: bool) -> Robj {
 /// GET a Resource Manager path (for listings in diagnostics and tests).
 /// @noRd
 #[extendr]
-fn rs_arm_get(config: Robj, path: &str, api_version: &str) -> Robj {
+fn rs_arm_get(config: Robj, path: Robj, api_version: Robj) -> Robj {
+    text!(path, api_version);
     let (path, api_version) = (path.to_string(), api_version.to_string());
     guard(move || {
         let config = arm_config(&config);
@@ -465,13 +499,10 @@ fn rs_arm_get(config: Robj, path: &str, api_version: &str) -> Robj {
 /// @noRd
 #[extendr]
 fn rs_cost_estimate(request: Robj, prices: Robj) -> Robj {
-    let parsed = serde_json::from_value::<cost::CostRequest>(robj_to_json(&request))
-        .map_err(|e| Error::input(format!("invalid cost request: {e}")))
-        .and_then(|r| {
-            let p = serde_json::from_value::<cost::Prices>(robj_to_json(&prices))
-                .map_err(|e| Error::input(format!("invalid price table: {e}")))?;
-            Ok((r, p))
-        });
+    let parsed = from_robj::<cost::CostRequest>(&request, "cost request").and_then(|r| {
+        let p = from_robj::<cost::Prices>(&prices, "price table")?;
+        Ok((r, p))
+    });
     guard(move || {
         result_to_robj(
             parsed
@@ -484,7 +515,8 @@ fn rs_cost_estimate(request: Robj, prices: Robj) -> Robj {
 /// The built-in price table for a region (no network).
 /// @noRd
 #[extendr]
-fn rs_builtin_prices(region: &str) -> Robj {
+fn rs_builtin_prices(region: Robj) -> Robj {
+    text!(region);
     let region = region.to_string();
     guard(move || result_to_robj(cost::builtin_prices(&region).and_then(to_value)))
 }
@@ -493,9 +525,9 @@ fn rs_builtin_prices(region: &str) -> Robj {
 /// local Azure's CA when `endpoints` carries one).
 /// @noRd
 #[extendr]
-fn rs_fetch_prices(endpoints: Robj, endpoint: &str, region: &str) -> Robj {
-    let endpoints = serde_json::from_value::<Endpoints>(robj_to_json(&endpoints))
-        .map_err(|e| Error::input(format!("invalid endpoints: {e}")));
+fn rs_fetch_prices(endpoints: Robj, endpoint: Robj, region: Robj) -> Robj {
+    text!(endpoint, region);
+    let endpoints = from_robj::<Endpoints>(&endpoints, "endpoints");
     let (endpoint, region) = (endpoint.to_string(), region.to_string());
     guard(move || {
         start_job(move |_progress| async move {
@@ -508,7 +540,8 @@ fn rs_fetch_prices(endpoints: Robj, endpoint: &str, region: &str) -> Robj {
 /// A cron line as the Recurrence of a Logic App trigger (no network).
 /// @noRd
 #[extendr]
-fn rs_cron_recurrence(cron: &str, time_zone: &str) -> Robj {
+fn rs_cron_recurrence(cron: Robj, time_zone: Robj) -> Robj {
+    text!(cron, time_zone);
     let (cron, time_zone) = (cron.to_string(), time_zone.to_string());
     guard(move || {
         result_to_robj(
@@ -518,8 +551,7 @@ fn rs_cron_recurrence(cron: &str, time_zone: &str) -> Robj {
 }
 
 fn schedule_request(request: &Robj) -> Result<schedule::ScheduleRequest, Error> {
-    serde_json::from_value(robj_to_json(request))
-        .map_err(|e| Error::input(format!("invalid schedule: {e}")))
+    from_robj(request, "schedule")
 }
 
 /// Render a schedule's workflow without any network call (for dry runs and cost).
@@ -549,7 +581,8 @@ fn rs_schedule_apply(config: Robj, request: Robj) -> Robj {
 /// name), `runs`, `run`, `enable`, `disable`, `delete`.
 /// @noRd
 #[extendr]
-fn rs_schedule_call(config: Robj, workflow: &str, op: &str, arg: &str) -> Robj {
+fn rs_schedule_call(config: Robj, workflow: Robj, op: Robj, arg: Robj) -> Robj {
+    text!(workflow, op, arg);
     let (workflow, op, arg) = (workflow.to_string(), op.to_string(), arg.to_string());
     guard(move || {
         let config = arm_config(&config);
@@ -578,7 +611,8 @@ fn rs_schedule_call(config: Robj, workflow: &str, op: &str, arg: &str) -> Robj {
 /// Delete everything in the resource group tagged for a deployment.
 /// @noRd
 #[extendr]
-fn rs_undeploy(config: Robj, subscription: &str, resource_group: &str, deployment: &str) -> Robj {
+fn rs_undeploy(config: Robj, subscription: Robj, resource_group: Robj, deployment: Robj) -> Robj {
+    text!(subscription, resource_group, deployment);
     let (sub, rg, dep) = (
         subscription.to_string(),
         resource_group.to_string(),
@@ -603,7 +637,10 @@ struct LocalHandle(std::sync::Mutex<Option<serverless_local::LocalAzure>>);
 #[extendr]
 fn rs_local_start(config: Robj) -> Robj {
     guard(move || {
-        let cfg = robj_to_json(&config);
+        let cfg = match robj_to_json(&config) {
+            Ok(cfg) => cfg,
+            Err(e) => return error_to_robj(&e),
+        };
         let Some(work_dir) = cfg.get("work_dir").and_then(Value::as_str) else {
             return error_to_robj(&Error::input("work_dir is required"));
         };
@@ -657,7 +694,10 @@ fn rs_local_start(config: Robj) -> Robj {
 /// @noRd
 #[extendr]
 fn rs_local_add_storage_account(handle: Robj, account: Robj) -> Robj {
-    let a = robj_to_json(&account);
+    let a = match robj_to_json(&account) {
+        Ok(a) => a,
+        Err(e) => return error_to_robj(&e),
+    };
     let field = |k: &str| a[k].as_str().unwrap_or_default().to_string();
     let account = serverless_local::SeededStorageAccount {
         resource_group: field("resource_group"),
@@ -687,6 +727,14 @@ fn with_local<T>(
     Ok(f(local))
 }
 
+/// Whether this handle's emulator is running (FALSE once stopped, or restored from a
+/// file).
+/// @noRd
+#[extendr]
+fn rs_local_alive(handle: Robj) -> bool {
+    with_local(handle, |_| ()).is_ok()
+}
+
 /// @noRd
 #[extendr]
 fn rs_local_journal(handle: Robj) -> Robj {
@@ -714,7 +762,10 @@ fn rs_local_journal(handle: Robj) -> Robj {
 #[extendr]
 fn rs_local_faults(handle: Robj, faults: Robj) -> Robj {
     guard(move || {
-        let f = robj_to_json(&faults);
+        let f = match robj_to_json(&faults) {
+            Ok(f) => f,
+            Err(e) => return error_to_robj(&e),
+        };
         let num = |k: &str| f.get(k).and_then(Value::as_f64).unwrap_or(0.0);
         let faults = serverless_local::Faults {
             throttle: num("throttle"),
@@ -767,7 +818,10 @@ fn with_proxy<T>(
 #[extendr]
 fn rs_local_proxy_faults(handle: Robj, faults: Robj) -> Robj {
     guard(move || {
-        let f = robj_to_json(&faults);
+        let f = match robj_to_json(&faults) {
+            Ok(f) => f,
+            Err(e) => return error_to_robj(&e),
+        };
         let num = |k: &str| f.get(k).and_then(Value::as_f64);
         let faults = serverless_local::proxy::ProxyFaults {
             delay_ms: num("delay_ms").unwrap_or(0.0) as u64,
@@ -806,6 +860,59 @@ fn rs_local_stop(handle: Robj) -> Robj {
     })
 }
 
+/// A watchdog that stops process `pid` (Azurite) with SIGTERM, then SIGKILL, if this
+/// R session ends without stopping it (see `serverless_local::reaper`).
+/// @noRd
+#[extendr]
+fn rs_local_watchdog(pid: i32) -> Robj {
+    guard(move || match serverless_local::reaper::Reaper::start() {
+        Ok(reaper) => {
+            reaper.watch_service(pid);
+            list!(ok = true, value = ExternalPtr::new(reaper)).into()
+        }
+        Err(e) => error_to_robj(&Error::internal(format!(
+            "cannot start the process watchdog: {e}"
+        ))),
+    })
+}
+
+/// Stop the watchdog after `pid` was stopped (it is forgotten first, not signalled).
+/// @noRd
+#[extendr]
+fn rs_local_watchdog_stop(handle: Robj, pid: i32) -> Robj {
+    guard(move || {
+        if let Ok(reaper) = ExternalPtr::<serverless_local::reaper::Reaper>::try_from(handle) {
+            reaper.forget_service(pid);
+            reaper.stop();
+        }
+        Robj::from(())
+    })
+}
+
+/// A secret kept on this side of the boundary. R holds an external pointer to it;
+/// `saveRDS()` and `serialize()` write external pointers as null, so no saved object
+/// carries the secret, and a restored one finds nothing here.
+struct Secret(String);
+
+/// Seal a secret: an external pointer R can pass around but not see through.
+/// @noRd
+#[extendr]
+fn rs_secret_seal(value: Robj) -> Robj {
+    text!(value);
+    guard(move || list!(ok = true, value = ExternalPtr::new(Secret(value))).into())
+}
+
+/// The secret behind a sealed pointer, or NULL when the pointer is null (restored from
+/// a file) or not a secret.
+/// @noRd
+#[extendr]
+fn rs_secret_open(secret: Robj) -> Robj {
+    guard(move || match ExternalPtr::<Secret>::try_from(secret) {
+        Ok(secret) => Robj::from(secret.0.as_str()),
+        Err(_) => Robj::from(()),
+    })
+}
+
 extendr_module! {
     mod serveRless;
     fn job_poll;
@@ -817,6 +924,7 @@ extendr_module! {
     fn rs_blob_download;
     fn rs_blob_list;
     fn rs_blob_delete;
+    fn rs_check_container;
     fn rs_store_model;
     fn rs_model_versions;
     fn rs_load_model;
@@ -842,10 +950,15 @@ extendr_module! {
     fn rs_undeploy;
     fn rs_local_start;
     fn rs_local_add_storage_account;
+    fn rs_local_alive;
     fn rs_local_journal;
     fn rs_local_faults;
     fn rs_local_stop;
     fn rs_local_proxy_start;
     fn rs_local_proxy_faults;
     fn rs_local_proxy_stop;
+    fn rs_local_watchdog;
+    fn rs_local_watchdog_stop;
+    fn rs_secret_seal;
+    fn rs_secret_open;
 }

@@ -1,6 +1,7 @@
 //! Tables between R and the core: a named list of atomic vectors <-> `Table`.
 //! Each R vector is allocated once and filled straight from the core's vector.
 
+use crate::convert;
 use extendr_api::prelude::*;
 use extendr_ffi::{
     cetype_t::CE_UTF8, R_BlankString, R_NaString, R_xlen_t, Rf_mkCharLenCE, SET_STRING_ELT, SEXP,
@@ -8,6 +9,7 @@ use extendr_ffi::{
 use serde_json::{json, Value};
 use serverless_core::table::{self, Column, ColumnType, Nullable, Table};
 use serverless_core::Error;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
@@ -33,18 +35,23 @@ fn hint_of(hint: &Robj) -> Result<Vec<(String, ColumnType)>, Error> {
         return Ok(Vec::new());
     }
     let bad = || Error::input("the type hint must be NULL or a named character vector");
-    let (Some(types), Some(names)) = (hint.as_str_iter(), hint.names()) else {
-        return Err(bad());
+    let names = match hint.get_attrib(names_symbol()) {
+        Some(n) if hint.rtype() == Rtype::Strings && n.rtype() == Rtype::Strings => {
+            convert::texts(&n, "a column name")?
+        }
+        _ => return Err(bad()),
     };
+    let types = convert::texts(hint, "a column type")?;
     names
+        .into_iter()
         .zip(types)
         .map(|(name, t)| {
-            if t.is_na() {
+            let (Some(name), Some(t)) = (name, t) else {
                 return Err(bad());
-            }
+            };
             let t =
-                ColumnType::from_name(t).map_err(|e| e.context(format!("column \"{name}\"")))?;
-            Ok((name.to_string(), t))
+                ColumnType::from_name(&t).map_err(|e| e.context(format!("column \"{name}\"")))?;
+            Ok((name, t))
         })
         .collect()
 }
@@ -242,10 +249,13 @@ fn write_file(table: &Table, file: &str, format: Format) -> Result<(), Error> {
 fn table_from_r(columns: &Robj) -> Result<Table, Error> {
     let bad = || Error::input("the columns must be a named list of atomic vectors");
     let list = columns.as_list().ok_or_else(bad)?;
-    let names: Vec<String> = match columns.names() {
-        Some(names) => names.map(str::to_owned).collect(),
-        None if list.is_empty() => Vec::new(),
-        None => return Err(bad()),
+    let names: Vec<String> = match columns.get_attrib(names_symbol()) {
+        Some(names) if names.rtype() == Rtype::Strings => convert::texts(&names, "a column name")?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
+        _ if list.is_empty() => Vec::new(),
+        _ => return Err(bad()),
     };
     let mut out = Vec::with_capacity(names.len());
     for (name, value) in names.iter().zip(list.values()) {
@@ -259,10 +269,15 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
     // iterator panics on NA codes, so the labels are looked up here.)
     if x.is_factor() {
         let codes = x.as_integer_slice().unwrap_or(&[]);
-        let levels: Vec<&str> = x.levels().map(|l| l.collect()).unwrap_or_default();
+        let levels = match x.get_attrib(levels_symbol()) {
+            Some(l) if l.rtype() == Rtype::Strings => {
+                convert::texts(&l, &format!("a level of column \"{name}\""))?
+            }
+            _ => Vec::new(),
+        };
         let label = |code: &i32| {
             let i = usize::try_from(code.checked_sub(1)?).ok()?;
-            levels.get(i).copied()
+            levels.get(i)?.as_deref()
         };
         return Ok(Column::Character(codes.iter().map(label).collect()));
     }

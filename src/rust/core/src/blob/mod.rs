@@ -100,6 +100,29 @@ pub fn split_path(path: &str) -> Result<(&str, &str)> {
             "blob path `{path}` needs a blob name of 1 to 1024 characters after the container"
         )));
     }
+    // URLs resolve `.` and `..` segments before they reach the service, so
+    // `serverless/../other/x` would write into container `other`; Azure's naming rules
+    // also warn against names ending in `.` or `/`, and an empty segment (`a//b`) is
+    // almost always a mistake of string building. All are refused here.
+    // (Naming and Referencing Containers, Blobs, and Metadata, Blob service REST API.)
+    if let Some(bad) = blob
+        .split('/')
+        .find(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        let what = if bad.is_empty() {
+            "an empty segment"
+        } else {
+            "a `.` or `..` segment"
+        };
+        return Err(Error::input(format!(
+            "blob path `{path}` has {what}: give the path in the container without `.`, `..` or `//`"
+        )));
+    }
+    if blob.ends_with('.') {
+        return Err(Error::input(format!(
+            "blob path `{path}` ends with `.`: Azure does not allow blob names that end with a dot"
+        )));
+    }
     Ok((container, blob))
 }
 
@@ -182,11 +205,12 @@ impl Storage {
                 }
                 .http_client()?,
             )),
-            None => Transport::new(azure_core::http::new_http_client(Some(
-                azure_core::http::HttpClientOptions {
+            None => Transport::new({
+                crate::install_crypto_provider();
+                azure_core::http::new_http_client(Some(azure_core::http::HttpClientOptions {
                     automatic_decompression: false,
-                },
-            ))),
+                }))
+            }),
         };
         Ok(Storage {
             account: config.account,
@@ -285,6 +309,24 @@ impl Storage {
                 }
             }
         }
+    }
+
+    /// Fails, naming the container, unless `container` exists (one listing of at most
+    /// one blob): checked before creating something that would write there later.
+    pub async fn check_container(&self, container: &str) -> Result<()> {
+        check_container_name(container)?;
+        self.check(Access::List)?;
+        let client = self.container_client(container)?;
+        let options = BlobContainerClientListBlobsOptions {
+            maxresults: Some(1),
+            ..Default::default()
+        };
+        let mut pages = client.list_blobs(Some(options))?.into_pages();
+        pages
+            .try_next()
+            .await
+            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+        Ok(())
     }
 
     /// All blobs under `container/prefix`, following continuation markers.
@@ -444,6 +486,19 @@ mod tests {
         assert!(split_path("Data/x").is_err());
         assert!(split_path("ab/x").is_err());
         assert!(split_path("a--b/x").is_err());
+        // Segments a URL would resolve, empty ones and a trailing dot are input errors.
+        for bad in [
+            "serverless/../other/x.csv",
+            "serverless/./x.csv",
+            "serverless/a/..",
+            "serverless/a//b",
+            "serverless/a/",
+            "serverless/x.",
+        ] {
+            let err = split_path(bad).unwrap_err();
+            assert_eq!(err.kind, crate::ErrorKind::Input, "{bad}");
+        }
+        assert_eq!(split_path("data/a.b/..c").unwrap(), ("data", "a.b/..c"));
     }
 
     #[test]

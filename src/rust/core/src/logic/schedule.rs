@@ -688,6 +688,45 @@ pub async fn delete(arm: &ArmClient, workflow: &str) -> Result<Vec<String>> {
     };
     // Stop new runs first.
     let _ = set_enabled(arm, workflow, false).await;
+    // Then the runs in flight, and the container groups they started: deleting a
+    // workflow leaves those groups running (and billed) in Azure. Workflow Runs -
+    // List ($filter on status) and Cancel, Microsoft.Logic 2019-05-01
+    // (logic.json, specification/logic/resource-manager).
+    let running = arm
+        .get(
+            &format!("{workflow}/runs?$filter=status%20eq%20'Running'"),
+            api::LOGIC,
+        )
+        .await?;
+    for run in running["value"].as_array().into_iter().flatten() {
+        if let Some(name) = run["name"].as_str() {
+            // A run that ended meanwhile answers 409: nothing to cancel.
+            match arm
+                .post(&format!("{workflow}/runs/{name}/cancel"), api::LOGIC, None)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.status == Some(409) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let parts: Vec<&str> = workflow.split('/').collect();
+    if let (Some(sub), Some(rg), Some(schedule)) = (
+        parts.get(2),
+        parts.get(4),
+        wf["tags"]["serverless-schedule"].as_str(),
+    ) {
+        for r in tagged_with(arm, sub, rg, "serverless-schedule", schedule).await? {
+            let is_group = r["type"].as_str().is_some_and(|t| {
+                t.eq_ignore_ascii_case("microsoft.containerinstance/containergroups")
+            });
+            if let (true, Some(id)) = (is_group, r["id"].as_str()) {
+                arm.delete(id, api::CONTAINER_INSTANCE).await?;
+                removed.push(id.to_string());
+            }
+        }
+    }
     if let Some(principal) = wf["identity"]["principalId"].as_str() {
         // Listed at the resource group (which holds every scope `apply` granted on,
         // and returns assignments below it too): Reader there is enough, where a
@@ -732,8 +771,27 @@ pub async fn tagged(
     resource_group: &str,
     deployment: &str,
 ) -> Result<Vec<Value>> {
+    tagged_with(
+        arm,
+        subscription,
+        resource_group,
+        "serverless-deployment",
+        deployment,
+    )
+    .await
+}
+
+/// Resources in a resource group tagged `tag = value` (Resources - List By Resource
+/// Group, `$filter=tagName eq .. and tagValue eq ..`).
+async fn tagged_with(
+    arm: &ArmClient,
+    subscription: &str,
+    resource_group: &str,
+    tag: &str,
+    value: &str,
+) -> Result<Vec<Value>> {
     let path = format!(
-        "/subscriptions/{subscription}/resourceGroups/{resource_group}/resources?$filter=tagName%20eq%20'serverless-deployment'%20and%20tagValue%20eq%20'{deployment}'"
+        "/subscriptions/{subscription}/resourceGroups/{resource_group}/resources?$filter=tagName%20eq%20'{tag}'%20and%20tagValue%20eq%20'{value}'"
     );
     let v = arm.get(&path, api::RESOURCES).await?;
     Ok(v["value"].as_array().cloned().unwrap_or_default())
