@@ -22,7 +22,8 @@ azure_cli_client_id <- "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 #'   identity, managed identity (`IDENTITY_ENDPOINT` set), the Azure CLI (`az` on the
 #'   `PATH`), else managed identity. It says which it chose.
 #'
-#' Secrets are never shown by `print()`, `format()` or `str()`, nor in error messages.
+#' Secrets are never shown by `print()`, `format()` or `str()`, nor in error messages,
+#' nor saved by `saveRDS()` (a credential read back from a file must be made again).
 #'
 #' @param type How to sign in; see Details.
 #' @param tenant Tenant id (a GUID) or domain, e.g. `"contoso.onmicrosoft.com"`.

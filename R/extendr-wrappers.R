@@ -174,7 +174,8 @@ rs_local_proxy_stop <- function(handle) .Call(wrap__rs_local_proxy_stop, handle)
 #' @noRd
 rs_local_watchdog <- function(pid) .Call(wrap__rs_local_watchdog, pid)
 
-#' Stop the watchdog after `pid` was stopped (it is forgotten first, not signalled).
+#' Stop the watchdog. `pid` (stopped already) is forgotten first, not signalled; with
+#' `pid = -1` the watchdog stops the service itself (SIGTERM, waiting for its end).
 #' @noRd
 rs_local_watchdog_stop <- function(handle, pid) .Call(wrap__rs_local_watchdog_stop, handle, pid)
 

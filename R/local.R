@@ -16,8 +16,12 @@ azurite_key <- paste0(
 #' certificate the target trusts. Creates the target's container and returns a target
 #' whose credential is a service principal of the emulated tenant. Everything stops (and
 #' a temporary `dir` is removed) when `.local_envir` ends: the calling function, the
-#' test, or the R session. Azurite is found on the `PATH`, or through the environment
-#' variable `SERVERLESS_AZURITE`; the project's `make setup` installs it.
+#' test, or, at a script's top level, the R session. Azurite is stopped with SIGTERM,
+#' so what it was told to store is saved in `dir`. If the R session is killed or
+#' crashes instead, a watchdog stops Azurite and kills the scoring processes. A target
+#' whose local Azure has stopped raises `serverless_error_input` at its next use.
+#' Azurite is found on the `PATH`, or through the environment variable
+#' `SERVERLESS_AZURITE`; the project's `make setup` installs it.
 #'
 #' [local_azure_journal()] lists the control-plane calls made so far;
 #' [local_azure_faults()] makes a share of them fail the ways Azure's do.
@@ -78,7 +82,8 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
     stdout = "|", stderr = "|", cleanup = FALSE, cleanup_tree = FALSE
   )
   running$azurite <- proc
-  running$watchdog <- rust_result(rs_local_watchdog(proc$get_pid()))
+  running$azurite_pid <- proc$get_pid()
+  running$watchdog <- rust_result(rs_local_watchdog(running$azurite_pid))
   port <- wait_for_azurite(proc)
   # Clients reach Azurite through a loopback TCP proxy, so local_azure_faults() can
   # slow, cut or reset storage connections mid-transfer.
@@ -143,9 +148,15 @@ stop_local_azure <- function(running, secrets) {
   if (!is.null(running$emulator)) rs_local_stop(running$emulator)
   if (!is.null(running$proxy)) rs_local_proxy_stop(running$proxy)
   if (!is.null(running$azurite)) {
-    pid <- running$azurite$get_pid()
-    stop_process(running$azurite)
-    if (!is.null(running$watchdog)) rs_local_watchdog_stop(running$watchdog, pid)
+    # At the end of a session processx may have finalized its handle first: then
+    # the watchdog stops Azurite (SIGTERM, and waits for it).
+    stopped <- tryCatch({
+      stop_process(running$azurite)
+      !isTRUE(tools::pskill(running$azurite_pid, 0L))
+    }, error = function(e) FALSE)
+    if (!is.null(running$watchdog)) {
+      rs_local_watchdog_stop(running$watchdog, if (stopped) running$azurite_pid else -1L)
+    }
   }
   if (!is.null(running$temp_dir)) unlink(running$temp_dir, recursive = TRUE)
   invisible()

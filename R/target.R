@@ -5,7 +5,9 @@
 #' A target names the subscription, resource group, region and storage account that
 #' serveRless uses. Names are checked against Azure's rules here, before any call.
 #' Storage is reached with an account key, a SAS token or an Entra ID bearer token.
-#' Secrets are kept out of `print()`, `format()` and `str()`.
+#' Secrets are kept out of `print()`, `format()` and `str()`, and out of `saveRDS()`:
+#' a target read back from a file (or a deployment, run or schedule that holds one)
+#' raises `serverless_error_auth` when used; make it again in the new session.
 #'
 #' @param subscription Subscription id (a GUID).
 #' @param resource_group Resource group name (1-90 letters, digits, `-_.()`).

@@ -94,3 +94,21 @@ test_that("a missing container is named, with what to do", {
   expect_match(conditionMessage(err), "container `no-such-container` does not exist", fixed = TRUE)
   expect_error(blob_list(target), "no-such-container", class = "serverless_error_azure")
 })
+
+test_that("progress bars stay quiet where they cannot redraw (a knitted document, a log)", {
+  target <- test_target()
+  f <- random_file(8 * 1024^2)
+  # Even shown at once, a bar in a non-dynamic output would be one static line per update.
+  withr::local_options(cli.progress_show_after = 0, knitr.in.progress = TRUE, cli.dynamic = FALSE)
+  shown <- character()
+  withCallingHandlers(
+    blob_upload(target, f, "serverless/test-bars/x.bin"),
+    message = function(m) {
+      shown <<- c(shown, conditionMessage(m))
+      invokeRestart("muffleMessage")
+    },
+    cliMessage = function(m) shown <<- c(shown, conditionMessage(m))
+  )
+  expect_false(any(grepl("uploading", shown)), info = paste(shown, collapse = "\n"))
+  expect_true("serverless/test-bars/x.bin" %in% blob_list(target, "serverless/test-bars/")$path)
+})

@@ -201,3 +201,34 @@ test_that("a blob trigger scores a blob uploaded after scheduling, with the aci 
   expect_length(model_versions("mpg", target)$version, 0)
   expect_length(container_groups(target), 0)
 })
+
+test_that("unschedule() during a run stops it and deletes its groups; a missing container is refused first", {
+  target <- local_azure()
+  dep <- deploy_quietly(lm(mpg ~ wt, data = mtcars), "mpg", target)
+  upload_csv(target, mtcars[, "wt", drop = FALSE], "serverless/in/a.csv")
+
+  # An output container that does not exist: refused, naming it, before anything is
+  # created (every run would fail writing there).
+  writes <- arm_writes(target)
+  err <- expect_error(quietly(schedule_scoring(dep, "serverless/in/*.csv", "nosuchcontainer/out/",
+                                               schedule = "0 3 * * *")),
+                      class = "serverless_error")
+  expect_match(conditionMessage(err), "nosuchcontainer")
+  expect_equal(arm_writes(target), writes)
+
+  # A run in flight: its container (Rscript with this HOME) says it started, then
+  # waits. unschedule() cancels the run and deletes its groups.
+  home <- withr::local_tempdir()
+  started <- file.path(home, "scoring-started")
+  writeLines(sprintf("local({ file.create(%s); Sys.sleep(600) })", deparse(started)),
+             file.path(home, ".Rprofile"))
+  withr::local_envvar(HOME = home)
+  sch <- quietly(schedule_scoring(dep, "serverless/in/*.csv", "serverless/out/",
+                                  schedule = "0 3 * * *", poll_seconds = 1))
+  run <- trigger_now(sch, wait = FALSE)
+  expect_true(wait_for(function() file.exists(started), 60, every = 0.2))
+  expect_gte(length(container_groups(target)), 1)
+  quietly(unschedule(sch))
+  expect_length(container_groups(target), 0)
+  expect_false("mpg-schedule" %in% arm_list(target, "Microsoft.Logic/workflows", "2019-05-01"))
+})

@@ -17,6 +17,14 @@ use std::sync::Mutex;
 
 const SCRIPT: &str = r#"
 trap '' HUP INT TERM PIPE
+alive() { # a zombie has ended (its parent may not be there to reap it)
+  if [ -r "/proc/$1/stat" ]; then
+    read -r _ _ state _ < "/proc/$1/stat" 2>/dev/null || return 1
+    [ "$state" != Z ]
+  else
+    kill -0 "$1" 2>/dev/null
+  fi
+}
 list=' '
 while read -r op entry; do
   case $op in
@@ -29,7 +37,7 @@ n=0
 while [ $n -lt 50 ]; do
   alive=
   for e in $list; do
-    case $e in TERM:*) kill -0 "${e#*:}" 2>/dev/null && alive=1 ;; esac
+    case $e in TERM:*) alive "${e#*:}" && alive=1 ;; esac
   done
   [ -z "$alive" ] && exit 0
   sleep 0.1

@@ -876,13 +876,16 @@ fn rs_local_watchdog(pid: i32) -> Robj {
     })
 }
 
-/// Stop the watchdog after `pid` was stopped (it is forgotten first, not signalled).
+/// Stop the watchdog. `pid` (stopped already) is forgotten first, not signalled; with
+/// `pid = -1` the watchdog stops the service itself (SIGTERM, waiting for its end).
 /// @noRd
 #[extendr]
 fn rs_local_watchdog_stop(handle: Robj, pid: i32) -> Robj {
     guard(move || {
         if let Ok(reaper) = ExternalPtr::<serverless_local::reaper::Reaper>::try_from(handle) {
-            reaper.forget_service(pid);
+            if pid > 0 {
+                reaper.forget_service(pid);
+            }
             reaper.stop();
         }
         Robj::from(())
