@@ -45,10 +45,12 @@ wrappers: check
 	  (echo "R/extendr-wrappers.R is stale: run 'make document' and commit it"; exit 1)
 	@echo "R/extendr-wrappers.R is up to date"
 
+# R CMD build knits every vignette; check runs their code again but does not knit
+# them a second time (--no-build-vignettes).
 check: setup
 	rm -rf $(BUILD)/check && mkdir -p $(BUILD)/check
 	cd $(BUILD)/check && R CMD build $(CURDIR) && \
-	  _R_CHECK_FORCE_SUGGESTS_=true R CMD check --no-manual $(TARBALL)
+	  _R_CHECK_FORCE_SUGGESTS_=true R CMD check --no-manual --no-build-vignettes $(TARBALL)
 	Rscript tools/check-result.R $(BUILD)/check/serveRless.Rcheck
 
 test: setup rust-lint rust-test check wrappers
