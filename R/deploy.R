@@ -51,7 +51,7 @@
 #' @export
 deploy_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
                          packages = NULL, cpu = 1, memory_gb = 1.5, dry_run = FALSE,
-                         runtime = runtime_options()) {
+                         runtime = runtime_options(), predict_args = list(), data = NULL) {
   check_string(name)
   rust_check(rs_check_model_name(name))
   check_target(target)
@@ -61,7 +61,10 @@ deploy_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
     serverless_abort("{.arg runtime} must come from {.fn runtime_options}.", "input")
   }
   check_arm_target(target)
-  bundle <- model_bundle(model, predict_fun, ptype, packages, require_predict = TRUE)
+  # The pre-flight (see store_model()) runs here, before any image is built or any
+  # Azure call is made.
+  bundle <- model_bundle(model, predict_fun, ptype, packages, predict_args, data,
+                         require_predict = TRUE, preflight = TRUE)
   tarball <- runtime$serverless_tarball %||% installed_source_tarball()
   spec <- runtime_spec(bundle$packages, runtime, tarball)
   request <- list(
@@ -92,7 +95,8 @@ deploy_model <- function(model, name, target, predict_fun = NULL, ptype = NULL,
   new_deployment(out$deployment, target, built = out$built, model_reused = out$model_reused,
                  bytes_sent = out$bytes_sent, arm_calls = out$arm_calls, plan = plan,
                  build = out$build, dockerfile = out$dockerfile, base_built = out$base_built,
-                 base_build = out$base_build, base_dockerfile = out$base_dockerfile)
+                 base_build = out$base_build, base_dockerfile = out$base_dockerfile,
+                 ptype = bundle$ptype)
 }
 
 #' @rdname deploy_model
@@ -393,7 +397,8 @@ drop_nulls <- function(x) x[!vapply(x, is.null, logical(1))]
 
 new_deployment <- function(record, target, built = NA, model_reused = NA, bytes_sent = NA,
                            arm_calls = NA, plan = NULL, build = NULL, dockerfile = NULL,
-                           base_built = NA, base_build = NULL, base_dockerfile = NULL) {
+                           base_built = NA, base_build = NULL, base_dockerfile = NULL,
+                           ptype = NULL) {
   structure(
     list(
       name = record$name,
@@ -418,6 +423,7 @@ new_deployment <- function(record, target, built = NA, model_reused = NA, bytes_
       base_built = base_built,
       base_build = base_build,
       base_dockerfile = base_dockerfile,
+      ptype = ptype,
       record = record,
       target = target
     ),

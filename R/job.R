@@ -214,19 +214,6 @@ input_format <- function(path) {
   switch(ext, csv = "csv", parquet = "parquet", rds = "rds", NA_character_)
 }
 
-# CSV column types from the ptype, so every shard reads a column the same way.
-ptype_hint <- function(ptype) {
-  if (is.null(ptype) || !ncol(ptype)) return(NULL)
-  type <- vapply(ptype, function(x) {
-    if (is.factor(x) || is.character(x)) "character"
-    else if (is.logical(x)) "logical"
-    else if (is.integer(x)) "integer"
-    else if (is.numeric(x)) "double"
-    else NA_character_
-  }, "")
-  type[!is.na(type)]
-}
-
 read_input <- function(job, input, hint = NULL) {
   format <- input_format(input)
   if (is.na(format)) job_exit(2L, sprintf("%s is not a CSV, Parquet or RDS file", input))
@@ -262,64 +249,14 @@ read_table_file <- function(file, format, shard = 1L, shards = 1L, hint = NULL) 
   as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE)
 }
 
-# Every mismatch at once: missing columns, and columns of the wrong type.
+# Every mismatch at once: missing columns, columns of the wrong type, unseen factor
+# levels, text that is not a date (bad input, exit 2).
 check_against_ptype <- function(data, ptype, input) {
-  if (is.null(ptype)) return(invisible())
-  problems <- character()
-  missing <- setdiff(names(ptype), names(data))
-  if (length(missing)) problems <- c(problems, paste0("missing column", if (length(missing) > 1) "s", ": ",
-                                                       paste(missing, collapse = ", ")))
-  for (col in intersect(names(ptype), names(data))) {
-    want <- ptype[[col]]
-    have <- data[[col]]
-    ok <- if (is.factor(want)) {
-      is.factor(have) || is.character(have)
-    } else if (is.numeric(want)) {
-      is.numeric(have)
-    } else if (is.logical(want)) {
-      is.logical(have)
-    } else if (is.character(want)) {
-      is.character(have) || is.factor(have)
-    } else {
-      TRUE
-    }
-    if (!ok) problems <- c(problems, sprintf("column %s is %s, the model needs %s", col,
-                                             class(have)[1], class(want)[1]))
-  }
+  problems <- ptype_problems(data, ptype)
   if (length(problems)) {
     job_exit(2L, sprintf("%s does not match the model's inputs: %s", input, paste(problems, collapse = "; ")))
   }
   invisible()
-}
-
-# Columns coerced to the ptype (factor levels, integer vs double), then predicted.
-predict_bundle <- function(bundle, data) {
-  newdata <- data
-  if (!is.null(bundle$ptype)) {
-    for (col in names(bundle$ptype)) {
-      want <- bundle$ptype[[col]]
-      if (is.factor(want)) newdata[[col]] <- factor(as.character(newdata[[col]]), levels = levels(want))
-      else if (is.double(want) && is.integer(newdata[[col]])) newdata[[col]] <- as.double(newdata[[col]])
-    }
-  }
-  pred <- if (is.null(bundle$predict_fun)) {
-    stats::predict(bundle$model, newdata)
-  } else {
-    bundle$predict_fun(bundle$model, newdata)
-  }
-  prediction_columns(pred, nrow(data))
-}
-
-prediction_columns <- function(pred, n) {
-  if (is.data.frame(pred) || is.matrix(pred)) {
-    pred <- as.data.frame(pred, stringsAsFactors = FALSE)
-    if (nrow(pred) != n) stop("the prediction has ", nrow(pred), " rows for ", n, " inputs")
-    names(pred) <- paste0(".pred_", names(pred))
-    return(pred)
-  }
-  if (length(pred) != n) stop("the prediction has ", length(pred), " values for ", n, " inputs")
-  if (is.factor(pred)) pred <- as.character(pred)
-  data.frame(.pred = unname(pred), stringsAsFactors = FALSE)
 }
 
 output_path <- function(job, input) {

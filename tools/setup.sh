@@ -9,8 +9,12 @@ AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
 DEBS=(r-base-dev r-cran-cli r-cran-rlang r-cran-jsonlite r-cran-withr r-cran-processx
       r-cran-callr r-cran-testthat r-cran-randomforest r-cran-roxygen2 r-cran-knitr
       r-cran-rmarkdown r-cran-bench r-cran-ranger r-cran-glmnet r-cran-data.table
-      r-cran-shiny r-cran-miniui r-cran-rstudioapi r-cran-curl pandoc
-      chromium chromium-driver hyperfine time curl nodejs npm)
+      r-cran-shiny r-cran-miniui r-cran-rstudioapi r-cran-curl r-cran-codetools pandoc
+      chromium chromium-driver hyperfine time curl nodejs npm
+      # Models the test suite deploys (issue 16): what R users commonly fit.
+      r-cran-lme4 r-cran-glmmtmb r-cran-partykit r-cran-kernlab r-cran-mass r-cran-mgcv
+      r-cran-rpart r-cran-nnet r-cran-e1071 r-cran-survival r-cran-caret r-cran-earth
+      r-cran-gbm r-cran-quantreg)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

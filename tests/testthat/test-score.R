@@ -95,7 +95,15 @@ test_that("a ptype mismatch makes the shard exit 2, naming every bad column; no 
   fits <- fit_models()
   dep <- deploy_quietly(fits$lm, "mpg", target)
   bad <- data.frame(wt = c("heavy", "light"), qsec = 1:2)
-  err <- expect_error(score_quietly(dep, newdata = bad), class = "serverless_error_job")
+  # As newdata it is refused before the upload, naming the same problems...
+  early <- expect_error(score_quietly(dep, newdata = bad), class = "serverless_error_input")
+  expect_match(conditionMessage(early), "missing column: hp")
+  # ...as a blob, the job finds them.
+  f <- withr::local_tempfile(fileext = ".rds")
+  saveRDS(bad, f)
+  blob_upload(target, f, "serverless/bad/in.rds")
+  err <- expect_error(score_quietly(dep, input = "serverless/bad/in.rds", output = "serverless/bad/out/"),
+                      class = "serverless_error_job")
   expect_equal(err$exit_code, 2L)
   expect_match(conditionMessage(err), "hp")
   expect_match(conditionMessage(err), "wt")
@@ -109,8 +117,12 @@ test_that("a ptype mismatch makes the shard exit 2, naming every bad column; no 
 test_that("a model whose predict fails exits 3", {
   target <- local_azure()
   fits <- fit_models()
-  dep <- deploy_quietly(fits$lm, "mpg", target,
-                        predict_fun = function(model, newdata) stop("model exploded"))
+  # It fails in the container only (the deploy-time pre-flight would catch it here).
+  explodes <- function(model, newdata) {
+    if (nzchar(Sys.getenv("SERVERLESS_RUN_ID"))) stop("model exploded")
+    stats::predict(model, newdata)
+  }
+  dep <- deploy_quietly(fits$lm, "mpg", target, predict_fun = explodes)
   err <- expect_error(score_quietly(dep, newdata = fits$data[1:3, c("wt", "hp")]),
                       class = "serverless_error_job")
   expect_equal(err$exit_code, 3L)

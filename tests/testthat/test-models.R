@@ -1,0 +1,153 @@
+# Every model an R user commonly fits deploys and predicts remotely as it does locally
+# (issue 16): real models from their packages, scored by real jobs on the local Azure.
+
+score_quietly <- function(...) suppressMessages(score_now(...))
+deploy_quietly <- function(...) suppressMessages(deploy_model(...))
+
+# The remote predictions of `fit` for `newdata`, as one vector (or a data frame when
+# there are several prediction columns).
+remote_predictions <- function(fit, name, target, newdata, ...) {
+  dep <- deploy_quietly(fit, name, target, ...)
+  run <- score_quietly(dep, newdata = newdata)
+  expect_equal(run$shards$state, "Succeeded")
+  preds <- read_predictions(run)
+  expect_identical(preds[names(newdata)], newdata, ignore_attr = TRUE) # row order kept
+  cols <- preds[grep("^\\.pred", names(preds))]
+  if (ncol(cols) == 1) cols[[1]] else cols
+}
+
+test_that("models of 20 packages and idioms predict remotely exactly as locally", {
+  withr::local_timezone("UTC") # caret's dependencies ask for it (timedatectl warns without systemd)
+  pkgs <- c("lme4", "glmmTMB", "partykit", "kernlab", "ranger", "MASS", "mgcv", "rpart", "nnet",
+            "e1071", "survival", "caret", "earth", "gbm", "quantreg", "randomForest")
+  for (p in pkgs) skip_if_not_installed(p)
+  target <- local_azure()
+  cars <- mtcars
+  cars$am <- factor(cars$am)
+  cars$cyl <- factor(cars$cyl)
+  cars$gearf <- factor(cars$gear, ordered = TRUE)
+  nd <- cars
+  same <- function(label, fit, local, ..., newdata = nd) {
+    remote <- remote_predictions(fit, label, target, newdata, ...)
+    expect_equal(unname(remote), unname(local), ignore_attr = TRUE, label = label)
+  }
+
+  sl <- lme4::sleepstudy
+  fit <- lme4::lmer(Reaction ~ Days + (1 | Subject), sl)
+  same("lme4-lmer", fit, predict(fit, sl), newdata = sl)
+  fit <- glmmTMB::glmmTMB(Reaction ~ Days + (1 | Subject), sl)
+  same("glmmtmb", fit, predict(fit, sl), newdata = sl)
+  fit <- partykit::ctree(mpg ~ wt + hp, cars)
+  same("partykit-ctree", fit, predict(fit, nd))
+  set.seed(1)
+  fit <- kernlab::ksvm(mpg ~ wt + hp, data = cars)
+  same("kernlab-ksvm", fit, kernlab::predict(fit, nd)[, 1], data = head(nd))
+  fit <- ranger::ranger(mpg ~ wt + hp, cars, num.trees = 30, seed = 1)
+  same("ranger", fit, predict(fit, nd)$predictions, data = head(nd))
+  fit <- MASS::lda(am ~ wt + hp, cars)
+  same("mass-lda", fit, as.character(predict(fit, nd)$class))
+  same("mass-lda-prob", fit, as.data.frame(predict(fit, nd)$posterior), predict_args = list(type = "prob"))
+
+  # Formulas fitted in a function, with library(splines), with a helper function.
+  fit_poly <- function(d, deg) lm(mpg ~ poly(wt, deg), data = d)
+  fit <- fit_poly(cars, 2)
+  same("lm-poly-deg", fit, predict(fit, nd))
+  fit_ratio <- function(d, k) lm(mpg ~ I(disp / k), data = d)
+  fit <- fit_ratio(cars, 3)
+  same("lm-ratio-k", fit, predict(fit, nd))
+  withr::local_package("splines")
+  fit <- lm(mpg ~ ns(wt, 3), cars)
+  same("lm-splines-ns", fit, predict(fit, nd))
+  helper <- function(x) log(x + 1)
+  fit <- lm(mpg ~ helper(hp), cars)
+  same("lm-helper", fit, predict(fit, nd))
+  # A predict_fun closing over a variable named pi: its value, not base::pi.
+  scaled <- function(pi) function(model, newdata) stats::predict(model, newdata) * pi
+  fit <- lm(mpg ~ wt, cars)
+  same("lm-closure-pi", fit, predict(fit, nd) * 5, predict_fun = scaled(5))
+
+  fit <- mgcv::gam(mpg ~ s(wt, k = 5) + hp, data = cars)
+  same("mgcv-gam", fit, as.vector(predict(fit, nd)))
+  fit <- rpart::rpart(mpg ~ wt + hp, cars)
+  same("rpart", fit, predict(fit, nd))
+  fit <- nnet::multinom(cyl ~ wt + hp, cars, trace = FALSE)
+  same("nnet-multinom", fit, as.character(predict(fit, nd)))
+  fit <- e1071::svm(mpg ~ wt + hp, cars)
+  same("e1071-svm", fit, predict(fit, nd))
+  fit <- MASS::polr(gearf ~ wt + hp, cars)
+  same("mass-polr", fit, as.character(predict(fit, nd)))
+  lung <- survival::lung[!is.na(survival::lung$age), ]
+  fit <- survival::coxph(survival::Surv(time, status) ~ age + sex, lung)
+  same("survival-coxph", fit, predict(fit, lung), newdata = lung)
+  set.seed(1)
+  fit <- caret::train(mpg ~ wt + hp, data = cars, method = "rf", ntree = 20,
+                      trControl = caret::trainControl(method = "none"))
+  same("caret-rf", fit, predict(fit, nd))
+  fit <- earth::earth(mpg ~ wt + hp, cars)
+  same("earth", fit, predict(fit, nd)[, 1])
+  set.seed(1)
+  fit <- gbm::gbm(mpg ~ wt + hp, data = cars, n.trees = 50, distribution = "gaussian", n.minobsinnode = 3)
+  same("gbm", fit, predict(fit, nd, n.trees = 50), predict_args = list(n.trees = 50))
+  fit <- quantreg::rq(mpg ~ wt + hp, data = cars)
+  same("quantreg-rq", fit, predict(fit, nd))
+  expect_length(container_groups(target), 0)
+})
+
+test_that("unseen factor levels and dates from CSV give the local answer or an input error", {
+  target <- local_azure()
+  cars <- mtcars
+  cars$cyl <- factor(cars$cyl)
+  cars$when <- as.Date("2024-01-01") + seq_len(nrow(cars))
+  fit <- lm(mpg ~ wt + cyl + as.numeric(when), data = cars)
+  dep <- deploy_quietly(fit, "dated", target)
+  expect_s3_class(dep$ptype$when, "Date")
+  expect_equal(levels(dep$ptype$cyl), c("4", "6", "8"))
+
+  # A date read from CSV text is a Date again: the local predictions, not NA.
+  f <- withr::local_tempfile(fileext = ".csv")
+  utils::write.csv(cars[, c("wt", "cyl", "when")], f, row.names = FALSE)
+  blob_upload(target, f, "serverless/dated/in.csv")
+  run <- score_quietly(dep, input = "serverless/dated/in.csv", output = "serverless/dated/out/")
+  expect_equal(run$shards$state, "Succeeded")
+  expect_equal(read_predictions(run)$.pred, unname(predict(fit, cars)))
+
+  # A level the model never saw: refused before the upload, naming column and levels...
+  odd <- cars[1:3, c("wt", "cyl", "when")]
+  odd$cyl <- factor(c("4", "5", "6"))
+  before <- blob_list(target, "serverless/runs/")
+  err <- expect_error(score_now(dep, newdata = odd), class = "serverless_error_input")
+  expect_match(conditionMessage(err), "cyl.*\"5\".*never saw")
+  expect_identical(blob_list(target, "serverless/runs/"), before)
+  # ...and, from a file, a failed shard with exit code 2 (bad input), not NA with 0.
+  utils::write.csv(odd, f, row.names = FALSE)
+  blob_upload(target, f, "serverless/dated/odd.csv")
+  err <- expect_error(score_quietly(dep, input = "serverless/dated/odd.csv", output = "serverless/dated/odd/"),
+                      class = "serverless_error_job")
+  expect_match(conditionMessage(err), "exit code 2 (bad input)", fixed = TRUE)
+  expect_match(conditionMessage(err), "column cyl has level \"5\" that the model never saw")
+})
+
+test_that("the pre-flight refuses a list predict_fun and a missing package before any call", {
+  skip_if_not_installed("randomForest")
+  target <- local_azure()
+  fit <- lm(mpg ~ wt, mtcars)
+  listy <- function(model, newdata) list(fit = stats::predict(model, newdata))
+  err <- expect_error(deploy_quietly(fit, "listy", target, predict_fun = listy),
+                      class = "serverless_error_input")
+  expect_match(conditionMessage(err), "is a list")
+
+  # A model wrapped in a list: nothing says it needs randomForest, so a fresh R
+  # with only the image's packages cannot predict with it.
+  set.seed(1)
+  wrapped <- structure(list(fit = randomForest::randomForest(mpg ~ wt + hp, mtcars, ntree = 10)),
+                       class = "wrapped_forest")
+  pf <- function(model, newdata) stats::predict(model$fit, newdata)
+  err <- expect_error(deploy_quietly(wrapped, "wrapped", target, predict_fun = pf, data = head(mtcars)),
+                      class = "serverless_error_input")
+  expect_match(conditionMessage(err), "fresh R session")
+  expect_equal(nrow(blob_list(target, "serverless/models/")), 0) # nothing was stored
+  expect_length(container_groups(target), 0)
+  dep <- deploy_quietly(wrapped, "wrapped", target, predict_fun = pf, data = head(mtcars),
+                        packages = "randomForest")
+  expect_named(dep$record$spec$packages[[1]], c("name", "version"))
+})
