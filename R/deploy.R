@@ -327,8 +327,9 @@ check_arm_target <- function(target, call = rlang::caller_env()) {
 # dependencies in install order at the installed versions; the system libraries the
 # model's packages need where known; the serveRless source tarball.
 runtime_spec <- function(model_packages, runtime, tarball) {
-  base <- package_closure(package_imports("serveRless"))
-  model <- setdiff(package_closure(names(model_packages)), base)
+  closures <- image_packages(model_packages)
+  base <- closures$base
+  model <- closures$model
   pins <- function(pkgs) lapply(pkgs, function(p) list(name = p, version = package_version_string(p)))
   list(
     r_version = paste(R.version$major, strsplit(R.version$minor, ".", fixed = TRUE)[[1]][1], sep = "."),
@@ -343,6 +344,13 @@ runtime_spec <- function(model_packages, runtime, tarball) {
     serverless_tarball = list(file_name = basename(tarball),
                               sha256 = rust_check(rs_file_sha256(tarball)))
   )
+}
+
+# The packages of the two images: serveRless's dependencies (base image) and the
+# model's packages beyond them (runtime image), each closed over their dependencies.
+image_packages <- function(model_packages) {
+  base <- package_closure(package_imports("serveRless"))
+  list(base = base, model = setdiff(package_closure(names(model_packages)), base))
 }
 
 # Non-base packages a package needs to run (Depends, Imports, LinkingTo).

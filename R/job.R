@@ -154,12 +154,8 @@ score_shard <- function(job, record) {
     job_exit(3L, sprintf("model %s %s has sha256 %s, not the deployed %s", job$deployment,
                          job$version, bundle$metadata$sha256, job$sha256))
   }
-  # The packages the model needs, so predict() dispatches to their methods.
-  for (pkg in names(bundle$metadata$meta$packages)) {
-    if (!requireNamespace(pkg, quietly = TRUE)) {
-      job_exit(3L, sprintf("package %s, which the model needs, is not installed in the runtime", pkg))
-    }
-  }
+  tryCatch(load_bundle_packages(names(bundle$metadata$meta$packages)),
+           error = function(e) job_exit(3L, conditionMessage(e)))
   job_log("loaded model %s %s (sha256 %s) in %.2f s", job$deployment, job$version,
           substr(job$sha256, 1, 12), secs(t0))
   if (!length(job$inputs)) {

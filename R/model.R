@@ -96,13 +96,7 @@ model_bundle <- function(model, predict_fun, ptype, packages, predict_args = lis
   }
   if (!is.null(ptype)) ptype <- ptype[0, , drop = FALSE]
   rows <- if (!is.null(data)) utils::head(data, 20)
-  if (!is.null(data) && !is.null(ptype)) {
-    problems <- ptype_problems(rows, ptype)
-    if (length(problems)) {
-      serverless_abort(c("{.arg data} does not match the model's inputs:", stats::setNames(problems, rep("x", length(problems)))),
-                       "input", call = call)
-    }
-  }
+  if (!is.null(data)) check_rows_against_ptype(rows, ptype, "data", call = call)
   response <- tryCatch({
     f <- stats::formula(model)
     if (length(f) == 3) all.vars(f[[2]])
@@ -145,14 +139,13 @@ model_bundle <- function(model, predict_fun, ptype, packages, predict_args = lis
     ptype = ptype_description(ptype),
     has_predict_fun = !is.null(predict_fun)
   )
-  list(file = file, meta = meta, packages = pkgs, ptype = ptype, checked = checked)
+  list(file = file, meta = meta, packages = pkgs, ptype = ptype)
 }
 
 # The pre-flight: `rows` predicted here with the model as it is in the session, and in
 # a fresh R (the R of this session, by absolute path, not whatever `Rscript` is on
 # PATH) that sees only the packages the runtime image will hold, from the saved
 # bundle. Any failure or difference is an input error, before anything is uploaded.
-# Rows taken from the model (not given) that fail here skip the check.
 preflight_bundle <- function(file, local, rows, pkgs, user_rows, call = rlang::caller_env()) {
   here <- tryCatch(predict_bundle(local, rows), error = function(e) e)
   if (inherits(here, "error")) {
@@ -162,8 +155,9 @@ preflight_bundle <- function(file, local, rows, pkgs, user_rows, call = rlang::c
                      "input", call = call)
   }
   lib <- withr::local_tempdir(pattern = "serverless-runtime-lib-")
-  image_packages <- unique(c(package_closure(package_imports("serveRless")), package_closure(names(pkgs)), "serveRless"))
-  for (p in image_packages) file.symlink(find.package(p), file.path(lib, p))
+  for (p in c(unlist(image_packages(pkgs), use.names = FALSE), "serveRless")) {
+    file.symlink(find.package(p), file.path(lib, p))
+  }
   rows_file <- withr::local_tempfile(fileext = ".rds")
   out_file <- withr::local_tempfile(fileext = ".rds")
   saveRDS(rows, rows_file)
@@ -194,15 +188,22 @@ preflight_bundle <- function(file, local, rows, pkgs, user_rows, call = rlang::c
   invisible(TRUE)
 }
 
+# The packages a model needs, loaded so predict() dispatches to their methods; an
+# error naming the first one missing.
+load_bundle_packages <- function(pkgs) {
+  for (pkg in pkgs) {
+    if (!requireNamespace(pkg, quietly = TRUE)) {
+      stop(sprintf("package %s, which the model needs, is not installed in the runtime", pkg), call. = FALSE)
+    }
+  }
+  invisible()
+}
+
 # In the fresh R of the pre-flight: what the scoring job does with a bundle.
 preflight_child <- function(args) {
   result <- tryCatch({
     bundle <- readRDS(args[[1]])
-    for (pkg in names(bundle$packages)) {
-      if (!requireNamespace(pkg, quietly = TRUE)) {
-        stop(sprintf("package %s, which the model needs, is not installed in the runtime", pkg))
-      }
-    }
+    load_bundle_packages(names(bundle$packages))
     list(pred = predict_bundle(bundle, readRDS(args[[2]])))
   }, error = function(e) list(error = conditionMessage(e)))
   saveRDS(result, args[[3]])
@@ -443,15 +444,8 @@ training_frame <- function(model) {
 
 # The input prototype: the predictor columns, zero rows. NULL when unknown.
 model_ptype <- function(model) {
-  if (inherits(model, "randomForest") && !is.null(model$forest$xlevels) && is.null(model$terms)) {
-    cols <- lapply(model$forest$xlevels, function(lv) {
-      if (is.character(lv)) factor(character(), levels = lv) else numeric()
-    })
-    return(as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE))
-  }
   if (inherits(model, c("glmnet", "cv.glmnet"))) {
-    fit <- if (inherits(model, "cv.glmnet")) model$glmnet.fit else model
-    vars <- rownames(if (is.list(fit$beta)) fit$beta[[1]] else fit$beta)
+    vars <- glmnet_variables(model)
     cols <- stats::setNames(rep(list(numeric()), length(vars)), vars)
     return(as.data.frame(cols, optional = TRUE))
   }

@@ -63,8 +63,7 @@ predict_adapters <- list(
   list(
     classes = c("cv.glmnet", "glmnet"), package = "glmnet",
     predict = function(model, newdata, args) {
-      fit <- if (inherits(model, "cv.glmnet")) model$glmnet.fit else model
-      vars <- rownames(if (is.list(fit$beta)) fit$beta[[1]] else fit$beta)
+      vars <- glmnet_variables(model)
       missing <- setdiff(vars, names(newdata))
       if (length(missing)) stop("missing column(s) ", paste(missing, collapse = ", "))
       args$s <- args$s %||% if (inherits(model, "cv.glmnet")) "lambda.1se"
@@ -76,6 +75,12 @@ predict_adapters <- list(
     }
   )
 )
+
+# The predictors of a glmnet or cv.glmnet fit (multinomial fits keep one beta per class).
+glmnet_variables <- function(model) {
+  fit <- if (inherits(model, "cv.glmnet")) model$glmnet.fit else model
+  rownames(if (is.list(fit$beta)) fit$beta[[1]] else fit$beta)
+}
 
 # The adapter for a model, or NULL for plain predict(). S4 models use the predict
 # generic of their class's package: stats::predict() would not dispatch to it.
@@ -208,6 +213,17 @@ ptype_problems <- function(data, ptype) {
     }
   }
   problems
+}
+
+# Rows given in the session (`data`, `newdata`) that do not fit the ptype: an input
+# error listing every problem, before anything is uploaded.
+check_rows_against_ptype <- function(rows, ptype, arg, call = rlang::caller_env()) {
+  problems <- ptype_problems(rows, ptype)
+  if (length(problems)) {
+    serverless_abort(c("{.arg {arg}} does not match the model's inputs:", stats::setNames(problems, rep("x", length(problems)))),
+                     "input", call = call)
+  }
+  invisible()
 }
 
 # Columns as the model was trained on them: factors with its levels, dates from text,

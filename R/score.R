@@ -109,14 +109,8 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
   if (!is.null(newdata) && nrow(newdata) == 0) {
     serverless_abort("{.arg newdata} has no rows.", "input")
   }
-  if (!is.null(newdata) && !is.null(dep$ptype)) {
-    # What the job would refuse (exit 2), refused before the upload.
-    problems <- ptype_problems(newdata, dep$ptype)
-    if (length(problems)) {
-      serverless_abort(c("{.arg newdata} does not match the model's inputs:",
-                         stats::setNames(problems, rep("x", length(problems)))), "input")
-    }
-  }
+  # What the job would refuse (exit 2), refused before the upload.
+  if (!is.null(newdata)) check_rows_against_ptype(newdata, dep$ptype, "newdata")
   if (!is.null(input)) {
     check_string(input)
     check_not_local_file(input)
