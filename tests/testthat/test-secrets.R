@@ -125,8 +125,13 @@ test_that("the journal, plans, rendered workflows, container environments and lo
   expect_equal(as.character(file.mode(key_file)), "600")
   # Saved with saveRDS(), none of them carries a secret; a restored local target says
   # it has stopped instead of retrying a closed port.
-  bad <- data.frame(wt = c("heavy", "light"), qsec = 1:2)
-  job_error <- tryCatch(suppressMessages(score_now(dep, newdata = bad)), serverless_error_job = identity)
+  # A failed job (bad input in a blob: as newdata it would be refused before upload).
+  bad <- withr::local_tempfile(fileext = ".rds")
+  saveRDS(data.frame(wt = c("heavy", "light"), qsec = 1:2), bad)
+  blob_upload(target, bad, "serverless/secrets/bad.rds")
+  job_error <- tryCatch(suppressMessages(score_now(dep, input = "serverless/secrets/bad.rds",
+                                                   output = "serverless/secrets/out/")),
+                        serverless_error_job = identity)
   expect_s3_class(job_error, "serverless_error_job")
   saved <- list(target = target, deployment = dep, run = run, schedule = sch,
                 schedule_run = srun, job_error = job_error)
