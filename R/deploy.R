@@ -34,8 +34,10 @@
 #' @param dry_run If `TRUE`, write nothing and return a `serverless_plan` of what would
 #'   be created, updated or left unchanged.
 #' @param runtime How images are built: see [runtime_options()].
-#' @return A `serverless_deployment` (or a `serverless_plan` for a dry run).
-#'   `get_deployment()` returns the deployment, or `NULL` if there is none.
+#' @return A `serverless_deployment` (or a `serverless_plan` for a dry run). Its
+#'   `ptype` is the model's input prototype, which [score_now()] checks `newdata`
+#'   against before uploading it. `get_deployment()` returns the deployment, with the
+#'   same `ptype` (rebuilt from the deployment record), or `NULL` if there is none.
 #' @seealso [runtime_options()], [store_model()], [deploy_log()]
 #' @examples
 #' \donttest{
@@ -431,7 +433,8 @@ new_deployment <- function(record, target, built = NA, model_reused = NA, bytes_
       base_built = base_built,
       base_build = base_build,
       base_dockerfile = base_dockerfile,
-      ptype = ptype,
+      # Given at deploy time; else rebuilt from the record (older records have none).
+      ptype = ptype %||% ptype_from_description(record$ptype),
       record = record,
       target = target
     ),

@@ -94,7 +94,10 @@ model_bundle <- function(model, predict_fun, ptype, packages, predict_args = lis
     serverless_abort("{.arg ptype} must be a data frame (zero rows is enough), not {.cls {class(ptype)[1]}}.",
                      "input", call = call)
   }
-  if (!is.null(ptype)) ptype <- ptype[0, , drop = FALSE]
+  if (!is.null(ptype)) {
+    ptype <- ptype[0, , drop = FALSE]
+    rownames(ptype) <- NULL # mtcars' row names leave a character attribute behind
+  }
   rows <- if (!is.null(data)) utils::head(data, 20)
   if (!is.null(data)) check_rows_against_ptype(rows, ptype, "data", call = call)
   response <- tryCatch({
@@ -471,13 +474,36 @@ model_example_rows <- function(model, ptype) {
   utils::head(frame[, names(ptype), drop = FALSE], 5)
 }
 
+# The ptype as plain data for the manifest and the deployment record: one entry per
+# column, in order, with what rebuilds it (`ptype_from_description()`).
 ptype_description <- function(ptype) {
   if (is.null(ptype)) {
     return(NULL)
   }
-  lapply(ptype, function(col) {
-    list(class = class(col)[1], levels = if (is.factor(col)) levels(col))
+  unname(Map(function(name, col) {
+    drop_nulls(list(name = name, class = class(col)[1],
+                    levels = if (is.factor(col)) as.list(levels(col)),
+                    tzone = if (inherits(col, "POSIXct")) attr(col, "tzone") %||% ""))
+  }, names(ptype), ptype))
+}
+
+# The zero-row ptype back from its description; NULL when there is none or a column
+# is of a class it cannot rebuild (a check against a guess would refuse good data).
+ptype_from_description <- function(desc) {
+  if (!is.list(desc) || !length(desc)) return(NULL)
+  cols <- lapply(desc, function(d) {
+    levels <- as.character(unlist(d$levels))
+    switch(d$class %||% "",
+      factor = factor(character(), levels = levels),
+      ordered = factor(character(), levels = levels, ordered = TRUE),
+      logical = logical(), integer = integer(), numeric = double(), character = character(),
+      Date = as.Date(character()),
+      POSIXct = as.POSIXct(character(), tz = d$tzone %||% ""),
+      NULL)
   })
+  if (any(vapply(cols, is.null, logical(1)))) return(NULL)
+  names(cols) <- vapply(desc, function(d) d$name %||% "", "")
+  as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE)
 }
 
 # Packages the model needs: those defining predict methods for its classes (S3) or

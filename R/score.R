@@ -63,7 +63,12 @@ credential_token_info <- function(target, credential = target_credential(target)
 #'
 #' Inputs: `input` is `"container/prefix/pattern"` with an optional glob in the last
 #' part (`"data/in/*.csv"`), or a prefix ending in `/`. CSV, Parquet and RDS files are
-#' read. Shards split the files between them; a single file is split by rows. Outputs:
+#' read. Columns are converted to the model's `ptype` before predicting: factor levels
+#' are checked, and dates in CSV are ISO 8601 text (`2024-02-29`,
+#' `2024-02-29T13:45:07Z`). Parquet's `date32`/`date64` columns read as `Date` and its
+#' timestamps as `POSIXct` in their time zone (UTC when they have none), and Parquet
+#' outputs write them back as `date32` and `timestamp[us]`. Shards split the files
+#' between them; a single file is split by rows. Outputs:
 #' one file per input (the input columns plus `.pred`) under `output`, and one run
 #' record per shard, `_runs/<run id>/<shard>/_run.json`, written last.
 #'

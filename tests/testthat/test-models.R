@@ -98,24 +98,45 @@ test_that("unseen factor levels and dates from CSV give the local answer or an i
   cars <- mtcars
   cars$cyl <- factor(cars$cyl)
   cars$when <- as.Date("2024-01-01") + seq_len(nrow(cars))
-  fit <- lm(mpg ~ wt + cyl + as.numeric(when), data = cars)
+  # Its hour in Vienna is a predictor, so the time zone must travel with the instants.
+  cars$at <- as.POSIXct("2024-03-30 20:00:00", tz = "Europe/Vienna") + 3600 * (seq_len(nrow(cars)) %% 7)
+  fit <- lm(mpg ~ wt + cyl + as.numeric(when) + as.numeric(format(at, "%H")), data = cars)
   dep <- deploy_quietly(fit, "dated", target)
   expect_s3_class(dep$ptype$when, "Date")
+  expect_s3_class(dep$ptype$at, "POSIXct")
   expect_equal(levels(dep$ptype$cyl), c("4", "6", "8"))
+  # A deployment read back checks newdata against the same ptype.
+  again <- get_deployment("dated", target)
+  expect_equal(again$ptype, dep$ptype)
+  expect_identical(attr(again$ptype$at, "tzone"), "Europe/Vienna")
 
   # A date read from CSV text is a Date again: the local predictions, not NA.
   f <- withr::local_tempfile(fileext = ".csv")
-  utils::write.csv(cars[, c("wt", "cyl", "when")], f, row.names = FALSE)
+  utils::write.csv(cars[, c("wt", "cyl", "when", "at")], f, row.names = FALSE)
   blob_upload(target, f, "serverless/dated/in.csv")
   run <- score_quietly(dep, input = "serverless/dated/in.csv", output = "serverless/dated/out/")
   expect_equal(run$shards$state, "Succeeded")
   expect_equal(read_predictions(run)$.pred, unname(predict(fit, cars)))
 
+  # Parquet has date and timestamp types (written here as date32 and timestamp[us]
+  # with the zone): they read as Date and POSIXct, and are written back as such.
+  pq <- withr::local_tempfile(fileext = ".parquet")
+  rust_check(rs_write_table(as.list(cars[, c("wt", "cyl", "when", "at")]), pq, "parquet"))
+  blob_upload(target, pq, "serverless/dated/in.parquet")
+  run <- score_quietly(again, input = "serverless/dated/in.parquet", output = "serverless/dated/pq/")
+  out <- read_predictions(run)
+  expect_equal(out$.pred, unname(predict(fit, cars)))
+  expect_identical(out$when, cars$when)
+  expect_equal(out$at, cars$at)
+  expect_identical(attr(out$at, "tzone"), "Europe/Vienna")
+
   # A level the model never saw: refused before the upload, naming column and levels...
-  odd <- cars[1:3, c("wt", "cyl", "when")]
+  odd <- cars[1:3, c("wt", "cyl", "when", "at")]
   odd$cyl <- factor(c("4", "5", "6"))
   before <- blob_list(target, "serverless/runs/")
   err <- expect_error(score_now(dep, newdata = odd), class = "serverless_error_input")
+  expect_match(conditionMessage(err), "cyl.*\"5\".*never saw")
+  err <- expect_error(score_now(again, newdata = odd), class = "serverless_error_input")
   expect_match(conditionMessage(err), "cyl.*\"5\".*never saw")
   expect_identical(blob_list(target, "serverless/runs/"), before)
   # ...and, from a file, a failed shard with exit code 2 (bad input), not NA with 0.

@@ -88,6 +88,10 @@ pub struct Deployment {
     pub resource_group: String,
     pub location: String,
     pub spec: RuntimeSpec,
+    /// The model's input columns as R described them (`meta.ptype`), so a deployment
+    /// read back checks `newdata` as the one returned by deploy does.
+    #[serde(default)]
+    pub ptype: Value,
     pub created: String,
     pub updated: String,
 }
@@ -542,6 +546,7 @@ pub async fn deploy(
         resource_group: req.resource_group.clone(),
         location: req.location.clone(),
         spec: req.spec.clone(),
+        ptype: req.meta.get("ptype").cloned().unwrap_or(Value::Null),
         created: previous
             .as_ref()
             .map_or(stamp.clone(), |p| p.created.clone()),

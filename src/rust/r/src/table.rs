@@ -146,7 +146,33 @@ fn column_to_r(name: &str, column: Column) -> Result<Robj, Error> {
             out
         }
         Column::Character(v) => strings_to_r(name, &v)?,
+        // R's Date: days as doubles (what as.Date() makes).
+        Column::Date(v) => {
+            let mut out: Robj =
+                Doubles::from_values(v.values().iter().map(|d| f64::from(*d))).into();
+            if let Some(slots) = out.as_real_slice_mut() {
+                set_missing(slots, v.missing(), <f64>::na());
+            }
+            out.set_class(["Date"]).map_err(r_error)?;
+            out
+        }
+        // POSIXct: seconds as doubles, exact to the microsecond for about ±142 years
+        // around 1970 (a double's 53 bits), as R itself keeps them.
+        Column::DateTime(v, tz) => {
+            let mut out: Robj =
+                Doubles::from_values(v.values().iter().map(|us| *us as f64 / 1e6)).into();
+            if let Some(slots) = out.as_real_slice_mut() {
+                set_missing(slots, v.missing(), <f64>::na());
+            }
+            out.set_class(["POSIXct", "POSIXt"]).map_err(r_error)?;
+            out.set_attrib("tzone", tz.as_str()).map_err(r_error)?;
+            out
+        }
     })
+}
+
+fn r_error(e: extendr_api::Error) -> Error {
+    Error::internal(format!("cannot set a date column's class: {e}"))
 }
 
 fn set_missing<T: Copy>(slots: &mut [T], missing: &[usize], na: T) {
@@ -264,6 +290,17 @@ fn table_from_r(columns: &Robj) -> Result<Table, Error> {
     Table::new(names, out)
 }
 
+/// The values of a double or integer vector, `None` for NA (and for NaN).
+fn numbers(x: &Robj) -> Box<dyn Iterator<Item = Option<f64>> + '_> {
+    if let Some(v) = x.as_real_slice() {
+        Box::new(v.iter().map(|d| (!d.is_nan()).then_some(*d)))
+    } else if let Some(v) = x.as_integer_slice() {
+        Box::new(v.iter().map(|i| (!i.is_na()).then(|| f64::from(*i))))
+    } else {
+        Box::new(std::iter::empty())
+    }
+}
+
 fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
     // Factors first: they are integer vectors underneath. (extendr's own factor
     // iterator panics on NA codes, so the labels are looked up here.)
@@ -280,6 +317,35 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
             levels.get(i)?.as_deref()
         };
         return Ok(Column::Character(codes.iter().map(label).collect()));
+    }
+    // Dates and date-times before plain numbers: they are doubles (or integers)
+    // underneath. Values that are not finite have no date and are written missing.
+    if x.inherits("Date") {
+        let days = numbers(x).map(|d| {
+            d.filter(|d| d.is_finite())
+                .and_then(|d| i32::try_from(d.floor() as i64).ok())
+        });
+        return Ok(Column::Date(days.collect()));
+    }
+    if x.inherits("POSIXct") {
+        let tz = match x.get_attrib("tzone") {
+            Some(tz) if tz.rtype() == Rtype::Strings => convert::texts(&tz, "a time zone")?
+                .into_iter()
+                .next()
+                .flatten()
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        // "" is the session's local time zone, which a reader elsewhere does not share:
+        // the instants are written as they are, shown in UTC.
+        let tz = if tz.is_empty() { "UTC".to_string() } else { tz };
+        let micros = numbers(x).map(|s| {
+            s.filter(|s| s.is_finite())
+                .map(|s| (s * 1e6).round())
+                .filter(|us| us.abs() < 9.2e18)
+                .map(|us| us as i64)
+        });
+        return Ok(Column::DateTime(micros.collect(), tz));
     }
     if let Some(strings) = x.as_str_iter() {
         let mut v = table::Strings::with_capacity(strings.len(), 0);

@@ -556,7 +556,10 @@ impl ColumnParser {
             Some(ColumnType::Logical) => Builder::Logical(Vec::with_capacity(capacity)),
             Some(ColumnType::Integer) => Builder::Integer(Nullable::with_capacity(capacity)),
             Some(ColumnType::Double) => Builder::Double(Nullable::with_capacity(capacity)),
-            Some(ColumnType::Character) => Builder::Character(Strings::with_capacity(capacity, 0)),
+            // CSV holds dates as text; the scoring job converts them to the ptype.
+            Some(ColumnType::Character | ColumnType::Date | ColumnType::DateTime) => {
+                Builder::Character(Strings::with_capacity(capacity, 0))
+            }
         };
         ColumnParser {
             hint,
@@ -719,7 +722,9 @@ fn assemble(t: ColumnType, parts: Vec<Builder>, total: usize) -> Result<Column> 
             _ => None,
         })
         .map(Column::Double),
-        ColumnType::Character => gather_strings(parts, total).map(Column::Character),
+        ColumnType::Character | ColumnType::Date | ColumnType::DateTime => {
+            gather_strings(parts, total).map(Column::Character)
+        }
     };
     column.ok_or_else(|| Error::internal("CSV chunks disagree on a column's type"))
 }
@@ -951,6 +956,8 @@ fn row_bytes(table: &Table) -> usize {
             Column::Integer(_) => 8,
             Column::Double(_) => 20,
             Column::Character(v) => v.text_len() / v.len().max(1) + 3,
+            Column::Date(_) => 11,
+            Column::DateTime(..) => 28,
         })
         .sum();
     width.max(1)
@@ -966,6 +973,8 @@ fn format_rows(table: &Table, lo: usize, hi: usize, buf: &mut Vec<u8>) {
         .map(|c| match c {
             Column::Integer(v) => v.missing().partition_point(|&m| m < lo),
             Column::Double(v) => v.missing().partition_point(|&m| m < lo),
+            Column::Date(v) => v.missing().partition_point(|&m| m < lo),
+            Column::DateTime(v, _) => v.missing().partition_point(|&m| m < lo),
             _ => 0,
         })
         .collect();
@@ -1003,6 +1012,14 @@ fn format_rows(table: &Table, lo: usize, hi: usize, buf: &mut Vec<u8>) {
                 Column::Character(v) => match v.get(row) {
                     Some(s) => put_string(buf, s),
                     None => buf.extend_from_slice(b"NA"),
+                },
+                Column::Date(v) => match missing(v.missing(), j, row) {
+                    false => super::format_date(v.values()[row], buf),
+                    true => buf.extend_from_slice(b"NA"),
+                },
+                Column::DateTime(v, _) => match missing(v.missing(), j, row) {
+                    false => super::format_datetime(v.values()[row], buf),
+                    true => buf.extend_from_slice(b"NA"),
                 },
             }
         }
@@ -1192,6 +1209,37 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "a,b,c,d\nTRUE,42,1.5,\"x,y\"\nNA,NA,3.0,NA\n"
         );
+    }
+
+    #[test]
+    fn writes_dates_as_iso_text_that_reads_back_as_text() {
+        let table = Table::new(
+            vec!["day".into(), "at".into()],
+            vec![
+                Column::Date(vec![Some(19_782), None, Some(-1)].into_iter().collect()),
+                Column::DateTime(
+                    vec![Some(1_709_214_307_250_000), Some(0), None]
+                        .into_iter()
+                        .collect(),
+                    "Europe/Vienna".into(),
+                ),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_csv(&table, &mut out).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(
+            text,
+            "day,at\n2024-02-29,2024-02-29T13:45:07.25Z\nNA,1970-01-01T00:00:00Z\n\
+             1969-12-31,NA\n"
+        );
+        let back = read_csv(&out, &hint(&[("day", ColumnType::Date)])).unwrap();
+        assert_eq!(
+            back.columns[0],
+            chr(&[Some("2024-02-29"), None, Some("1969-12-31")])
+        );
+        assert_eq!(back.columns[1].column_type(), ColumnType::Character);
     }
 
     #[test]

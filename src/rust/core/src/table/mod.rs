@@ -8,6 +8,12 @@
 //!
 //! Integers follow R: `i32::MIN` is R's `NA_integer_`, so it is never a value here;
 //! readers turn columns that need it (or anything wider than 32 bits) into doubles.
+//!
+//! Two more kinds carry R's date classes, so Parquet's date and timestamp columns read
+//! as `Date` and `POSIXct` and are written back as such: days since 1970-01-01, and
+//! microseconds since 1970-01-01 UTC (Parquet's own units) with a time zone name. CSV
+//! has no types: it writes them as ISO 8601 text and reads them as text, which the
+//! scoring job converts to the model's ptype.
 
 mod csv;
 mod parquet;
@@ -24,6 +30,8 @@ pub enum ColumnType {
     Integer,
     Double,
     Character,
+    Date,
+    DateTime,
 }
 
 impl ColumnType {
@@ -34,10 +42,13 @@ impl ColumnType {
             ColumnType::Integer => "integer",
             ColumnType::Double => "double",
             ColumnType::Character => "character",
+            ColumnType::Date => "Date",
+            ColumnType::DateTime => "POSIXct",
         }
     }
 
-    /// The type R calls `name` (`"numeric"` is accepted for double).
+    /// The type R calls `name` (`"numeric"` is accepted for double). Hints are for
+    /// CSV, which holds dates as text, so the date classes are not among them.
     pub fn from_name(name: &str) -> Result<ColumnType> {
         match name {
             "logical" => Ok(ColumnType::Logical),
@@ -58,6 +69,11 @@ pub enum Column {
     Integer(Nullable<i32>),
     Double(Nullable<f64>),
     Character(Strings),
+    /// Days since 1970-01-01.
+    Date(Nullable<i32>),
+    /// Microseconds since 1970-01-01 00:00 UTC, and the time zone to show them in
+    /// (an IANA name such as `"UTC"` or `"Europe/Vienna"`).
+    DateTime(Nullable<i64>, String),
 }
 
 /// Values, some missing: all values end to end (a missing one holds `T::default()`)
@@ -297,6 +313,8 @@ impl Column {
             Column::Integer(v) => v.len(),
             Column::Double(v) => v.len(),
             Column::Character(v) => v.len(),
+            Column::Date(v) => v.len(),
+            Column::DateTime(v, _) => v.len(),
         }
     }
 
@@ -310,7 +328,80 @@ impl Column {
             Column::Integer(_) => ColumnType::Integer,
             Column::Double(_) => ColumnType::Double,
             Column::Character(_) => ColumnType::Character,
+            Column::Date(_) => ColumnType::Date,
+            Column::DateTime(..) => ColumnType::DateTime,
         }
+    }
+}
+
+/// The civil date (year, month, day) of `days` since 1970-01-01, in the proleptic
+/// Gregorian calendar (H. Hinnant's `civil_from_days`), for any `i32` day.
+pub fn civil_from_days(days: i32) -> (i64, u32, u32) {
+    let z = i64::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `days` as ISO 8601 text, `YYYY-MM-DD` (years outside 0..=9999 with a sign, as
+/// ISO's expanded form).
+pub fn format_date(days: i32, out: &mut Vec<u8>) {
+    let (y, m, d) = civil_from_days(days);
+    push_year(y, out);
+    push_two(b'-', m, out);
+    push_two(b'-', d, out);
+}
+
+/// `micros` since the epoch as ISO 8601 UTC text, `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`
+/// (fractional digits only when there are any, trailing zeros dropped).
+pub fn format_datetime(micros: i64, out: &mut Vec<u8>) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400) as u32;
+    // i64 microseconds span about 292,000 years, within i32 days.
+    let (y, m, d) = civil_from_days(days as i32);
+    push_year(y, out);
+    push_two(b'-', m, out);
+    push_two(b'-', d, out);
+    push_two(b'T', tod / 3600, out);
+    push_two(b':', tod / 60 % 60, out);
+    push_two(b':', tod % 60, out);
+    if frac > 0 {
+        let zeros = (0..6)
+            .take_while(|k| frac.is_multiple_of(10u32.pow(k + 1)))
+            .count() as u32;
+        out.push(b'.');
+        push_digits(frac / 10u32.pow(zeros), 6 - zeros, out);
+    }
+    out.push(b'Z');
+}
+
+// Written by hand, without allocating: these run once per value written.
+fn push_year(y: i64, out: &mut Vec<u8>) {
+    match y {
+        0..=9999 => push_digits(y as u32, 4, out),
+        _ if y < 0 => out.extend_from_slice(format!("-{:04}", -y).as_bytes()),
+        _ => out.extend_from_slice(format!("+{y}").as_bytes()),
+    }
+}
+
+/// `sep`, then `v` in two digits.
+fn push_two(sep: u8, v: u32, out: &mut Vec<u8>) {
+    out.push(sep);
+    push_digits(v, 2, out);
+}
+
+/// The last `n` decimal digits of `v`, zero-padded.
+fn push_digits(v: u32, n: u32, out: &mut Vec<u8>) {
+    for k in (0..n).rev() {
+        out.push(b'0' + (v / 10u32.pow(k) % 10) as u8);
     }
 }
 
@@ -489,5 +580,65 @@ mod tests {
             ColumnType::Double
         );
         assert!(ColumnType::from_name("factor").is_err());
+        assert!(ColumnType::from_name("Date").is_err());
+    }
+
+    fn date(days: i32) -> String {
+        let mut out = Vec::new();
+        format_date(days, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn datetime(micros: i64) -> String {
+        let mut out = Vec::new();
+        format_datetime(micros, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn dates_format_as_iso_8601() {
+        // Values as R prints them: as.numeric(as.Date("2024-02-29")) is 19782.
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(19_782), "2024-02-29");
+        assert_eq!(date(-1), "1969-12-31");
+        assert_eq!(date(-719_468), "0000-03-01");
+        assert_eq!(date(2_932_896), "9999-12-31");
+        assert_eq!(date(2_932_897), "+10000-01-01");
+        assert_eq!(date(-719_529), "-0001-12-31");
+        // Every day of 400 years (a full Gregorian cycle) follows the one before.
+        let mut prev = civil_from_days(-1);
+        for d in 0..146_097 {
+            let next = civil_from_days(d);
+            let (y, m, day) = prev;
+            let expected = if day < days_in(y, m) {
+                (y, m, day + 1)
+            } else if m < 12 {
+                (y, m + 1, 1)
+            } else {
+                (y + 1, 1, 1)
+            };
+            assert_eq!(next, expected, "day {d}");
+            prev = next;
+        }
+    }
+
+    fn days_in(y: i64, m: u32) -> u32 {
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        match m {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    #[test]
+    fn date_times_format_as_iso_8601_utc() {
+        assert_eq!(datetime(0), "1970-01-01T00:00:00Z");
+        // as.numeric(as.POSIXct("2024-02-29 13:45:07.25", tz = "UTC")) is 1709214307.25
+        assert_eq!(datetime(1_709_214_307_250_000), "2024-02-29T13:45:07.25Z");
+        assert_eq!(datetime(1), "1970-01-01T00:00:00.000001Z");
+        assert_eq!(datetime(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(datetime(-86_400_000_000), "1969-12-31T00:00:00Z");
     }
 }

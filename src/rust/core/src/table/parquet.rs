@@ -2,21 +2,25 @@
 //! table's vectors, and writes from them in batches, so no second full copy exists.
 //!
 //! Reading maps booleans to logical, integers to integer when every value fits R's
-//! integer (else double), floating point to double, and strings (plain, large, view
-//! or dictionary-encoded) to character. Other types are an error naming the column.
+//! integer (else double), floating point to double, strings (plain, large, view or
+//! dictionary-encoded) to character, dates to Date and timestamps to date-times (in
+//! microseconds; nanoseconds are floored). Other types are an error naming the column.
+//! Writing maps Date to `date32` and date-times to `timestamp[us]` with their time
+//! zone, so that the file records instants (Parquet's `isAdjustedToUTC`).
 
 use super::{check_shard, fits_integer, shard_range, Column, Nullable, Strings, Table};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float16Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type,
-    UInt32Type, UInt64Type, UInt8Type,
+    Date32Type, Date64Type, Float16Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    Int8Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{
-    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, Float64Array, Int32Array, RecordBatch,
-    StringArray,
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, Date32Array, Float64Array, Int32Array,
+    RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -112,8 +116,21 @@ enum Acc {
     Int64(Nullable<i64>),
     Double(Nullable<f64>),
     Character(Strings),
+    Date(Nullable<i32>),
+    /// Microseconds, and the time zone R shows them in.
+    DateTime(Nullable<i64>, String),
     /// Arrow's null type: every value missing.
     Null(usize),
+}
+
+/// The R time zone for an Arrow timestamp's: its IANA name, or UTC for none (a local
+/// time, read as UTC, as R's arrow package does) and for fixed offsets such as
+/// `+00:00`, which R's time zone database does not know.
+fn r_time_zone(tz: Option<&str>) -> String {
+    match tz {
+        Some(tz) if !tz.is_empty() && !tz.starts_with(['+', '-']) && tz != "Z" => tz.to_string(),
+        _ => "UTC".to_string(),
+    }
 }
 
 fn is_string(t: &DataType) -> bool {
@@ -131,10 +148,12 @@ impl Acc {
             Float16 | Float32 | Float64 => Acc::Double(Nullable::new()),
             t if is_string(t) => Acc::Character(Strings::new()),
             Dictionary(_, values) if is_string(values) => Acc::Character(Strings::new()),
+            Date32 | Date64 => Acc::Date(Nullable::new()),
+            Timestamp(_, tz) => Acc::DateTime(Nullable::new(), r_time_zone(tz.as_deref())),
             other => {
                 return Err(Error::input(format!(
-                    "column \"{}\" has type {other}, which cannot be read: \
-                     supported are booleans, integers, floating point numbers and strings",
+                    "column \"{}\" has type {other}, which cannot be read: supported are \
+                     booleans, integers, floating point numbers, strings, dates and timestamps",
                     field.name()
                 )))
             }
@@ -148,6 +167,8 @@ impl Acc {
             Acc::Int64(v) => *v = Nullable::with_capacity(n),
             Acc::Double(v) => *v = Nullable::with_capacity(n),
             Acc::Character(v) => *v = Strings::with_capacity(n, 0),
+            Acc::Date(v) => *v = Nullable::with_capacity(n),
+            Acc::DateTime(v, _) => *v = Nullable::with_capacity(n),
             Acc::Null(_) => {}
         }
     }
@@ -192,6 +213,23 @@ impl Acc {
             }
             (Acc::Double(v), DataType::Float32) => extend::<Float32Type, _>(v, array, f64::from),
             (Acc::Double(v), DataType::Float64) => extend::<Float64Type, _>(v, array, |x| x),
+            (Acc::Date(v), DataType::Date32) => extend::<Date32Type, _>(v, array, |x| x),
+            // Milliseconds since the epoch, in whole days (floored, as R's as.Date).
+            (Acc::Date(v), DataType::Date64) => extend::<Date64Type, _>(v, array, |x| {
+                i32::try_from(x.div_euclid(86_400_000)).unwrap_or(i32::MAX)
+            }),
+            (Acc::DateTime(v, _), DataType::Timestamp(unit, _)) => match unit {
+                TimeUnit::Second => {
+                    extend::<TimestampSecondType, _>(v, array, |x| x.saturating_mul(1_000_000))
+                }
+                TimeUnit::Millisecond => {
+                    extend::<TimestampMillisecondType, _>(v, array, |x| x.saturating_mul(1000))
+                }
+                TimeUnit::Microsecond => extend::<TimestampMicrosecondType, _>(v, array, |x| x),
+                TimeUnit::Nanosecond => {
+                    extend::<TimestampNanosecondType, _>(v, array, |x| x.div_euclid(1000))
+                }
+            },
             (Acc::Character(v), DataType::Dictionary(_, _)) => {
                 let dict = array.as_any_dictionary_opt().ok_or_else(unexpected)?;
                 let mut values = Vec::with_capacity(dict.values().len());
@@ -243,6 +281,8 @@ impl Acc {
             }
             Acc::Double(v) => Column::Double(v),
             Acc::Character(v) => Column::Character(v),
+            Acc::Date(v) => Column::Date(v),
+            Acc::DateTime(v, tz) => Column::DateTime(v, tz),
         }
     }
 }
@@ -287,6 +327,10 @@ pub fn write_parquet<W: Write + Send>(table: &Table, out: W) -> Result<()> {
                 Column::Integer(_) => DataType::Int32,
                 Column::Double(_) => DataType::Float64,
                 Column::Character(_) => DataType::Utf8,
+                Column::Date(_) => DataType::Date32,
+                Column::DateTime(_, tz) => {
+                    DataType::Timestamp(TimeUnit::Microsecond, Some(tz.as_str().into()))
+                }
             };
             Field::new(name, t, true)
         })
@@ -313,6 +357,11 @@ pub fn write_parquet<W: Write + Send>(table: &Table, out: W) -> Result<()> {
                     Column::Character(v) => {
                         Arc::new(StringArray::from_iter((lo..hi).map(|i| v.get(i))))
                     }
+                    Column::Date(v) => Arc::new(Date32Array::from_iter(v.iter_range(lo, hi))),
+                    Column::DateTime(v, tz) => Arc::new(
+                        TimestampMicrosecondArray::from_iter(v.iter_range(lo, hi))
+                            .with_timezone(tz.as_str()),
+                    ),
                 }
             })
             .collect();
@@ -360,13 +409,28 @@ mod tests {
                 _ => Some("NA".to_string()),
             })
             .collect::<Strings>();
+        let day = (0..n)
+            .map(|i| (i % 3 != 0).then_some(i as i32 - 40_000))
+            .collect();
+        let at = (0..n)
+            .map(|i| (i % 8 != 0).then_some((i as i64 - 5) * 3_600_000_123))
+            .collect();
         Table::new(
-            vec!["lgl".into(), "int".into(), "dbl".into(), "chr".into()],
+            vec![
+                "lgl".into(),
+                "int".into(),
+                "dbl".into(),
+                "chr".into(),
+                "day".into(),
+                "at".into(),
+            ],
             vec![
                 Column::Logical(lgl),
                 Column::Integer(int),
                 Column::Double(dbl),
                 Column::Character(chr),
+                Column::Date(day),
+                Column::DateTime(at, "Europe/Vienna".into()),
             ],
         )
         .unwrap()
@@ -527,16 +591,116 @@ mod tests {
     }
 
     #[test]
+    fn dates_and_timestamps_of_every_unit_read_as_dates_and_date_times() {
+        use arrow_array::{
+            Date64Array, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
+        };
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "d32",
+                Arc::new(Date32Array::from(vec![Some(19_782), None, Some(-1)])) as ArrayRef,
+            ),
+            (
+                "d64",
+                Arc::new(Date64Array::from(vec![
+                    Some(19_782 * 86_400_000),
+                    Some(-1),
+                    None,
+                ])),
+            ),
+            (
+                "s",
+                Arc::new(
+                    TimestampSecondArray::from(vec![Some(1_709_214_307), None, Some(-1)])
+                        .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "ms_offset",
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![Some(1_500), None, Some(-1)])
+                        .with_timezone("+00:00"),
+                ),
+            ),
+            (
+                "us_naive",
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    Some(7),
+                    None,
+                    Some(-7),
+                ])),
+            ),
+            (
+                "ns_vienna",
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![Some(1_999), Some(-1), None])
+                        .with_timezone("Europe/Vienna"),
+                ),
+            ),
+        ])
+        .unwrap();
+        let t = read_parquet(write_batch(batch)).unwrap();
+        let days = |v: &[Option<i32>]| Column::Date(v.iter().copied().collect());
+        let micros = |v: &[Option<i64>], tz: &str| {
+            Column::DateTime(v.iter().copied().collect(), tz.to_string())
+        };
+        assert_eq!(t.columns[0], days(&[Some(19_782), None, Some(-1)]));
+        // -1 ms is the day before the epoch.
+        assert_eq!(t.columns[1], days(&[Some(19_782), Some(-1), None]));
+        assert_eq!(
+            t.columns[2],
+            micros(
+                &[Some(1_709_214_307_000_000), None, Some(-1_000_000)],
+                "UTC"
+            )
+        );
+        assert_eq!(
+            t.columns[3],
+            micros(&[Some(1_500_000), None, Some(-1000)], "UTC")
+        );
+        assert_eq!(t.columns[4], micros(&[Some(7), None, Some(-7)], "UTC"));
+        // Nanoseconds are floored to microseconds.
+        assert_eq!(
+            t.columns[5],
+            micros(&[Some(1), Some(-1), None], "Europe/Vienna")
+        );
+    }
+
+    #[test]
+    fn dates_are_written_as_date32_and_instants_as_utc_microseconds() {
+        let table = sample(10);
+        let bytes = to_bytes(&table);
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        let schema = builder.schema();
+        assert_eq!(schema.field(4).data_type(), &DataType::Date32);
+        assert_eq!(
+            schema.field(5).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("Europe/Vienna".into()))
+        );
+        // The Parquet logical type says the values are instants, so any reader
+        // (pyarrow, R's arrow, Spark) gets the same moments.
+        let parquet_schema = builder.parquet_schema();
+        let logical = parquet_schema.column(5).logical_type_ref().cloned();
+        assert!(
+            matches!(
+                &logical,
+                Some(parquet::basic::LogicalType::Timestamp(t)) if t.is_adjusted_to_u_t_c
+            ),
+            "{logical:?}"
+        );
+    }
+
+    #[test]
     fn unsupported_types_name_the_column() {
         let batch = RecordBatch::try_from_iter(vec![(
             "when",
-            Arc::new(arrow_array::Date32Array::from(vec![Some(1), None])) as ArrayRef,
+            Arc::new(arrow_array::Time32SecondArray::from(vec![Some(1), None])) as ArrayRef,
         )])
         .unwrap();
         let err = read_parquet(write_batch(batch)).unwrap_err();
         assert_eq!(err.kind, crate::ErrorKind::Input);
         assert!(
-            err.message.starts_with("column \"when\" has type Date32"),
+            err.message.starts_with("column \"when\" has type Time32"),
             "{}",
             err.message
         );
