@@ -138,37 +138,32 @@ fn column_to_r(name: &str, column: Column) -> Result<Robj, Error> {
             }
             out
         }
-        Column::Double(v) => {
-            let mut out: Robj = Doubles::from_values(v.values().iter().copied()).into();
-            if let Some(slots) = out.as_real_slice_mut() {
-                set_missing(slots, v.missing(), <f64>::na());
-            }
-            out
-        }
+        Column::Double(v) => doubles_to_r(v.values().iter().copied(), v.missing()),
         Column::Character(v) => strings_to_r(name, &v)?,
         // R's Date: days as doubles (what as.Date() makes).
         Column::Date(v) => {
-            let mut out: Robj =
-                Doubles::from_values(v.values().iter().map(|d| f64::from(*d))).into();
-            if let Some(slots) = out.as_real_slice_mut() {
-                set_missing(slots, v.missing(), <f64>::na());
-            }
+            let mut out = doubles_to_r(v.values().iter().map(|d| f64::from(*d)), v.missing());
             out.set_class(["Date"]).map_err(r_error)?;
             out
         }
         // POSIXct: seconds as doubles, exact to the microsecond for about ±142 years
         // around 1970 (a double's 53 bits), as R itself keeps them.
         Column::DateTime(v, tz) => {
-            let mut out: Robj =
-                Doubles::from_values(v.values().iter().map(|us| *us as f64 / 1e6)).into();
-            if let Some(slots) = out.as_real_slice_mut() {
-                set_missing(slots, v.missing(), <f64>::na());
-            }
+            let mut out = doubles_to_r(v.values().iter().map(|us| *us as f64 / 1e6), v.missing());
             out.set_class(["POSIXct", "POSIXt"]).map_err(r_error)?;
             out.set_attrib("tzone", tz.as_str()).map_err(r_error)?;
             out
         }
     })
+}
+
+/// A double vector of `values`, then the `missing` ones set to NA.
+fn doubles_to_r(values: impl ExactSizeIterator<Item = f64>, missing: &[usize]) -> Robj {
+    let mut out: Robj = Doubles::from_values(values).into();
+    if let Some(slots) = out.as_real_slice_mut() {
+        set_missing(slots, missing, <f64>::na());
+    }
+    out
 }
 
 fn r_error(e: extendr_api::Error) -> Error {
@@ -290,14 +285,22 @@ fn table_from_r(columns: &Robj) -> Result<Table, Error> {
     Table::new(names, out)
 }
 
-/// The values of a double or integer vector, `None` for NA (and for NaN).
-fn numbers(x: &Robj) -> Box<dyn Iterator<Item = Option<f64>> + '_> {
+/// The values of a date column (doubles, or integers), `None` for NA and NaN; an
+/// input error for a date class on any other vector.
+fn numbers<'a>(
+    name: &str,
+    x: &'a Robj,
+) -> Result<Box<dyn Iterator<Item = Option<f64>> + 'a>, Error> {
     if let Some(v) = x.as_real_slice() {
-        Box::new(v.iter().map(|d| (!d.is_nan()).then_some(*d)))
+        Ok(Box::new(v.iter().map(|d| (!d.is_nan()).then_some(*d))))
     } else if let Some(v) = x.as_integer_slice() {
-        Box::new(v.iter().map(|i| (!i.is_na()).then(|| f64::from(*i))))
+        Ok(Box::new(
+            v.iter().map(|i| (!i.is_na()).then(|| f64::from(*i))),
+        ))
     } else {
-        Box::new(std::iter::empty())
+        Err(Error::input(format!(
+            "column \"{name}\" has a date class but holds no numbers"
+        )))
     }
 }
 
@@ -321,7 +324,7 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
     // Dates and date-times before plain numbers: they are doubles (or integers)
     // underneath. Values that are not finite have no date and are written missing.
     if x.inherits("Date") {
-        let days = numbers(x).map(|d| {
+        let days = numbers(name, x)?.map(|d| {
             d.filter(|d| d.is_finite())
                 .and_then(|d| i32::try_from(d.floor() as i64).ok())
         });
@@ -339,7 +342,7 @@ fn column_from_r(name: &str, x: &Robj) -> Result<Column, Error> {
         // "" is the session's local time zone, which a reader elsewhere does not share:
         // the instants are written as they are, shown in UTC.
         let tz = if tz.is_empty() { "UTC".to_string() } else { tz };
-        let micros = numbers(x).map(|s| {
+        let micros = numbers(name, x)?.map(|s| {
             s.filter(|s| s.is_finite())
                 .map(|s| (s * 1e6).round())
                 .filter(|us| us.abs() < 9.2e18)

@@ -123,10 +123,10 @@ enum Acc {
     Null(usize),
 }
 
-/// The R time zone for an Arrow timestamp's: its IANA name, or UTC for none (a local
-/// time, read as UTC, as R's arrow package does) and for fixed offsets such as
-/// `+00:00`, which R's time zone database does not know.
-fn r_time_zone(tz: Option<&str>) -> String {
+/// The time zone a timestamp column is shown in: its IANA name; UTC when it has none
+/// (a wall-clock time, taken as UTC: scoring containers run in UTC) or a fixed offset
+/// such as `+00:00`, which time zone databases (R's among them) do not name.
+fn time_zone_name(tz: Option<&str>) -> String {
     match tz {
         Some(tz) if !tz.is_empty() && !tz.starts_with(['+', '-']) && tz != "Z" => tz.to_string(),
         _ => "UTC".to_string(),
@@ -149,7 +149,7 @@ impl Acc {
             t if is_string(t) => Acc::Character(Strings::new()),
             Dictionary(_, values) if is_string(values) => Acc::Character(Strings::new()),
             Date32 | Date64 => Acc::Date(Nullable::new()),
-            Timestamp(_, tz) => Acc::DateTime(Nullable::new(), r_time_zone(tz.as_deref())),
+            Timestamp(_, tz) => Acc::DateTime(Nullable::new(), time_zone_name(tz.as_deref())),
             other => {
                 return Err(Error::input(format!(
                     "column \"{}\" has type {other}, which cannot be read: supported are \
