@@ -240,7 +240,8 @@ stop_process <- function(proc) {
 #'   is closed (cut) or reset; `NULL` for never.
 #' @param storage_every Which storage connections get the cut or reset: every n-th.
 #' @return `local_azure_journal()`: a data frame with columns `time`, `method`, `path`,
-#'   `api_version`, `status` and `body` (JSON text). `local_azure_faults()`: `target`,
+#'   `query` (the query string, secrets redacted; `NA` if none), `api_version`, `status`
+#'   and `body` (JSON text). `local_azure_faults()`: `target`,
 #'   invisibly.
 #' @examples
 #' # Starts Azurite and the control-plane emulator (`make setup` installs Azurite).
@@ -260,6 +261,7 @@ local_azure_journal <- function(target) {
     time = parse_time(col(function(r) r$time, "")),
     method = col(function(r) r$method, ""),
     path = col(function(r) r$path, ""),
+    query = col(function(r) r$query %||% NA_character_, ""),
     api_version = col(function(r) r$api_version %||% NA_character_, ""),
     status = col(function(r) as.integer(r$status), 0L),
     body = col(function(r) if (is.null(r$body)) NA_character_ else r$body, ""),

@@ -21,6 +21,10 @@
 #' It becomes the workflow's `Recurrence` trigger; a cron line a Recurrence cannot
 #' express exactly (for example a restricted month, or both day fields restricted)
 #' is refused with a `serverless_error_input` naming the part, never approximated.
+#' A monthly line (days of the month restricted) must name one hour and one minute:
+#' a monthly Recurrence runs at one time of day, that of its start time.
+#' `poll_seconds` and `timeout` must leave at most 5,000 checks per shard (an Until
+#' loop's limit).
 #'
 #' **Blob trigger.** `trigger = "blob"` scores each blob added to (or changed in)
 #' the folder `input` (`container/folder/`), one run per blob. It uses the Blob
@@ -93,6 +97,7 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
   check_whole(shards, 1, max_shards)
   check_whole(poll_seconds, 1, 3600)
   check_whole(timeout, poll_seconds, 24 * 3600)
+  check_polls(poll_seconds, timeout)
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
   input <- storage_path(input, target)
   check_not_local_file(input)
@@ -150,6 +155,8 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
       memory_gb = as.numeric(memory_gb %||% d$memory_gb),
       env = env,
       storage_account = target$storage_account,
+      arm_endpoint = target$arm_endpoint,
+      blob_endpoint = target$blob_endpoint,
       container = target$container,
       poll_seconds = as.integer(poll_seconds),
       timeout_s = as.integer(timeout),
@@ -520,7 +527,14 @@ next_runs <- function(recurrence, time_zone, n = 3, from = Sys.time()) {
     step <- if (recurrence$frequency == "Hour") 60L else as.integer(recurrence$interval)
     keep <- (lt$min - first) %% step == 0
   } else {
-    keep <- lt$min %in% unlist(s$minutes) & lt$hour %in% unlist(s$hours)
+    # A Month runs at its start time's time of day; Day and Week at their schedule's.
+    at <- if (recurrence$frequency == "Month") {
+      list(hours = as.integer(substr(recurrence$startTime, 12, 13)),
+           minutes = as.integer(substr(recurrence$startTime, 15, 16)))
+    } else {
+      s
+    }
+    keep <- lt$min %in% unlist(at$minutes) & lt$hour %in% unlist(at$hours)
     if (length(s$weekDays)) {
       days <- c(Sunday = 0, Monday = 1, Tuesday = 2, Wednesday = 3, Thursday = 4, Friday = 5, Saturday = 6)
       keep <- keep & lt$wday %in% days[unlist(s$weekDays)]
@@ -529,3 +543,17 @@ next_runs <- function(recurrence, time_zone, n = 3, from = Sys.time()) {
   }
   utils::head(minutes[keep], n)
 }
+
+# A shard is polled by an Until loop, whose `limit.count` Logic Apps caps at 5,000
+# (Logic Apps limits and configuration: "Until iterations"); the workflow polls
+# ceiling(timeout / poll_seconds) + 1 times.
+check_polls <- function(poll_seconds, timeout, call = rlang::caller_env()) {
+  polls <- ceiling(timeout / poll_seconds) + 1
+  if (polls > max_until_count) {
+    serverless_abort(c(
+      "Polling every {poll_seconds} s for up to {timeout} s takes {polls} checks; a Logic App's Until loop allows at most {max_until_count}.",
+      i = "Use {.code poll_seconds = {ceiling(timeout / (max_until_count - 1))}} or more, or a shorter {.arg timeout}."
+    ), "input", call = call)
+  }
+}
+max_until_count <- 5000

@@ -134,7 +134,8 @@ target_storage <- function(target, call = rlang::caller_env()) {
     key = unseal(s$key, call = call),
     sas = unseal(s$sas, call = call),
     token = unseal(s$token, call = call),
-    ca_pem = s$ca_pem
+    ca_pem = s$ca_pem,
+    retry_seconds = retry_seconds()
   )
   if (is.null(s$key) && is.null(s$sas) && is.null(s$token)) {
     out$credential <- credential_spec(target_credential(target))
@@ -186,4 +187,13 @@ target_auth_label <- function(target) {
   s <- target$secrets
   if (!is.null(s$key)) "account key" else if (!is.null(s$sas)) "SAS token"
   else if (!is.null(s$token)) "Entra ID token" else "credential"
+}
+
+# How long storage calls keep retrying transient failures: the option
+# `serveRless.retry_seconds` (see ?serveRless), else the Azure SDK's default.
+retry_seconds <- function() {
+  x <- getOption("serveRless.retry_seconds")
+  if (is.null(x)) return(NULL)
+  check_seconds(x, 0, 24 * 3600, arg = "options(serveRless.retry_seconds)")
+  as.numeric(x)
 }

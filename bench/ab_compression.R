@@ -3,20 +3,26 @@
 # compared alternately on the same machine, e.g.
 #   for i in 1 2 3; do for lib in /tmp/before-lib .build/lib; do
 #     R_LIBS=$lib Rscript bench/ab_compression.R; done; done
-# Prints Parquet write times (5 runs, 1,000,000 rows x 4 columns) and store_model()
-# times of an lm (3 runs; the first warms up).
+# Prints Parquet write and read times (5 runs each, 1,000,000 rows x 5 columns, with
+# missing values) and store_model() times of an lm (3 runs; the first warms up).
 suppressMessages(library(serveRless))
 set.seed(1)
 n <- 1e6
 df <- data.frame(a = rnorm(n), b = sample.int(1000, n, TRUE), c = sample(letters, n, TRUE),
-                 d = runif(n))
+                 d = runif(n), e = as.Date("2024-01-01") + sample.int(1000, n, TRUE))
+df$a[sample.int(n, n / 10)] <- NA
+df$c[sample.int(n, n / 10)] <- NA
 f <- tempfile(fileext = ".parquet")
 pq <- replicate(5, system.time(
   serveRless:::rust_result(serveRless:::rs_write_table(as.list(df), f, "parquet"))
+)[["elapsed"]])
+pq_read <- replicate(5, system.time(
+  serveRless:::rust_check(serveRless:::rs_read_table(f, "parquet", NULL, 1L, 1L))
 )[["elapsed"]])
 x <- rnorm(2e6)
 fit <- lm(x ~ 1, data = data.frame(x = x))
 target <- local_azure()
 st <- replicate(3, system.time(suppressMessages(store_model(fit, "abbench", target)))[["elapsed"]])
 cat(format(packageVersion("serveRless")), .libPaths()[1], "\n")
-cat("parquet write", sprintf("%.3f", pq), "\nstore_model", sprintf("%.3f", st), "\n")
+cat("parquet write", sprintf("%.3f", pq), "\nparquet read", sprintf("%.3f", pq_read),
+    "\nstore_model", sprintf("%.3f", st), "\n")

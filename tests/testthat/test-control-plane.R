@@ -55,6 +55,7 @@ test_that("a container group runs R with its environment and its logs come back"
   puts <- journal[journal$method == "PUT" & grepl("containerGroups/job-env-x$", journal$path), ]
   expect_equal(nrow(puts), 1)
   expect_equal(puts$api_version, "2023-05-01")
+  expect_equal(puts$query, "api-version=2023-05-01") # query strings are kept
   expect_equal(puts$status, 201L)
   expect_true(any(journal$method == "DELETE" & grepl("containerGroups/job-env-x$", journal$path)))
   expect_true(any(grepl("/oauth2/v2.0/token$", journal$path)))

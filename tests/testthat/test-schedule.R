@@ -42,6 +42,18 @@ tagged <- function(target, deployment) {
   vapply(out$value, function(x) x$id, "")
 }
 
+test_that("next runs follow the Recurrence: a monthly one at its start time's time of day", {
+  monthly <- list(frequency = "Month", interval = 1, startTime = "2000-01-01T04:30:00",
+                  schedule = list(monthDays = list(1, 15)))
+  from <- as.POSIXct("2025-05-07 12:00", tz = "UTC")
+  expect_equal(format(serveRless:::next_runs(monthly, "UTC", n = 2, from = from), tz = "UTC"),
+               c("2025-05-15 04:30:00", "2025-06-01 04:30:00"))
+  daily <- list(frequency = "Day", interval = 1, startTime = "2000-01-01T00:00:00",
+                schedule = list(hours = list(3), minutes = list(0)))
+  expect_equal(format(serveRless:::next_runs(daily, "Europe/Vienna", n = 1, from = from), tz = "UTC"),
+               "2025-05-08 01:00:00") # 03:00 CEST
+})
+
 test_that("bad schedule input is refused before any network call, naming the value", {
   offline <- azurite_az_target(blob_endpoint = "https://127.0.0.1:9/devstoreaccount1")
   offline$arm_endpoint <- "https://127.0.0.1:9"
@@ -59,6 +71,8 @@ test_that("bad schedule input is refused before any network call, naming the val
   refuse("61", "data/in/*.csv", "data/out/", schedule = "61 * * * *")
   refuse("day-of-month", "data/in/*.csv", "data/out/", schedule = "0 3 1 * 1")
   refuse("month", "data/in/*.csv", "data/out/", schedule = "0 3 * 6 *")
+  # A monthly Recurrence runs at one time of day (its startTime's).
+  refuse("one time of day", "data/in/*.csv", "data/out/", schedule = "0 3,15 1 * *")
   refuse("Mars/Olympus", "data/in/*.csv", "data/out/", schedule = "0 3 * * *", time_zone = "Mars/Olympus")
   refuse("otheraccount", "https://otheraccount.blob.core.windows.net/data/in/*.csv", "data/out/",
          schedule = "0 3 * * *")

@@ -36,6 +36,8 @@ test_that("objects built from real-looking secrets show none of them, nor do the
                   "hdWQiOiJodHRwczovL3N0b3JhZ2UuYXp1cmUuY29tIn0", ".", "c2lnbmF0dXJlLXNpZ25hdHVyZQ")
   secrets <- c(key, sas, client_secret, token, sig)
   closed <- "https://127.0.0.1:9/acct"
+  # Nothing listens there: fail after a few seconds of retries, not the SDK's minute.
+  withr::local_options(serveRless.retry_seconds = 2)
   cred <- az_credential("client_secret", tenant = "11111111-2222-3333-4444-555555555555",
                         client_id = "66666666-7777-8888-9999-000000000000", client_secret = client_secret)
   targets <- list(

@@ -159,6 +159,10 @@ impl GroupSpec {
     }
 }
 
+/// The resource group, created (in `location`, with `tags`) only if it does not
+/// exist: a PUT on an existing group replaces its tags, and a group the user made is
+/// theirs (Resource Groups Get and Create Or Update, Microsoft.Resources 2021-04-01,
+/// `resources.json` of azure-rest-api-specs).
 pub async fn ensure_resource_group(
     arm: &ArmClient,
     subscription: &str,
@@ -167,6 +171,9 @@ pub async fn ensure_resource_group(
     tags: &BTreeMap<String, String>,
 ) -> Result<Value> {
     let path = format!("/subscriptions/{subscription}/resourcegroups/{resource_group}");
+    if let Some(group) = arm.get_opt(&path, api::RESOURCES).await? {
+        return Ok(group);
+    }
     arm.put(
         &path,
         api::RESOURCES,

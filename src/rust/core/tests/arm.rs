@@ -407,3 +407,47 @@ async fn missing_provider_registration_is_registered_and_retried() {
         && e.path
             .ends_with("/providers/Microsoft.ContainerInstance/register")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_resource_group_keeps_its_tags() {
+    let env = start("rg-tags", &[]).await;
+    let arm = env.arm();
+    let path = env.rg_path("rg-team");
+    arm.put(
+        &path,
+        api::RESOURCES,
+        &json!({"location": "westeurope", "tags": {"owner": "team-a", "cost-center": "42"}}),
+    )
+    .await
+    .unwrap();
+    let ours = BTreeMap::from([("serverless-deployment".to_string(), "mpg".to_string())]);
+    aci::ensure_resource_group(
+        &arm,
+        &env.config.subscription_id,
+        "rg-team",
+        "westeurope",
+        &ours,
+    )
+    .await
+    .unwrap();
+    let group = arm.get(&path, api::RESOURCES).await.unwrap();
+    assert_eq!(
+        group["tags"],
+        json!({"owner": "team-a", "cost-center": "42"})
+    );
+    // A group that does not exist is created with our tags.
+    aci::ensure_resource_group(
+        &arm,
+        &env.config.subscription_id,
+        "rg-new",
+        "westeurope",
+        &ours,
+    )
+    .await
+    .unwrap();
+    let group = arm
+        .get(&env.rg_path("rg-new"), api::RESOURCES)
+        .await
+        .unwrap();
+    assert_eq!(group["tags"], json!({"serverless-deployment": "mpg"}));
+}

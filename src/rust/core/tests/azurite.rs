@@ -72,6 +72,7 @@ fn storage(az: &Azurite) -> Storage {
             credential: None,
             endpoints: None,
             ca_pem: None,
+            retry_seconds: None,
         },
         None,
     )
@@ -250,4 +251,29 @@ async fn model_store_versions_dedupe_and_integrity() {
         .await
         .unwrap_err();
     assert_eq!(unknown.kind, ErrorKind::Input);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_bounds_a_call_to_nothing() {
+    // Port 9 (discard) has no listener here: every attempt is refused. With a
+    // 1-second budget the call fails in seconds, not after the SDK's minute.
+    let storage = Storage::new(
+        StorageConfig {
+            account: "devstoreaccount1".into(),
+            endpoint: "http://127.0.0.1:9/devstoreaccount1".into(),
+            key: Some(KEY.into()),
+            sas: None,
+            token: None,
+            credential: None,
+            endpoints: None,
+            ca_pem: None,
+            retry_seconds: Some(1.0),
+        },
+        None,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert!(storage.list("serverless", "").await.is_err());
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
 }

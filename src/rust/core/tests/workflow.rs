@@ -56,6 +56,8 @@ fn request(subscription: &str, trigger: Trigger, connector: Connector) -> Schedu
         memory_gb: 1.5,
         env,
         storage_account: "churnstore".into(),
+        arm_endpoint: "https://management.azure.com".into(),
+        blob_endpoint: "https://churnstore.blob.core.windows.net/".into(),
         container: "models".into(),
         poll_seconds: 10,
         timeout_s: 3600,
@@ -145,6 +147,49 @@ fn aci_blob_workflow_matches_snapshot() {
 }
 
 #[test]
+fn endpoints_come_from_the_target() {
+    // A sovereign cloud: no call may go to the public cloud's hosts.
+    let mut req = request(SUB, weekdays(), Connector::Http);
+    req.arm_endpoint = "https://management.usgovcloudapi.net/".into();
+    req.blob_endpoint = "https://churnstore.blob.core.usgovcloudapi.net".into();
+    let body = schedule::render(&req, "Enabled").unwrap();
+    let mut uris = Vec::new();
+    collect_uris(&body, &mut uris);
+    assert!(uris.len() >= 4, "{uris:?}");
+    for uri in &uris {
+        assert!(
+            uri.starts_with("https://management.usgovcloudapi.net/subscriptions/")
+                || uri.starts_with("https://churnstore.blob.core.usgovcloudapi.net/models/runs/"),
+            "{uri}"
+        );
+    }
+    req.blob_endpoint = "churnstore".into();
+    let e = schedule::render(&req, "Enabled").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Input);
+    assert!(
+        e.message.contains("`churnstore` is not an https URL"),
+        "{}",
+        e.message
+    );
+}
+
+/// Every `uri` an action of the workflow calls.
+fn collect_uris(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, x) in map {
+                match (k.as_str(), x.as_str()) {
+                    ("uri", Some(uri)) => out.push(uri.to_string()),
+                    _ => collect_uris(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|x| collect_uris(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
 fn refusals_are_input_errors() {
     let mut req = request(SUB, weekdays(), Connector::Http);
     req.trigger = Trigger::Schedule {
@@ -168,6 +213,17 @@ fn refusals_are_input_errors() {
     req.name = "Bad_Name".into();
     let e = schedule::render(&req, "Enabled").unwrap_err();
     assert!(e.message.contains("Bad_Name"), "{}", e.message);
+    // An Until loop's limit.count is at most 5,000: 86,400 s polled every second is
+    // refused, every 18 s (4,801 polls) is rendered.
+    req.name = "churn-nightly".into();
+    (req.poll_seconds, req.timeout_s) = (1, 86_400);
+    let e = schedule::render(&req, "Enabled").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Input);
+    assert!(e.message.contains("86401 checks"), "{}", e.message);
+    req.poll_seconds = 18;
+    let body = schedule::render(&req, "Enabled").unwrap();
+    let text = body.to_string();
+    assert!(text.contains(r#""count":4801"#), "{text}");
 }
 
 #[test]

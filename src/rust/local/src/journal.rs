@@ -9,8 +9,9 @@ pub struct JournalEntry {
     /// When the call arrived (RFC 3339, UTC).
     pub time: String,
     pub method: String,
-    /// Path only; the query string is left out.
     pub path: String,
+    /// The query string (without `?`), secret parameters redacted; `None` if none.
+    pub query: Option<String>,
     pub api_version: Option<String>,
     /// Status sent back; 0 when the connection was dropped on purpose (fault `resets`).
     pub status: u16,
@@ -29,6 +30,22 @@ fn is_secret_name(name: &str) -> bool {
         || n.contains("secret")
         || n.contains("key")
         || n.contains("token")
+}
+
+/// A query string with the values of secret parameters (a SAS's `sig`, keys,
+/// tokens) replaced by "REDACTED"; the rest is kept as sent.
+pub fn redact_query(query: Option<&str>) -> Option<String> {
+    let query = query.filter(|q| !q.is_empty())?;
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name == "sig" || is_secret_name(name) => {
+                format!("{name}=REDACTED")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    Some(parts.join("&"))
 }
 
 /// Replaces every value stored under a secret-looking name, at any depth, and the
@@ -78,6 +95,20 @@ pub fn body_for_journal(path: &str, content_type: Option<&str>, bytes: &[u8]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_strings_are_kept_with_secrets_redacted() {
+        assert_eq!(redact_query(None), None);
+        assert_eq!(redact_query(Some("")), None);
+        assert_eq!(
+            redact_query(Some("api-version=2021-04-01&$filter=tagName%20eq%20'a'")).as_deref(),
+            Some("api-version=2021-04-01&$filter=tagName%20eq%20'a'")
+        );
+        assert_eq!(
+            redact_query(Some("sv=2022-11-02&sig=abc%3D&comp=list&access_token=t")).as_deref(),
+            Some("sv=2022-11-02&sig=REDACTED&comp=list&access_token=REDACTED")
+        );
+    }
     use serde_json::json;
 
     #[test]

@@ -110,6 +110,7 @@ async fn handle_request(
     };
     let path = parts.uri.path().to_string();
     let api_version = query_param(parts.uri.query(), "api-version");
+    let query = crate::journal::redact_query(parts.uri.query());
     let content_type = parts
         .headers
         .get("content-type")
@@ -130,6 +131,7 @@ async fn handle_request(
             time: time.clone(),
             method: method.clone(),
             path: path.clone(),
+            query: query.clone(),
             api_version: api_version.clone(),
             status,
             body: journal_body.clone(),

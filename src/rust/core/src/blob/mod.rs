@@ -11,7 +11,9 @@ pub use transfer::{DownloadOptions, DownloadOutcome, UploadOptions, UploadOutcom
 
 use crate::error::{Error, Result};
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, Etag, RequestContent, Transport, Url};
+use azure_core::http::{
+    ClientOptions, Etag, ExponentialRetryOptions, RequestContent, RetryOptions, Transport, Url,
+};
 use azure_storage_blob::models::{BlobClientUploadOptions, BlobContainerClientListBlobsOptions};
 use azure_storage_blob::{
     BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
@@ -45,6 +47,10 @@ pub struct StorageConfig {
     /// Azurite serves HTTPS with it, so bearer tokens work as in Azure).
     #[serde(default)]
     pub ca_pem: Option<String>,
+    /// How long to keep retrying a failed call (connection refused, 5xx, 429), in
+    /// seconds; `None` keeps the Azure SDK's default (a minute, then the last try).
+    #[serde(default)]
+    pub retry_seconds: Option<f64>,
 }
 
 // Keep secrets out of any debug output.
@@ -73,6 +79,7 @@ pub struct Storage {
     endpoint: Url,
     auth: Auth,
     transport: Transport,
+    retry: Option<RetryOptions>,
 }
 
 /// One blob in a listing.
@@ -217,6 +224,14 @@ impl Storage {
             endpoint,
             auth,
             transport,
+            retry: config.retry_seconds.map(|s| {
+                RetryOptions::exponential(ExponentialRetryOptions {
+                    max_total_elapsed: azure_core::time::Duration::milliseconds(
+                        (s.clamp(0.0, 86_400.0) * 1000.0) as i64,
+                    ),
+                    ..Default::default()
+                })
+            }),
         })
     }
 
@@ -235,6 +250,7 @@ impl Storage {
     fn client_options(&self) -> ClientOptions {
         ClientOptions {
             transport: Some(self.transport.clone()),
+            retry: self.retry.clone().unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -5,11 +5,17 @@
 //! instants than the user wrote is worse than an error.
 //!
 //! What a Recurrence does, and what the conversion relies on:
-//! - `frequency` Day, Week or Month with a `schedule`: on each firing day it runs at
-//!   every `hours` × `minutes` combination, in local time of `timeZone`. Both lists
-//!   are always written: a missing one would be taken from `startTime` (or from the
-//!   moment the workflow was saved). Week runs on `weekDays`; Month runs on
-//!   `monthDays` (1-31), and a month without that day skips it, as cron does.
+//! - `timeZone` applies only with a `startTime` (the Recurrence reference, "Schedule
+//!   and run recurring workflows with the Recurrence trigger"), so every Recurrence
+//!   written here has one, local and in the past (`2000-01-01T..`).
+//! - `frequency` Day or Week with a `schedule`: on each firing day it runs at every
+//!   `hours` × `minutes` combination, in local time of `timeZone`. Both lists are
+//!   always written: a missing one would be taken from `startTime`. Week runs on
+//!   `weekDays`.
+//! - `frequency` Month runs on `monthDays` (1-31; a month without that day skips
+//!   it, as cron does) at the time of day of `startTime`: the reference gives
+//!   `hours` and `minutes` to Day and Week only. So a monthly cron must name one
+//!   hour and one minute.
 //! - `frequency` Minute (or Hour) with `interval` n runs every n minutes (hours)
 //!   counted from `startTime`. A start at minute r of a whole hour in the past
 //!   (`2000-01-01T00:r:00`) gives r, r+n, … each hour when n divides 60; so Minute
@@ -146,6 +152,7 @@ pub fn cron_to_recurrence(cron: &str, time_zone: &str) -> Result<Recurrence> {
         minutes: values(minutes),
         ..Schedule::default()
     };
+    let mut start_time = "2000-01-01T00:00:00".to_string();
     let frequency = match days {
         Days::Every => Frequency::Day,
         Days::Week(week_days) => {
@@ -156,7 +163,21 @@ pub fn cron_to_recurrence(cron: &str, time_zone: &str) -> Result<Recurrence> {
             Frequency::Week
         }
         Days::Month(month_days) => {
-            schedule.month_days = values(month_days);
+            let (&[hour], &[minute]) = (schedule.hours.as_slice(), schedule.minutes.as_slice())
+            else {
+                return Err(refuse(format!(
+                    "a monthly Recurrence runs at one time of day (its start time's: its \
+                     schedule takes no hours or minutes), so hour `{}` and minute `{}` must \
+                     each be one value; use one schedule per time of day",
+                    parsed.text(FieldKind::Hour),
+                    parsed.text(FieldKind::Minute)
+                )));
+            };
+            start_time = format!("2000-01-01T{hour:02}:{minute:02}:00");
+            schedule = Schedule {
+                month_days: values(month_days),
+                ..Schedule::default()
+            };
             Frequency::Month
         }
     };
@@ -164,7 +185,7 @@ pub fn cron_to_recurrence(cron: &str, time_zone: &str) -> Result<Recurrence> {
         frequency,
         interval: 1,
         time_zone,
-        start_time: None,
+        start_time: Some(start_time),
         schedule: Some(schedule),
     })
 }

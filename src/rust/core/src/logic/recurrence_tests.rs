@@ -109,9 +109,23 @@ fn recurrence_day(r: &Recurrence, day: Date) -> Vec<u16> {
         }
         Frequency::Day | Frequency::Week | Frequency::Month => {
             assert_eq!(r.interval, 1, "{r:?}");
-            assert!(r.start_time.is_none(), "{r:?}");
-            let s = r.schedule.as_ref().expect("schedule");
-            assert!(!s.hours.is_empty() && !s.minutes.is_empty(), "{r:?}");
+            // timeZone applies only with a start time; a past one, at the day's start
+            // (Day, Week) or at the monthly run's time of day (Month).
+            let start = r.start_time.as_deref().expect("startTime");
+            let start = PrimitiveDateTime::parse(
+                start,
+                format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+            )
+            .unwrap();
+            assert!(start.date() < day && start.second() == 0, "{r:?}");
+            let mut s = r.schedule.clone().expect("schedule");
+            if r.frequency == Frequency::Month {
+                assert!(s.hours.is_empty() && s.minutes.is_empty(), "{r:?}");
+                (s.hours, s.minutes) = (vec![start.hour()], vec![start.minute()]);
+            } else {
+                assert_eq!(start.time(), Time::MIDNIGHT, "{r:?}");
+                assert!(!s.hours.is_empty() && !s.minutes.is_empty(), "{r:?}");
+            }
             let fires = match r.frequency {
                 Frequency::Day => {
                     assert!(s.week_days.is_empty() && s.month_days.is_empty(), "{r:?}");
@@ -199,7 +213,7 @@ fn refusal(line: &str) -> String {
 fn weekdays_in_vienna_serialize_exactly() {
     assert_eq!(
         json("0 3 * * 1-5", "Europe/Vienna"),
-        r#"{"frequency":"Week","interval":1,"timeZone":"W. Europe Standard Time","schedule":{"weekDays":["Monday","Tuesday","Wednesday","Thursday","Friday"],"hours":[3],"minutes":[0]}}"#
+        r#"{"frequency":"Week","interval":1,"timeZone":"W. Europe Standard Time","startTime":"2000-01-01T00:00:00","schedule":{"weekDays":["Monday","Tuesday","Wednesday","Thursday","Friday"],"hours":[3],"minutes":[0]}}"#
     );
 }
 
@@ -236,25 +250,25 @@ fn minute_and_hour_frequencies_serialize_exactly() {
 fn day_and_month_schedules_serialize_exactly() {
     assert_eq!(
         json("0 3 * * *", "Europe/Berlin"),
-        r#"{"frequency":"Day","interval":1,"timeZone":"W. Europe Standard Time","schedule":{"hours":[3],"minutes":[0]}}"#
+        r#"{"frequency":"Day","interval":1,"timeZone":"W. Europe Standard Time","startTime":"2000-01-01T00:00:00","schedule":{"hours":[3],"minutes":[0]}}"#
     );
     assert_eq!(
         json("30 */2 * * *", "UTC"),
-        r#"{"frequency":"Day","interval":1,"timeZone":"UTC","schedule":{"hours":[0,2,4,6,8,10,12,14,16,18,20,22],"minutes":[30]}}"#
+        r#"{"frequency":"Day","interval":1,"timeZone":"UTC","startTime":"2000-01-01T00:00:00","schedule":{"hours":[0,2,4,6,8,10,12,14,16,18,20,22],"minutes":[30]}}"#
     );
     assert_eq!(
         json("0 0 1,15 * *", "Asia/Tokyo"),
-        r#"{"frequency":"Month","interval":1,"timeZone":"Tokyo Standard Time","schedule":{"monthDays":[1,15],"hours":[0],"minutes":[0]}}"#
+        r#"{"frequency":"Month","interval":1,"timeZone":"Tokyo Standard Time","startTime":"2000-01-01T00:00:00","schedule":{"monthDays":[1,15]}}"#
     );
     assert_eq!(
         json("15,45 8-17 * * mon,wed", "UTC"),
-        r#"{"frequency":"Week","interval":1,"timeZone":"UTC","schedule":{"weekDays":["Monday","Wednesday"],"hours":[8,9,10,11,12,13,14,15,16,17],"minutes":[15,45]}}"#
+        r#"{"frequency":"Week","interval":1,"timeZone":"UTC","startTime":"2000-01-01T00:00:00","schedule":{"weekDays":["Monday","Wednesday"],"hours":[8,9,10,11,12,13,14,15,16,17],"minutes":[15,45]}}"#
     );
 }
 
 #[test]
 fn sunday_is_0_and_7() {
-    let sunday = r#"{"frequency":"Week","interval":1,"timeZone":"UTC","schedule":{"weekDays":["Sunday"],"hours":[6],"minutes":[0]}}"#;
+    let sunday = r#"{"frequency":"Week","interval":1,"timeZone":"UTC","startTime":"2000-01-01T00:00:00","schedule":{"weekDays":["Sunday"],"hours":[6],"minutes":[0]}}"#;
     assert_eq!(json("0 6 * * 0", "UTC"), sunday);
     assert_eq!(json("0 6 * * 7", "UTC"), sunday);
     assert_eq!(json("0 6 * * SUN", "UTC"), sunday);
@@ -322,6 +336,18 @@ fn restricted_month_is_refused() {
     assert!(refusal("0 0 1 1 *").contains("month"));
     assert!(refusal("@yearly").contains("month `1`"));
     assert!(refusal("0 0 * jan-nov *").contains("month"));
+}
+
+#[test]
+fn monthly_at_several_times_of_day_is_refused() {
+    // A Month Recurrence's schedule takes no hours or minutes (the reference gives
+    // them to Day and Week only): it runs at its start time's time of day.
+    let msg = refusal("0 3,15 1 * *");
+    assert!(msg.contains("hour `3,15` and minute `0`"), "{msg}");
+    assert!(refusal("*/30 3 1 * *").contains("one time of day"));
+    let r = convert("30 4 1,15 * *");
+    assert_eq!(r.start_time.as_deref(), Some("2000-01-01T04:30:00"));
+    assert_eq!(r.schedule.unwrap().hours, Vec::<u8>::new());
 }
 
 #[test]
@@ -655,8 +681,13 @@ proptest! {
             (false, true) => sets.dow_star,
             (false, false) => false,
         };
-        let expressible =
-            !refs.iter().any(|r| r.2) && sets.months == FieldKind::Month.full() && days_ok;
+        // A monthly Recurrence runs at one time of day (its start time's).
+        let monthly = !dom_full && dow_full;
+        let one_time = sets.minutes.count_ones() == 1 && sets.hours.count_ones() == 1;
+        let expressible = !refs.iter().any(|r| r.2)
+            && sets.months == FieldKind::Month.full()
+            && days_ok
+            && (!monthly || one_time);
         match result {
             Ok(r) => {
                 prop_assert!(expressible, "{line} converted to {r:?}");

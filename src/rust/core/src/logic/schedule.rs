@@ -25,6 +25,10 @@ use super::recurrence::cron_to_recurrence;
 const BLOB_VERSION: &str = "2021-08-06";
 /// The foreach loop variable, as `items()` names it.
 const LOOP: &str = "For_each_shard";
+/// Logic Apps' cap on an Until loop's `limit.count` (Logic Apps limits and
+/// configuration, "Until iterations").
+const MAX_UNTIL_COUNT: u32 = 5000;
+
 /// Azure's limit on a Foreach's concurrency.
 const MAX_SHARDS: u32 = 50;
 
@@ -84,6 +88,12 @@ pub struct ScheduleRequest {
     /// The job's environment that does not change between runs (literal values).
     pub env: BTreeMap<String, String>,
     pub storage_account: String,
+    /// Resource Manager's endpoint, from the target (`https://management.azure.com`,
+    /// a sovereign cloud's, or the local Azure's): the workflow calls ARM there.
+    pub arm_endpoint: String,
+    /// The storage account's blob endpoint, from the target (a custom domain, a
+    /// sovereign cloud's, the local Azure's): run logs and summaries go there.
+    pub blob_endpoint: String,
     /// The container holding models, run logs and summaries.
     pub container: String,
     /// Seconds between polls of a running group.
@@ -179,6 +189,24 @@ impl ScheduleRequest {
                 self.poll_seconds, self.timeout_s
             )));
         }
+        for (what, endpoint) in [("ARM", &self.arm_endpoint), ("blob", &self.blob_endpoint)] {
+            let url = url::Url::parse(endpoint).ok();
+            if !url
+                .as_ref()
+                .is_some_and(|u| u.scheme() == "https" && u.host().is_some())
+            {
+                return Err(Error::input(format!(
+                    "the {what} endpoint `{endpoint}` is not an https URL"
+                )));
+            }
+        }
+        let polls = self.poll_count();
+        if polls > MAX_UNTIL_COUNT {
+            return Err(Error::input(format!(
+                "polling every {} s for up to {} s takes {polls} checks; a Logic App's Until loop allows at most {MAX_UNTIL_COUNT}",
+                self.poll_seconds, self.timeout_s
+            )));
+        }
         if let Trigger::Blob { folder, .. } = &self.trigger {
             if !folder.ends_with('/') || folder.starts_with('/') {
                 return Err(Error::input(format!(
@@ -188,6 +216,11 @@ impl ScheduleRequest {
             crate::blob::check_container_name(folder.split('/').next().unwrap_or(""))?;
         }
         self.group_spec().validate()
+    }
+
+    /// How many times the Until loop checks a shard: once per poll, and once more.
+    fn poll_count(&self) -> u32 {
+        self.timeout_s.div_ceil(self.poll_seconds.max(1)) + 1
     }
 
     fn workflow_path(&self) -> String {
@@ -334,7 +367,7 @@ pub fn render(req: &ScheduleRequest, state: &str) -> Result<Value> {
     let group_path_literal = spec.path();
     let group_base = group_path_literal.trim_end_matches("/placeholder");
     let name_expr = req.group_name_expr();
-    let arm = "https://management.azure.com";
+    let arm = req.arm_endpoint.trim_end_matches('/');
     let group_uri = format!(
         "{arm}{group_base}/@{{{name_expr}}}?api-version={}",
         api::CONTAINER_INSTANCE
@@ -350,13 +383,15 @@ pub fn render(req: &ScheduleRequest, state: &str) -> Result<Value> {
     );
     let logs_path = format!("{group_path}/containers/@{{encodeURIComponent('score')}}/logs");
     let runs = format!(
-        "https://{}.blob.core.windows.net/{}/runs/{}/@{{workflow()['run']['name']}}",
-        req.storage_account, req.container, req.deployment
+        "{}/{}/runs/{}/@{{workflow()['run']['name']}}",
+        req.blob_endpoint.trim_end_matches('/'),
+        req.container,
+        req.deployment
     );
     let state_of = "body('Get_group')?['properties']?['instanceView']?['state']";
     let container_state =
         "body('Get_group')?['properties']?['containers']?[0]?['properties']?['instanceView']?['currentState']";
-    let poll_count = req.timeout_s.div_ceil(req.poll_seconds) + 1;
+    let poll_count = req.poll_count();
     let data = json!({
         "location": req.location,
         "tags": req.tags(),

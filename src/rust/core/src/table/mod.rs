@@ -15,6 +15,7 @@
 //! has no types: it writes them as ISO 8601 text and reads them as text, which the
 //! scoring job converts to the model's ptype.
 
+mod arrow_schema;
 mod csv;
 mod parquet;
 
@@ -281,6 +282,17 @@ impl Strings {
         }
         let start = i.checked_sub(1).map_or(0, |j| self.ends[j]);
         self.text.get(start..self.ends[i])
+    }
+
+    /// Where value `i`'s text lies in `text()` (empty for a missing value); `None`
+    /// out of range.
+    pub fn span(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        let end = *self.ends.get(i)?;
+        Some(i.checked_sub(1).map_or(0, |j| self.ends[j])..end)
+    }
+
+    pub fn is_missing(&self, i: usize) -> bool {
+        self.missing.get(i).copied().unwrap_or(true)
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<&str>> + '_ {

@@ -1,36 +1,45 @@
-//! Parquet through Arrow arrays: each column decodes batch by batch into the
-//! table's vectors, and writes from them in batches, so no second full copy exists.
+//! Parquet with the parquet crate's own column readers and writers (no Arrow arrays,
+//! which would be a second copy of every batch and most of the build time): each
+//! column decodes batch by batch straight into the table's vectors, and writes from
+//! them in batches.
 //!
 //! Reading maps booleans to logical, integers to integer when every value fits R's
-//! integer (else double), floating point to double, strings (plain, large, view or
-//! dictionary-encoded) to character, dates to Date and timestamps to date-times (in
-//! microseconds; nanoseconds are floored). Other types are an error naming the column.
-//! Writing maps Date to `date32` and date-times to `timestamp[us]` with their time
-//! zone, so that the file records instants (Parquet's `isAdjustedToUTC`).
+//! integer (else double), floating point (16, 32 or 64 bits) to double, strings
+//! (`BYTE_ARRAY` annotated String, Enum or Json, dictionary-encoded or not) to
+//! character, `DATE` to Date, and timestamps (`INT64` in milli-, micro- or
+//! nanoseconds, legacy `INT96`) to date-times in microseconds (nanoseconds floored),
+//! shown in the time zone Arrow's schema gives (see `arrow_schema`), else UTC. Arrow's
+//! null type reads as an all-missing logical. Other types (nested, decimal, time of
+//! day, plain binary) are an error naming the column.
+//!
+//! Writing maps Date to `DATE` and date-times to `TIMESTAMP(MICROS)` with
+//! `isAdjustedToUTC`, so that the file records instants, and their zone to Arrow's
+//! schema, so that Arrow readers show them as R does.
+//!
+//! Types and encodings: the Parquet format's `LogicalTypes.md` (apache/parquet-format).
 
+use super::arrow_schema::{self, ArrowType};
 use super::{check_shard, fits_integer, shard_range, Column, Nullable, Strings, Table};
 use crate::{Error, Result};
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Date32Type, Date64Type, Float16Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    Int8Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+use bytes::Bytes;
+use parquet::basic::{
+    Compression, ConvertedType, LogicalType, Repetition, TimeUnit, Type as PhysicalType, ZstdLevel,
 };
-use arrow_array::{
-    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, Date32Array, Float64Array, Int32Array,
-    RecordBatch, StringArray, TimestampMicrosecondArray,
+use parquet::column::reader::{get_typed_column_reader, ColumnReader};
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, DataType, DoubleType, FixedLenByteArrayType, FloatType,
+    Int32Type, Int64Type, Int96Type,
 };
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use parquet::file::reader::ChunkReader;
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::{ColumnDescriptor, ColumnPath, Type as SchemaType};
 use std::io::Write;
 use std::sync::Arc;
 
-/// Rows per Arrow batch, reading and writing: big enough to amortise the per-batch
-/// work, small enough that a batch's arrays are a small extra copy.
+/// Rows per batch, reading and writing: big enough to amortise the per-batch work,
+/// small enough that a batch's buffers are a small extra copy.
 const BATCH_ROWS: usize = 64 * 1024;
 
 /// Rows per row group written: lets readers split a file across threads or shards.
@@ -49,50 +58,47 @@ pub fn read_parquet_rows<R: ChunkReader + 'static>(
     shards: usize,
 ) -> Result<Table> {
     check_shard(shard, shards)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(read_error)?;
-    let schema = builder.schema().clone();
-    let mut columns = schema
-        .fields()
+    let reader = SerializedFileReader::new(input).map_err(read_error)?;
+    let meta = reader.metadata();
+    let file = meta.file_metadata();
+    let zones = file
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == arrow_schema::KEY))
+        .and_then(|kv| kv.value.as_deref())
+        .map(arrow_schema::time_zones)
+        .unwrap_or_default();
+    let descriptors = file.schema_descr().columns();
+    let kinds = descriptors
         .iter()
-        .map(|f| Acc::for_field(f))
+        .map(|c| Kind::of(c, &zones))
         .collect::<Result<Vec<_>>>()?;
 
-    let meta = builder.metadata().clone();
     let sizes: Vec<usize> = meta
         .row_groups()
         .iter()
         .map(|g| usize::try_from(g.num_rows()).unwrap_or(0))
         .collect();
     let (lo, hi) = shard_range(sizes.iter().sum(), shard, shards)?;
-    let (mut groups, mut skip, mut at) = (Vec::new(), 0, 0);
-    for (i, n) in sizes.iter().enumerate() {
-        if at + n > lo && at < hi {
-            if groups.is_empty() {
-                skip = lo - at;
+    let mut columns: Vec<Acc> = kinds.iter().map(|k| k.acc(hi - lo)).collect();
+    let mut at = 0;
+    for (group, n) in sizes.iter().enumerate() {
+        let (start, end) = (lo.max(at), hi.min(at + n));
+        if start < end {
+            let row_group = reader.get_row_group(group).map_err(read_error)?;
+            for (j, (kind, column)) in kinds.iter().zip(&mut columns).enumerate() {
+                let values = row_group.get_column_reader(j).map_err(read_error)?;
+                let chunk = Chunk {
+                    skip: start - at,
+                    take: end - start,
+                    max_def: descriptors[j].max_def_level(),
+                    name: descriptors[j].name(),
+                };
+                kind.read(values, &chunk, column)?;
             }
-            groups.push(i);
         }
         at += n;
     }
-    for column in &mut columns {
-        column.reserve(hi - lo);
-    }
-    let reader = builder
-        .with_row_groups(groups)
-        .with_offset(skip)
-        .with_limit(hi - lo)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(read_error)?;
-    for batch in reader {
-        let batch =
-            batch.map_err(|e| Error::input(format!("cannot read the Parquet data: {e}")))?;
-        for ((column, array), field) in columns.iter_mut().zip(batch.columns()).zip(schema.fields())
-        {
-            column.append(field.name(), array.as_ref())?;
-        }
-    }
-    let names = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let names = descriptors.iter().map(|c| c.name().to_string()).collect();
     Table::new(names, columns.into_iter().map(Acc::finish).collect())
 }
 
@@ -107,20 +113,38 @@ fn write_error(e: impl std::fmt::Display) -> Error {
     )
 }
 
-/// One column's values while reading.
-enum Acc {
-    Logical(Vec<Option<bool>>),
-    /// Integers of up to 32 bits; doubles at the end if one is `i32::MIN` (R's NA).
-    Int32(Nullable<i32>),
-    /// Wider integers; integer at the end only if all fit.
-    Int64(Nullable<i64>),
-    Double(Nullable<f64>),
-    Character(Strings),
-    Date(Nullable<i32>),
-    /// Microseconds, and the time zone R shows them in.
-    DateTime(Nullable<i64>, String),
-    /// Arrow's null type: every value missing.
-    Null(usize),
+/// How a column's stored values become an R vector.
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Logical,
+    /// Arrow's null type: no values, every one missing.
+    Null,
+    /// `INT32` holding signed values, or unsigned ones of up to 16 bits.
+    Int32,
+    /// `INT32` holding unsigned 32-bit values.
+    UInt32,
+    Int64,
+    UInt64,
+    Float16,
+    Float,
+    Double,
+    Text,
+    Date,
+    /// `INT64` in units of `1 / per_second` s, shown in this zone.
+    Timestamp {
+        per_second: i64,
+        zone: String,
+    },
+    /// Legacy nanosecond timestamps, instants in UTC.
+    Int96,
+}
+
+/// The rows of one column chunk to read.
+struct Chunk<'a> {
+    skip: usize,
+    take: usize,
+    max_def: i16,
+    name: &'a str,
 }
 
 /// The time zone a timestamp column is shown in: its IANA name; UTC when it has none
@@ -133,137 +157,311 @@ fn time_zone_name(tz: Option<&str>) -> String {
     }
 }
 
-fn is_string(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-}
-
-impl Acc {
-    fn for_field(field: &Field) -> Result<Acc> {
-        use DataType::*;
-        Ok(match field.data_type() {
-            Boolean => Acc::Logical(Vec::new()),
-            Null => Acc::Null(0),
-            Int8 | Int16 | Int32 | UInt8 | UInt16 => Acc::Int32(Nullable::new()),
-            Int64 | UInt32 | UInt64 => Acc::Int64(Nullable::new()),
-            Float16 | Float32 | Float64 => Acc::Double(Nullable::new()),
-            t if is_string(t) => Acc::Character(Strings::new()),
-            Dictionary(_, values) if is_string(values) => Acc::Character(Strings::new()),
-            Date32 | Date64 => Acc::Date(Nullable::new()),
-            Timestamp(_, tz) => Acc::DateTime(Nullable::new(), time_zone_name(tz.as_deref())),
-            other => {
-                return Err(Error::input(format!(
-                    "column \"{}\" has type {other}, which cannot be read: supported are \
-                     booleans, integers, floating point numbers, strings, dates and timestamps",
-                    field.name()
-                )))
+impl Kind {
+    fn of(column: &ColumnDescriptor, zones: &[(String, String)]) -> Result<Kind> {
+        let name = column.name();
+        let top = column.path().parts().first().map_or(name, |s| s.as_str());
+        if column.max_rep_level() > 0 || column.path().parts().len() > 1 {
+            return Err(Error::input(format!(
+                "column \"{top}\" is nested (a list, map or struct), which cannot be read: \
+                 supported are booleans, integers, floating point numbers, strings, dates and \
+                 timestamps"
+            )));
+        }
+        let logical = column.logical_type_ref();
+        let converted = column.converted_type();
+        let unit = |u: &TimeUnit| match u {
+            TimeUnit::MILLIS => 1_000,
+            TimeUnit::MICROS => 1_000_000,
+            TimeUnit::NANOS => 1_000_000_000,
+        };
+        let zone = || {
+            time_zone_name(
+                zones
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, z)| z.as_str()),
+            )
+        };
+        use ConvertedType as C;
+        let kind = match (column.physical_type(), logical) {
+            (_, Some(LogicalType::Unknown)) => Some(Kind::Null),
+            (PhysicalType::BOOLEAN, None) => Some(Kind::Logical),
+            (PhysicalType::INT32, Some(LogicalType::Date)) => Some(Kind::Date),
+            (PhysicalType::INT32, Some(LogicalType::Integer(t))) => {
+                Some(match (t.bit_width, t.is_signed) {
+                    (32, false) => Kind::UInt32,
+                    _ => Kind::Int32,
+                })
             }
+            (PhysicalType::INT32, None) => match converted {
+                C::NONE | C::INT_8 | C::INT_16 | C::INT_32 | C::UINT_8 | C::UINT_16 => {
+                    Some(Kind::Int32)
+                }
+                C::UINT_32 => Some(Kind::UInt32),
+                C::DATE => Some(Kind::Date),
+                _ => None,
+            },
+            (PhysicalType::INT64, Some(LogicalType::Timestamp(t))) => Some(Kind::Timestamp {
+                per_second: unit(&t.unit),
+                zone: if t.is_adjusted_to_u_t_c {
+                    zone()
+                } else {
+                    "UTC".to_string()
+                },
+            }),
+            (PhysicalType::INT64, Some(LogicalType::Integer(t))) => Some(match t.is_signed {
+                true => Kind::Int64,
+                false => Kind::UInt64,
+            }),
+            (PhysicalType::INT64, None) => match converted {
+                C::NONE | C::INT_64 => Some(Kind::Int64),
+                C::UINT_64 => Some(Kind::UInt64),
+                C::TIMESTAMP_MILLIS => Some(Kind::Timestamp {
+                    per_second: 1_000,
+                    zone: zone(),
+                }),
+                C::TIMESTAMP_MICROS => Some(Kind::Timestamp {
+                    per_second: 1_000_000,
+                    zone: zone(),
+                }),
+                _ => None,
+            },
+            (PhysicalType::INT96, None) => Some(Kind::Int96),
+            (PhysicalType::FLOAT, None) => Some(Kind::Float),
+            (PhysicalType::DOUBLE, None) => Some(Kind::Double),
+            (PhysicalType::FIXED_LEN_BYTE_ARRAY, Some(LogicalType::Float16))
+                if column.type_length() == 2 =>
+            {
+                Some(Kind::Float16)
+            }
+            (
+                PhysicalType::BYTE_ARRAY,
+                Some(LogicalType::String | LogicalType::Enum | LogicalType::Json),
+            ) => Some(Kind::Text),
+            (PhysicalType::BYTE_ARRAY, None) => match converted {
+                C::UTF8 | C::ENUM | C::JSON => Some(Kind::Text),
+                _ => None,
+            },
+            _ => None,
+        };
+        kind.ok_or_else(|| {
+            let annotation = match (logical, converted) {
+                (Some(l), _) => format!(" ({l:?})"),
+                (None, C::NONE) => String::new(),
+                (None, c) => format!(" ({c:?})"),
+            };
+            Error::input(format!(
+                "column \"{name}\" has Parquet type {:?}{annotation}, which cannot be read: \
+                 supported are booleans, integers, floating point numbers, strings, dates and \
+                 timestamps",
+                column.physical_type()
+            ))
         })
     }
 
-    fn reserve(&mut self, n: usize) {
+    /// An empty accumulator for `n` values of this kind.
+    fn acc(&self, n: usize) -> Acc {
         match self {
-            Acc::Logical(v) => v.reserve(n),
-            Acc::Int32(v) => *v = Nullable::with_capacity(n),
-            Acc::Int64(v) => *v = Nullable::with_capacity(n),
-            Acc::Double(v) => *v = Nullable::with_capacity(n),
-            Acc::Character(v) => *v = Strings::with_capacity(n, 0),
-            Acc::Date(v) => *v = Nullable::with_capacity(n),
-            Acc::DateTime(v, _) => *v = Nullable::with_capacity(n),
-            Acc::Null(_) => {}
+            Kind::Logical | Kind::Null => Acc::Logical(Vec::with_capacity(n)),
+            Kind::Int32 => Acc::Int32(Nullable::with_capacity(n)),
+            Kind::UInt32 | Kind::Int64 | Kind::UInt64 => Acc::Int64(Nullable::with_capacity(n)),
+            Kind::Float16 | Kind::Float | Kind::Double => Acc::Double(Nullable::with_capacity(n)),
+            Kind::Text => Acc::Character(Strings::with_capacity(n, 0)),
+            Kind::Date => Acc::Date(Nullable::with_capacity(n)),
+            Kind::Timestamp { zone, .. } => Acc::DateTime(Nullable::with_capacity(n), zone.clone()),
+            Kind::Int96 => Acc::DateTime(Nullable::with_capacity(n), "UTC".to_string()),
         }
     }
 
-    fn append(&mut self, name: &str, array: &dyn Array) -> Result<()> {
-        let unexpected = || {
-            Error::internal(format!(
-                "column \"{name}\": unexpected Arrow array of type {}",
-                array.data_type()
-            ))
-        };
-        match (self, array.data_type()) {
-            (Acc::Logical(v), DataType::Boolean) => {
-                v.extend(array.as_boolean_opt().ok_or_else(unexpected)?.iter())
+    /// Decode `chunk`'s rows of `values` into `acc`.
+    fn read(&self, values: ColumnReader, chunk: &Chunk, acc: &mut Acc) -> Result<()> {
+        match (self, acc) {
+            (Kind::Logical, Acc::Logical(v)) => {
+                read_each::<BoolType>(values, chunk, |x| v.push(x.copied()))
             }
-            (Acc::Null(n), DataType::Null) => *n += array.len(),
-            (Acc::Int32(v), DataType::Int8) => extend::<Int8Type, _>(v, array, i32::from),
-            (Acc::Int32(v), DataType::Int16) => extend::<Int16Type, _>(v, array, i32::from),
-            (Acc::Int32(v), DataType::UInt8) => extend::<UInt8Type, _>(v, array, i32::from),
-            (Acc::Int32(v), DataType::UInt16) => extend::<UInt16Type, _>(v, array, i32::from),
-            (Acc::Int32(v), DataType::Int32) => extend::<Int32Type, _>(v, array, |x| x),
-            (Acc::Int64(v), DataType::Int64) => extend::<Int64Type, _>(v, array, |x| x),
-            (Acc::Int64(v), DataType::UInt32) => extend::<UInt32Type, _>(v, array, i64::from),
-            // A value beyond i64 is no R integer: the column becomes double now.
-            (acc @ Acc::Int64(_), DataType::UInt64) => {
-                let values = array
-                    .as_primitive_opt::<UInt64Type>()
-                    .ok_or_else(unexpected)?;
-                if values.iter().flatten().any(|x| i64::try_from(x).is_err()) {
-                    acc.widen();
-                    return acc.append(name, array);
+            (Kind::Null, Acc::Logical(v)) => match values {
+                // Arrow writes its null type as INT32; any physical type has no values.
+                ColumnReader::Int32ColumnReader(_) => {
+                    read_each::<Int32Type>(values, chunk, |_| v.push(None))
                 }
-                if let Acc::Int64(v) = acc {
-                    for x in values.iter() {
-                        v.push(x.and_then(|x| i64::try_from(x).ok()));
-                    }
-                }
-            }
-            (Acc::Double(v), DataType::UInt64) => extend::<UInt64Type, _>(v, array, |x| x as f64),
-            (Acc::Double(v), DataType::Float16) => {
-                extend::<Float16Type, _>(v, array, |x| x.to_f64())
-            }
-            (Acc::Double(v), DataType::Float32) => extend::<Float32Type, _>(v, array, f64::from),
-            (Acc::Double(v), DataType::Float64) => extend::<Float64Type, _>(v, array, |x| x),
-            (Acc::Date(v), DataType::Date32) => extend::<Date32Type, _>(v, array, |x| x),
-            // Milliseconds since the epoch, in whole days (floored, as R's as.Date).
-            (Acc::Date(v), DataType::Date64) => extend::<Date64Type, _>(v, array, |x| {
-                i32::try_from(x.div_euclid(86_400_000)).unwrap_or(i32::MAX)
-            }),
-            (Acc::DateTime(v, _), DataType::Timestamp(unit, _)) => match unit {
-                TimeUnit::Second => {
-                    extend::<TimestampSecondType, _>(v, array, |x| x.saturating_mul(1_000_000))
-                }
-                TimeUnit::Millisecond => {
-                    extend::<TimestampMillisecondType, _>(v, array, |x| x.saturating_mul(1000))
-                }
-                TimeUnit::Microsecond => extend::<TimestampMicrosecondType, _>(v, array, |x| x),
-                TimeUnit::Nanosecond => {
-                    extend::<TimestampNanosecondType, _>(v, array, |x| x.div_euclid(1000))
+                _ => {
+                    v.resize(v.len() + chunk.take, None);
+                    Ok(())
                 }
             },
-            (Acc::Character(v), DataType::Dictionary(_, _)) => {
-                let dict = array.as_any_dictionary_opt().ok_or_else(unexpected)?;
-                let mut values = Vec::with_capacity(dict.values().len());
-                if !for_each_str(dict.values().as_ref(), |s| values.push(s)) {
-                    return Err(unexpected());
-                }
-                for (i, k) in dict.normalized_keys().iter().enumerate() {
-                    v.push(match array.is_null(i) {
-                        true => None,
-                        false => values.get(*k).copied().flatten(),
-                    });
-                }
+            (Kind::Int32, Acc::Int32(v)) => {
+                read_each::<Int32Type>(values, chunk, |x| v.push(x.copied()))
             }
-            (Acc::Character(v), _) => {
-                if !for_each_str(array, |s| v.push(s)) {
-                    return Err(unexpected());
-                }
+            (Kind::UInt32, Acc::Int64(v)) => {
+                read_each::<Int32Type>(values, chunk, |x| v.push(x.map(|x| i64::from(*x as u32))))
             }
-            _ => return Err(unexpected()),
+            (Kind::Int64, Acc::Int64(v)) => {
+                read_each::<Int64Type>(values, chunk, |x| v.push(x.copied()))
+            }
+            (Kind::UInt64, acc) => {
+                read_each::<Int64Type>(values, chunk, |x| acc.push_u64(x.map(|x| *x as u64)))
+            }
+            (Kind::Float16, Acc::Double(v)) => {
+                read_each::<FixedLenByteArrayType>(values, chunk, |x| {
+                    v.push(x.map(|x| match x.data() {
+                        [lo, hi] => f16_to_f64(u16::from_le_bytes([*lo, *hi])),
+                        _ => f64::NAN,
+                    }))
+                })
+            }
+            (Kind::Float, Acc::Double(v)) => {
+                read_each::<FloatType>(values, chunk, |x| v.push(x.map(|x| f64::from(*x))))
+            }
+            (Kind::Double, Acc::Double(v)) => {
+                read_each::<DoubleType>(values, chunk, |x| v.push(x.copied()))
+            }
+            (Kind::Text, Acc::Character(v)) => {
+                read_values::<ByteArrayType>(values, chunk, |x| match x {
+                    None => {
+                        v.push(None);
+                        Ok(())
+                    }
+                    Some(x) => match std::str::from_utf8(x.data()) {
+                        Ok(s) => {
+                            v.push(Some(s));
+                            Ok(())
+                        }
+                        Err(_) => Err(Error::input(format!(
+                            "column \"{}\" holds a string that is not valid UTF-8",
+                            chunk.name
+                        ))),
+                    },
+                })
+            }
+            (Kind::Date, Acc::Date(v)) => {
+                read_each::<Int32Type>(values, chunk, |x| v.push(x.copied()))
+            }
+            (Kind::Timestamp { per_second, .. }, Acc::DateTime(v, _)) => {
+                let per_second = *per_second;
+                read_each::<Int64Type>(values, chunk, |x| {
+                    v.push(x.map(|x| match per_second {
+                        1_000 => x.saturating_mul(1000),
+                        1_000_000 => *x,
+                        _ => x.div_euclid(1000),
+                    }))
+                })
+            }
+            (Kind::Int96, Acc::DateTime(v, _)) => read_each::<Int96Type>(values, chunk, |x| {
+                v.push(x.map(|x| x.to_nanos().div_euclid(1000)))
+            }),
+            (kind, _) => Err(Error::internal(format!(
+                "column \"{}\": no accumulator for {kind:?}",
+                chunk.name
+            ))),
         }
-        Ok(())
     }
+}
 
-    /// Wide integers that cannot all be R integers: doubles from now on.
-    fn widen(&mut self) {
-        if let Acc::Int64(v) = self {
-            *self = Acc::Double(v.map(|x| x as f64));
+/// Call `f` on each of `chunk`'s rows of a column (`None` where missing), reading in
+/// batches of `BATCH_ROWS`.
+fn read_values<T: DataType>(
+    values: ColumnReader,
+    chunk: &Chunk,
+    mut f: impl FnMut(Option<&T::T>) -> Result<()>,
+) -> Result<()> {
+    let mut reader = get_typed_column_reader::<T>(values);
+    let truncated = || {
+        Error::input(format!(
+            "cannot read the Parquet data: column \"{}\" has fewer values than its row group",
+            chunk.name
+        ))
+    };
+    if chunk.skip > 0 && reader.skip_records(chunk.skip).map_err(read_error)? < chunk.skip {
+        return Err(truncated());
+    }
+    let (mut defs, mut batch) = (Vec::new(), Vec::new());
+    let mut left = chunk.take;
+    while left > 0 {
+        defs.clear();
+        batch.clear();
+        let levels = (chunk.max_def > 0).then_some(&mut defs);
+        let (rows, _, _) = reader
+            .read_records(left.min(BATCH_ROWS), levels, None, &mut batch)
+            .map_err(read_error)?;
+        if rows == 0 {
+            return Err(truncated());
+        }
+        if chunk.max_def == 0 {
+            batch.iter().try_for_each(|x| f(Some(x)))?;
+        } else {
+            let mut present = batch.iter();
+            for &def in &defs[..rows] {
+                f(if def == chunk.max_def {
+                    present.next()
+                } else {
+                    None
+                })?;
+            }
+        }
+        left -= rows;
+    }
+    Ok(())
+}
+
+/// `read_values` with a step that cannot fail.
+fn read_each<T: DataType>(
+    values: ColumnReader,
+    chunk: &Chunk,
+    mut f: impl FnMut(Option<&T::T>),
+) -> Result<()> {
+    read_values::<T>(values, chunk, |x| {
+        f(x);
+        Ok(())
+    })
+}
+
+/// A half-precision float's value (IEEE 754 binary16).
+fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let fraction = f64::from(bits & 0x3ff);
+    match exponent {
+        0 => sign * fraction * 2f64.powi(-24),
+        31 if fraction == 0.0 => sign * f64::INFINITY,
+        31 => f64::NAN,
+        _ => sign * (1.0 + fraction / 1024.0) * 2f64.powi(exponent - 15),
+    }
+}
+
+/// One column's values while reading.
+enum Acc {
+    Logical(Vec<Option<bool>>),
+    /// Integers of up to 32 bits; doubles at the end if one is `i32::MIN` (R's NA).
+    Int32(Nullable<i32>),
+    /// Wider integers; integer at the end only if all fit.
+    Int64(Nullable<i64>),
+    Double(Nullable<f64>),
+    Character(Strings),
+    Date(Nullable<i32>),
+    /// Microseconds, and the time zone R shows them in.
+    DateTime(Nullable<i64>, String),
+}
+
+impl Acc {
+    /// An unsigned 64-bit value: beyond i64 it is no R integer, and the column
+    /// becomes double from then on.
+    fn push_u64(&mut self, x: Option<u64>) {
+        if let (Acc::Int64(v), Some(x)) = (&*self, x) {
+            if i64::try_from(x).is_err() {
+                *self = Acc::Double(v.map(|x| x as f64));
+            }
+        }
+        match self {
+            Acc::Int64(v) => v.push(x.map(|x| x as i64)),
+            Acc::Double(v) => v.push(x.map(|x| x as f64)),
+            _ => {}
         }
     }
 
     fn finish(self) -> Column {
         match self {
             Acc::Logical(v) => Column::Logical(v),
-            Acc::Null(n) => Column::Logical(vec![None; n]),
             // Missing values hold 0, which fits.
             Acc::Int32(v) => {
                 if v.values().contains(&i32::MIN) {
@@ -287,89 +485,125 @@ impl Acc {
     }
 }
 
-/// Append a primitive array's values, converted by `f`.
-fn extend<T: ArrowPrimitiveType, U: Copy + Default>(
-    out: &mut Nullable<U>,
-    array: &dyn Array,
-    f: impl Fn(T::Native) -> U,
-) {
-    if let Some(values) = array.as_primitive_opt::<T>() {
-        for x in values.iter() {
-            out.push(x.map(&f));
-        }
-    }
-}
-
-/// Call `f` on each value of a string array; false if `array` holds no strings.
-fn for_each_str<'a>(array: &'a dyn Array, mut f: impl FnMut(Option<&'a str>)) -> bool {
-    if let Some(a) = array.as_string_opt::<i32>() {
-        a.iter().for_each(f);
-    } else if let Some(a) = array.as_string_opt::<i64>() {
-        a.iter().for_each(f);
-    } else if let Some(a) = array.as_string_view_opt() {
-        a.iter().for_each(&mut f);
-    } else {
-        return false;
-    }
-    true
-}
-
 /// Write `table` as Parquet, zstd-compressed, in row groups of `ROW_GROUP_ROWS`.
 pub fn write_parquet<W: Write + Send>(table: &Table, out: W) -> Result<()> {
     table.check()?;
-    let fields: Vec<Field> = table
-        .names
-        .iter()
-        .zip(&table.columns)
-        .map(|(name, column)| {
-            let t = match column {
-                Column::Logical(_) => DataType::Boolean,
-                Column::Integer(_) => DataType::Int32,
-                Column::Double(_) => DataType::Float64,
-                Column::Character(_) => DataType::Utf8,
-                Column::Date(_) => DataType::Date32,
-                Column::DateTime(_, tz) => {
-                    DataType::Timestamp(TimeUnit::Microsecond, Some(tz.as_str().into()))
-                }
-            };
-            Field::new(name, t, true)
-        })
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
+    let mut fields = Vec::with_capacity(table.ncol());
+    let mut arrow = Vec::with_capacity(table.ncol());
+    for (name, column) in table.names.iter().zip(&table.columns) {
+        let (physical, logical, arrow_type) = match column {
+            Column::Logical(_) => (PhysicalType::BOOLEAN, None, ArrowType::Bool),
+            Column::Integer(_) => (PhysicalType::INT32, None, ArrowType::Int32),
+            Column::Double(_) => (PhysicalType::DOUBLE, None, ArrowType::Float64),
+            Column::Character(_) => (
+                PhysicalType::BYTE_ARRAY,
+                Some(LogicalType::String),
+                ArrowType::Utf8,
+            ),
+            Column::Date(_) => (
+                PhysicalType::INT32,
+                Some(LogicalType::Date),
+                ArrowType::Date32,
+            ),
+            Column::DateTime(_, tz) => (
+                PhysicalType::INT64,
+                Some(LogicalType::timestamp(true, TimeUnit::MICROS)),
+                ArrowType::TimestampMicros(tz.clone()),
+            ),
+        };
+        let field = SchemaType::primitive_type_builder(name, physical)
+            .with_repetition(Repetition::OPTIONAL)
+            .with_logical_type(logical)
+            .build()
+            .map_err(write_error)?;
+        fields.push(Arc::new(field));
+        arrow.push((name.as_str(), arrow_type));
+    }
+    let schema = SchemaType::group_type_builder("schema")
+        .with_fields(fields)
+        .build()
+        .map_err(write_error)?;
     let level = ZstdLevel::try_new(1).map_err(write_error)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(write_error)?;
+    let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(level));
+    // Doubles (predictions, measurements) rarely repeat: a dictionary would be built
+    // and dropped for every row group.
+    for (name, column) in table.names.iter().zip(&table.columns) {
+        if matches!(column, Column::Double(_)) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(name.as_str()), false);
+        }
+    }
+    let props = props.build();
+    let mut writer =
+        SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props)).map_err(write_error)?;
+    writer.append_key_value_metadata(KeyValue::new(
+        arrow_schema::KEY.to_string(),
+        arrow_schema::encode(&arrow),
+    ));
     let nrow = table.nrow();
-    let mut lo = 0;
-    while lo < nrow {
-        let hi = (lo + BATCH_ROWS).min(nrow);
-        let arrays: Vec<ArrayRef> = table
-            .columns
-            .iter()
-            .map(|column| -> ArrayRef {
+    let mut start = 0;
+    while start < nrow {
+        let end = (start + ROW_GROUP_ROWS).min(nrow);
+        let mut group = writer.next_row_group().map_err(write_error)?;
+        for column in &table.columns {
+            let mut out = group
+                .next_column()
+                .map_err(write_error)?
+                .ok_or_else(|| Error::internal("Parquet writer: fewer columns than the schema"))?;
+            let mut lo = start;
+            while lo < end {
+                let hi = (lo + BATCH_ROWS).min(end);
                 match column {
-                    Column::Logical(v) => Arc::new(BooleanArray::from_iter(&v[lo..hi])),
-                    Column::Integer(v) => Arc::new(Int32Array::from_iter(v.iter_range(lo, hi))),
-                    Column::Double(v) => Arc::new(Float64Array::from_iter(v.iter_range(lo, hi))),
-                    Column::Character(v) => {
-                        Arc::new(StringArray::from_iter((lo..hi).map(|i| v.get(i))))
+                    Column::Logical(v) => {
+                        write_batch::<BoolType, _>(&mut out, v[lo..hi].iter().copied())?
                     }
-                    Column::Date(v) => Arc::new(Date32Array::from_iter(v.iter_range(lo, hi))),
-                    Column::DateTime(v, tz) => Arc::new(
-                        TimestampMicrosecondArray::from_iter(v.iter_range(lo, hi))
-                            .with_timezone(tz.as_str()),
-                    ),
+                    Column::Integer(v) | Column::Date(v) => {
+                        write_batch::<Int32Type, _>(&mut out, v.iter_range(lo, hi))?
+                    }
+                    Column::Double(v) => {
+                        write_batch::<DoubleType, _>(&mut out, v.iter_range(lo, hi))?
+                    }
+                    Column::DateTime(v, _) => {
+                        write_batch::<Int64Type, _>(&mut out, v.iter_range(lo, hi))?
+                    }
+                    Column::Character(v) => {
+                        // One copy of the batch's text; each value a slice of it.
+                        let base = v.span(lo).map_or(0, |r| r.start);
+                        let end = v.span(hi - 1).map_or(base, |r| r.end);
+                        let text = Bytes::copy_from_slice(&v.text().as_bytes()[base..end]);
+                        let values = (lo..hi).map(|i| match (v.is_missing(i), v.span(i)) {
+                            (false, Some(r)) => {
+                                Some(ByteArray::from(text.slice(r.start - base..r.end - base)))
+                            }
+                            _ => None,
+                        });
+                        write_batch::<ByteArrayType, _>(&mut out, values)?
+                    }
                 }
-            })
-            .collect();
-        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(write_error)?;
-        writer.write(&batch).map_err(write_error)?;
-        lo = hi;
+                lo = hi;
+            }
+            out.close().map_err(write_error)?;
+        }
+        group.close().map_err(write_error)?;
+        start = end;
     }
     writer.close().map_err(write_error)?;
+    Ok(())
+}
+
+/// Write one batch of optional values to a column: the present ones, and a
+/// definition level per row (1 present, 0 missing).
+fn write_batch<T: DataType, I: Iterator<Item = Option<T::T>>>(
+    out: &mut parquet::file::writer::SerializedColumnWriter<'_>,
+    values: I,
+) -> Result<()> {
+    let (mut present, mut defs) = (Vec::new(), Vec::new());
+    for x in values {
+        defs.push(i16::from(x.is_some()));
+        present.extend(x);
+    }
+    out.typed::<T>()
+        .write_batch(&present, Some(&defs), None)
+        .map_err(write_error)?;
     Ok(())
 }
 
@@ -377,13 +611,16 @@ pub fn write_parquet<W: Write + Send>(table: &Table, out: W) -> Result<()> {
 mod tests {
     use super::*;
     use crate::table::ColumnType;
-    use arrow_array::{DictionaryArray, Int64Array, LargeStringArray, UInt64Array};
-    use bytes::Bytes;
 
     fn to_bytes(table: &Table) -> Bytes {
         let mut out = Vec::new();
         write_parquet(table, &mut out).unwrap();
         Bytes::from(out)
+    }
+
+    fn fixture(name: &str) -> Bytes {
+        let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+        Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
     }
 
     fn sample(n: usize) -> Table {
@@ -465,18 +702,25 @@ mod tests {
             let parts: Vec<Table> = (0..shards)
                 .map(|k| read_parquet_rows(bytes.clone(), k, shards).unwrap())
                 .collect();
-            let mut joined: Vec<Option<i32>> = Vec::new();
-            for part in &parts {
-                let Column::Integer(v) = &part.columns[1] else {
-                    panic!("int is {:?}", part.columns[1].column_type())
-                };
-                joined.extend(v.iter());
+            let mut joined = Table::new(table.names.clone(), vec![]).unwrap_or_default();
+            for (k, part) in parts.iter().enumerate() {
+                if k == 0 {
+                    joined = part.clone();
+                    continue;
+                }
+                for (all, more) in joined.columns.iter_mut().zip(&part.columns) {
+                    match (all, more) {
+                        (Column::Logical(a), Column::Logical(b)) => a.extend_from_slice(b),
+                        (Column::Integer(a), Column::Integer(b)) => a.append(b),
+                        (Column::Double(a), Column::Double(b)) => a.append(b),
+                        (Column::Character(a), Column::Character(b)) => a.append(b),
+                        (Column::Date(a), Column::Date(b)) => a.append(b),
+                        (Column::DateTime(a, _), Column::DateTime(b, _)) => a.append(b),
+                        (a, b) => panic!("{:?} then {:?}", a.column_type(), b.column_type()),
+                    }
+                }
             }
-            assert_eq!(
-                Column::Integer(joined.into_iter().collect()),
-                table.columns[1],
-                "shards = {shards}"
-            );
+            same_bits(&joined, &table);
         }
         assert!(read_parquet_rows(bytes, 1, 1).is_err());
     }
@@ -485,226 +729,200 @@ mod tests {
     fn empty_tables() {
         let none = Table::default();
         assert_eq!(read_parquet(to_bytes(&none)).unwrap(), none);
-    }
-
-    fn write_batch(batch: RecordBatch) -> Bytes {
-        let mut out = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        Bytes::from(out)
+        let no_rows = sample(0);
+        assert_eq!(read_parquet(to_bytes(&no_rows)).unwrap(), no_rows);
     }
 
     #[test]
-    fn maps_arrow_types() {
-        let keys = arrow_array::Int8Array::from(vec![Some(0), None, Some(1), Some(0)]);
-        let dict =
-            DictionaryArray::try_new(keys, Arc::new(StringArray::from(vec!["a", "b"]))).unwrap();
-        let batch = RecordBatch::try_from_iter(vec![
-            (
-                "small",
-                Arc::new(Int64Array::from(vec![Some(1), None, Some(-5), Some(7)])) as ArrayRef,
-            ),
-            (
-                "big",
-                Arc::new(Int64Array::from(vec![
-                    Some(1),
-                    None,
-                    Some(1 << 40),
-                    Some(0),
-                ])),
-            ),
-            (
-                "na_int",
-                Arc::new(Int32Array::from(vec![
-                    Some(i32::MIN),
-                    None,
-                    Some(1),
-                    Some(2),
-                ])),
-            ),
-            (
-                "u64",
-                Arc::new(UInt64Array::from(vec![
-                    Some(u64::MAX),
-                    Some(1),
-                    None,
-                    Some(2),
-                ])),
-            ),
-            (
-                "large",
-                Arc::new(LargeStringArray::from(vec![
-                    Some("x"),
-                    None,
-                    Some(""),
-                    Some("z"),
-                ])),
-            ),
-            ("dict", Arc::new(dict)),
-            (
-                "f32",
-                Arc::new(arrow_array::Float32Array::from(vec![
-                    Some(0.5),
-                    None,
-                    Some(1.0),
-                    None,
-                ])),
-            ),
-        ])
-        .unwrap();
-        let t = read_parquet(write_batch(batch)).unwrap();
-        use ColumnType::*;
-        let types: Vec<ColumnType> = t.columns.iter().map(Column::column_type).collect();
-        assert_eq!(
-            types,
-            [Integer, Double, Double, Double, Character, Character, Double]
-        );
-        assert_eq!(
-            t.columns[0],
-            Column::Integer(vec![Some(1), None, Some(-5), Some(7)].into_iter().collect())
-        );
-        assert_eq!(
-            t.columns[1],
-            Column::Double(
-                vec![Some(1.0), None, Some((1u64 << 40) as f64), Some(0.0)]
-                    .into_iter()
-                    .collect()
-            )
-        );
-        assert_eq!(
-            t.columns[3],
-            Column::Double(
-                vec![Some(u64::MAX as f64), Some(1.0), None, Some(2.0)]
-                    .into_iter()
-                    .collect()
-            )
-        );
-        assert_eq!(
-            t.columns[5],
-            Column::Character(
-                [Some("a"), None, Some("b"), Some("a")]
-                    .into_iter()
-                    .collect()
-            )
-        );
-    }
-
-    #[test]
-    fn dates_and_timestamps_of_every_unit_read_as_dates_and_date_times() {
-        use arrow_array::{
-            Date64Array, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
-        };
-        let batch = RecordBatch::try_from_iter(vec![
-            (
-                "d32",
-                Arc::new(Date32Array::from(vec![Some(19_782), None, Some(-1)])) as ArrayRef,
-            ),
-            (
-                "d64",
-                Arc::new(Date64Array::from(vec![
-                    Some(19_782 * 86_400_000),
-                    Some(-1),
-                    None,
-                ])),
-            ),
-            (
-                "s",
-                Arc::new(
-                    TimestampSecondArray::from(vec![Some(1_709_214_307), None, Some(-1)])
-                        .with_timezone("UTC"),
-                ),
-            ),
-            (
-                "ms_offset",
-                Arc::new(
-                    TimestampMillisecondArray::from(vec![Some(1_500), None, Some(-1)])
-                        .with_timezone("+00:00"),
-                ),
-            ),
-            (
-                "us_naive",
-                Arc::new(TimestampMicrosecondArray::from(vec![
-                    Some(7),
-                    None,
-                    Some(-7),
-                ])),
-            ),
-            (
-                "ns_vienna",
-                Arc::new(
-                    TimestampNanosecondArray::from(vec![Some(1_999), Some(-1), None])
-                        .with_timezone("Europe/Vienna"),
-                ),
-            ),
-        ])
-        .unwrap();
-        let t = read_parquet(write_batch(batch)).unwrap();
+    fn reads_what_pyarrow_writes() {
+        // tools/parquet-fixtures.py: 4 rows in row groups of 3, dictionary-encoded.
+        let t = read_parquet(fixture("pyarrow-types.parquet")).unwrap();
+        let col = |name: &str| t.column(name).unwrap_or_else(|| panic!("{name}")).clone();
+        let ints = |v: &[Option<i32>]| Column::Integer(v.iter().copied().collect());
+        let dbls = |v: &[Option<f64>]| Column::Double(v.iter().copied().collect());
         let days = |v: &[Option<i32>]| Column::Date(v.iter().copied().collect());
         let micros = |v: &[Option<i64>], tz: &str| {
             Column::DateTime(v.iter().copied().collect(), tz.to_string())
         };
-        assert_eq!(t.columns[0], days(&[Some(19_782), None, Some(-1)]));
-        // -1 ms is the day before the epoch.
-        assert_eq!(t.columns[1], days(&[Some(19_782), Some(-1), None]));
+        let text = |v: &[Option<&str>]| Column::Character(v.iter().copied().collect());
+        assert_eq!(col("small"), ints(&[Some(1), None, Some(-5), Some(7)]));
         assert_eq!(
-            t.columns[2],
+            col("big"),
+            dbls(&[Some(1.0), None, Some((1u64 << 40) as f64), Some(0.0)])
+        );
+        // R's NA is i32::MIN: a column holding it is double.
+        assert_eq!(
+            col("na_int"),
+            dbls(&[Some(-2_147_483_648.0), None, Some(1.0), Some(2.0)])
+        );
+        assert_eq!(
+            col("u64"),
+            dbls(&[Some(u64::MAX as f64), Some(1.0), None, Some(2.0)])
+        );
+        assert_eq!(
+            col("u32"),
+            dbls(&[Some(4_294_967_295.0), Some(0.0), None, Some(1.0)])
+        );
+        assert_eq!(col("i8"), ints(&[Some(-128), None, Some(127), Some(0)]));
+        assert_eq!(col("u16"), ints(&[Some(65_535), None, Some(0), Some(1)]));
+        assert_eq!(col("large"), text(&[Some("x"), None, Some(""), Some("z")]));
+        assert_eq!(col("dict"), text(&[Some("a"), None, Some("b"), Some("a")]));
+        assert_eq!(
+            col("text"),
+            text(&[Some("row \"1\",\nüñí"), None, Some("NA"), Some("")])
+        );
+        assert_eq!(col("f16"), dbls(&[Some(0.5), None, Some(1.0), Some(-2.0)]));
+        assert_eq!(col("f32"), dbls(&[Some(0.5), None, Some(1.0), None]));
+        let Column::Double(f64s) = col("f64") else {
+            panic!("f64")
+        };
+        assert_eq!(f64s.get(0), Some(0.1));
+        assert!(f64s
+            .get(2)
+            .is_some_and(|x| x == 0.0 && x.is_sign_negative()));
+        assert_eq!(
+            col("flag"),
+            Column::Logical(vec![Some(true), None, Some(false), Some(true)])
+        );
+        assert_eq!(col("nothing"), Column::Logical(vec![None; 4]));
+        assert_eq!(col("d32"), days(&[Some(19_782), None, Some(-1), Some(0)]));
+        assert_eq!(col("d64"), days(&[Some(19_782), Some(-1), None, Some(0)]));
+        // Seconds are stored as milliseconds by pyarrow.
+        assert_eq!(
+            col("s"),
             micros(
-                &[Some(1_709_214_307_000_000), None, Some(-1_000_000)],
+                &[Some(1_709_214_307_000_000), None, Some(-1_000_000), Some(0)],
                 "UTC"
             )
         );
+        // A fixed offset is shown in UTC; a wall-clock time is taken as UTC.
         assert_eq!(
-            t.columns[3],
-            micros(&[Some(1_500_000), None, Some(-1000)], "UTC")
+            col("ms_offset"),
+            micros(&[Some(1_500_000), None, Some(-1000), Some(0)], "UTC")
         );
-        assert_eq!(t.columns[4], micros(&[Some(7), None, Some(-7)], "UTC"));
-        // Nanoseconds are floored to microseconds.
         assert_eq!(
-            t.columns[5],
-            micros(&[Some(1), Some(-1), None], "Europe/Vienna")
+            col("us_naive"),
+            micros(&[Some(7), None, Some(-7), Some(0)], "UTC")
+        );
+        // Nanoseconds are floored to microseconds; the zone comes from Arrow's schema.
+        assert_eq!(
+            col("ns_vienna"),
+            micros(&[Some(1), Some(-1), None, Some(0)], "Europe/Vienna")
+        );
+        use ColumnType::*;
+        assert_eq!(t.columns[0].column_type(), Integer);
+        // Shards across the row-group boundary.
+        for shards in 1..=4 {
+            let rows: usize = (0..shards)
+                .map(|k| {
+                    read_parquet_rows(fixture("pyarrow-types.parquet"), k, shards)
+                        .unwrap()
+                        .nrow()
+                })
+                .sum();
+            assert_eq!(rows, 4);
+        }
+        let last = read_parquet_rows(fixture("pyarrow-types.parquet"), 1, 2).unwrap();
+        assert_eq!(last.column("dict").unwrap(), &text(&[Some("b"), Some("a")]));
+    }
+
+    #[test]
+    fn reads_legacy_int96_timestamps() {
+        let t = read_parquet(fixture("pyarrow-int96.parquet")).unwrap();
+        assert_eq!(
+            t.columns[0],
+            Column::DateTime(
+                [Some(1_709_214_307_123_456), None, Some(-1)]
+                    .into_iter()
+                    .collect(),
+                "UTC".into()
+            )
         );
     }
 
     #[test]
     fn dates_are_written_as_date32_and_instants_as_utc_microseconds() {
-        let table = sample(10);
-        let bytes = to_bytes(&table);
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
-        let schema = builder.schema();
-        assert_eq!(schema.field(4).data_type(), &DataType::Date32);
+        let bytes = to_bytes(&sample(10));
+        let reader = SerializedFileReader::new(bytes).unwrap();
+        let file = reader.metadata().file_metadata();
+        let schema = file.schema_descr();
         assert_eq!(
-            schema.field(5).data_type(),
-            &DataType::Timestamp(TimeUnit::Microsecond, Some("Europe/Vienna".into()))
+            schema.column(4).logical_type_ref(),
+            Some(&LogicalType::Date)
         );
         // The Parquet logical type says the values are instants, so any reader
-        // (pyarrow, R's arrow, Spark) gets the same moments.
-        let parquet_schema = builder.parquet_schema();
-        let logical = parquet_schema.column(5).logical_type_ref().cloned();
-        assert!(
-            matches!(
-                &logical,
-                Some(parquet::basic::LogicalType::Timestamp(t)) if t.is_adjusted_to_u_t_c
-            ),
-            "{logical:?}"
+        // (pyarrow, R's arrow, Spark) gets the same moments; Arrow's schema gives the
+        // zone to show them in.
+        assert_eq!(
+            schema.column(5).logical_type_ref(),
+            Some(&LogicalType::timestamp(true, TimeUnit::MICROS))
+        );
+        let kv = file.key_value_metadata().unwrap();
+        let arrow = kv.iter().find(|kv| kv.key == arrow_schema::KEY).unwrap();
+        assert_eq!(
+            arrow_schema::time_zones(arrow.value.as_deref().unwrap()),
+            [("at".to_string(), "Europe/Vienna".to_string())]
         );
     }
 
     #[test]
     fn unsupported_types_name_the_column() {
-        let batch = RecordBatch::try_from_iter(vec![(
-            "when",
-            Arc::new(arrow_array::Time32SecondArray::from(vec![Some(1), None])) as ArrayRef,
-        )])
-        .unwrap();
-        let err = read_parquet(write_batch(batch)).unwrap_err();
-        assert_eq!(err.kind, crate::ErrorKind::Input);
-        assert!(
-            err.message.starts_with("column \"when\" has type Time32"),
-            "{}",
-            err.message
-        );
+        for (file, what) in [
+            ("pyarrow-time.parquet", "has Parquet type INT32 (Time"),
+            ("pyarrow-list.parquet", "is nested"),
+            ("pyarrow-decimal.parquet", "(Decimal"),
+            ("pyarrow-binary.parquet", "has Parquet type BYTE_ARRAY,"),
+        ] {
+            let err = read_parquet(fixture(file)).unwrap_err();
+            assert_eq!(err.kind, crate::ErrorKind::Input, "{file}");
+            assert!(
+                err.message.starts_with("column \"when\" ") && err.message.contains(what),
+                "{file}: {}",
+                err.message
+            );
+        }
         let err = read_parquet(Bytes::from_static(b"not parquet at all")).unwrap_err();
         assert_eq!(err.kind, crate::ErrorKind::Input);
+    }
+
+    #[test]
+    fn strings_that_are_not_utf8_are_an_input_error() {
+        let field = SchemaType::primitive_type_builder("s", PhysicalType::BYTE_ARRAY)
+            .with_repetition(Repetition::OPTIONAL)
+            .with_logical_type(Some(LogicalType::String))
+            .build()
+            .unwrap();
+        let schema = SchemaType::group_type_builder("schema")
+            .with_fields(vec![Arc::new(field)])
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        let props = Arc::new(WriterProperties::builder().build());
+        let mut w = SerializedFileWriter::new(&mut out, Arc::new(schema), props).unwrap();
+        let mut group = w.next_row_group().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        let bad = ByteArray::from(vec![b'o', b'k', 0xff]);
+        column
+            .typed::<ByteArrayType>()
+            .write_batch(&[bad], Some(&[1]), None)
+            .unwrap();
+        column.close().unwrap();
+        group.close().unwrap();
+        w.close().unwrap();
+        let err = read_parquet(Bytes::from(out)).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Input);
+        assert!(err
+            .message
+            .contains("column \"s\" holds a string that is not valid UTF-8"));
+    }
+
+    #[test]
+    fn half_floats() {
+        assert_eq!(f16_to_f64(0x3c00), 1.0);
+        assert_eq!(f16_to_f64(0xc000), -2.0);
+        assert_eq!(f16_to_f64(0x0001), 2f64.powi(-24));
+        assert_eq!(f16_to_f64(0x7bff), 65504.0);
+        assert_eq!(f16_to_f64(0x7c00), f64::INFINITY);
+        assert!(f16_to_f64(0x7e00).is_nan());
     }
 }

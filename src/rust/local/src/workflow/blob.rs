@@ -233,6 +233,7 @@ fn log_poll_error(inner: &Inner, wf_key: &str, message: &str) {
             time: util::now_rfc3339(),
             method: "POLL".into(),
             path: format!("{wf_key}/triggers (azureblob)"),
+            query: None,
             api_version: None,
             status: 0,
             body: Some(json!({"error": message})),

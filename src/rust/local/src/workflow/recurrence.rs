@@ -351,13 +351,13 @@ impl Recurrence {
                 return Err("The recurrence schedule 'weekDays' must be a non-empty array.".into())
             }
         };
-        let timed = matches!(
-            frequency,
-            Frequency::Day | Frequency::Week | Frequency::Month
-        );
+        // The Recurrence reference ("Schedule and run recurring workflows", schedule
+        // properties): hours and minutes apply only to Day and Week; a Month runs at
+        // its startTime's time of day.
+        let timed = matches!(frequency, Frequency::Day | Frequency::Week);
         if (!hours.is_empty() || !minutes.is_empty()) && !timed {
             return Err(format!(
-                "The recurrence schedule 'hours' and 'minutes' are only valid when the frequency is Day, Week or Month, not '{frequency:?}'."
+                "The recurrence schedule 'hours' and 'minutes' are only valid when the frequency is Day or Week, not '{frequency:?}'."
             ));
         }
         if !week_days.is_empty() && frequency != Frequency::Week {
@@ -372,6 +372,9 @@ impl Recurrence {
                     .into(),
             );
         }
+        // timeZone "applies only when you specify a start time" (same reference):
+        // without one, the schedule's hours are UTC.
+        let zone = if start.is_some() { zone } else { TimeZone::UTC };
         Ok(Recurrence {
             frequency,
             interval,
@@ -619,13 +622,16 @@ mod tests {
     #[test]
     fn weekly_and_monthly_schedules() {
         let r = json!({"frequency": "Week", "interval": 1, "timeZone": "Eastern Standard Time",
+            "startTime": "2000-01-01T00:00:00",
             "schedule": {"weekDays": ["Monday", "Friday"], "hours": [9], "minutes": [30]}});
         // 2025-05-07 is a Wednesday; next is Friday 09:30 EDT = 13:30 UTC.
         assert_eq!(
             next(&r, "2025-05-07T12:00:00Z", "2025-05-07T12:00:00Z"),
             "2025-05-09T13:30:00Z"
         );
-        let r = json!({"frequency": "Month", "interval": 1, "schedule": {"monthDays": [1, 15], "hours": [0], "minutes": [0]}});
+        // Monthly: on its days, at the time of day of its start.
+        let r = json!({"frequency": "Month", "interval": 1, "timeZone": "Tokyo Standard Time",
+            "startTime": "2000-01-01T09:00:00", "schedule": {"monthDays": [1, 15]}});
         assert_eq!(
             next(&r, "2025-05-07T12:00:00Z", "2025-05-07T12:00:00Z"),
             "2025-05-15T00:00:00Z"
@@ -633,6 +639,17 @@ mod tests {
         assert_eq!(
             next(&r, "2025-05-07T12:00:00Z", "2025-05-15T00:00:00Z"),
             "2025-06-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn a_time_zone_without_a_start_time_is_not_applied() {
+        // The reference: timeZone applies only with startTime; 09:30 is then UTC.
+        let r = json!({"frequency": "Week", "interval": 1, "timeZone": "Eastern Standard Time",
+            "schedule": {"weekDays": ["Monday", "Friday"], "hours": [9], "minutes": [30]}});
+        assert_eq!(
+            next(&r, "2025-05-07T12:00:00Z", "2025-05-07T12:00:00Z"),
+            "2025-05-09T09:30:00Z"
         );
     }
 
@@ -648,6 +665,10 @@ mod tests {
             (
                 json!({"frequency": "Minute", "interval": 1, "schedule": {"hours": [1]}}),
                 "only valid",
+            ),
+            (
+                json!({"frequency": "Month", "interval": 1, "schedule": {"monthDays": [1], "hours": [3], "minutes": [0]}}),
+                "Day or Week",
             ),
             (
                 json!({"frequency": "Day", "interval": 1, "schedule": {"weekDays": ["Monday"]}}),
