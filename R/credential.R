@@ -76,12 +76,12 @@ az_credential <- function(type = c("auto", "cli", "client_secret", "managed_iden
 }
 
 new_credential <- function(type, tenant = NULL, client_id = NULL, client_secret = NULL,
-                           source = NULL) {
+                           source = NULL, endpoint = NULL) {
   secrets <- new.env(parent = emptyenv())
   secrets$client_secret <- seal(client_secret)
   structure(
-    list(type = type, tenant = tenant, client_id = client_id, source = source,
-         secrets = secrets),
+    list(type = type, tenant = tenant, client_id = client_id, endpoint = endpoint,
+         source = source, secrets = secrets),
     class = "serverless_credential"
   )
 }
@@ -136,7 +136,7 @@ check_tenant <- function(x, call = rlang::caller_env()) {
 credential_spec <- function(cred) {
   Filter(Negate(is.null), list(
     type = cred$type, tenant = cred$tenant, client_id = cred$client_id,
-    client_secret = unseal(cred$secrets$client_secret)
+    endpoint = cred$endpoint, client_secret = unseal(cred$secrets$client_secret)
   ))
 }
 

@@ -21,7 +21,7 @@
 #' | `SERVERLESS_OUTPUT` | the output prefix (`container/prefix/`) |
 #' | `SERVERLESS_SHARD`, `SERVERLESS_SHARDS` | this shard's number and the count |
 #' | `AZURE_CLIENT_ID` | the client id of the managed identity to authenticate as |
-#' | `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` | set by Azure Container Instances (and by the local Azure): where the identity gets tokens |
+#' | `SERVERLESS_IMDS_ENDPOINT` | set by the local Azure only: where its instance metadata service is (on Azure, the job asks `http://169.254.169.254` for its identity's tokens, as ACI serves them) |
 #' | `SERVERLESS_CA_PEM` | local Azure only: its CA certificate (public) |
 #'
 #' No key, SAS or token is ever passed in the environment. The job downloads the model
@@ -127,10 +127,13 @@ job_target_from <- function(env) {
   secrets <- new.env(parent = emptyenv())
   ca <- unname(env["SERVERLESS_CA_PEM"])
   if (length(ca) == 1 && !is.na(ca) && nzchar(ca)) secrets$ca_pem <- ca
-  client_id <- unname(env["AZURE_CLIENT_ID"])
+  given <- function(x) if (length(x) == 1 && !is.na(x) && nzchar(x)) x
+  # The container's identity, through the instance metadata service as ACI serves
+  # it; the local Azure says where its IMDS is (on Azure: 169.254.169.254).
   secrets$credential <- new_credential(
-    "managed_identity",
-    client_id = if (length(client_id) == 1 && !is.na(client_id) && nzchar(client_id)) client_id,
+    "imds",
+    client_id = given(unname(env["AZURE_CLIENT_ID"])),
+    endpoint = given(unname(env["SERVERLESS_IMDS_ENDPOINT"])),
     source = "the container's managed identity"
   )
   new_target(

@@ -101,6 +101,15 @@ pub enum CredentialSpec {
         #[serde(default)]
         client_id: Option<String>,
     },
+    /// The identity Azure Container Instances gives a container: tokens from the
+    /// instance metadata service (IMDS), exactly as a scoring job gets them. Its
+    /// `endpoint` is `http://169.254.169.254` unless overridden (the local Azure).
+    Imds {
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
     WorkloadIdentity {
         #[serde(default)]
         tenant: Option<String>,
@@ -123,6 +132,7 @@ impl fmt::Debug for CredentialSpec {
             CredentialSpec::ClientSecret { .. } => "ClientSecret",
             CredentialSpec::DeviceCode { .. } => "DeviceCode",
             CredentialSpec::ManagedIdentity { .. } => "ManagedIdentity",
+            CredentialSpec::Imds { .. } => "Imds",
             CredentialSpec::WorkloadIdentity { .. } => "WorkloadIdentity",
             CredentialSpec::Cli { .. } => "Cli",
             CredentialSpec::Token { .. } => "Token",
@@ -174,6 +184,19 @@ pub fn credential(
             };
             azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(map)?
         }
+        CredentialSpec::Imds {
+            client_id,
+            endpoint,
+        } => Arc::new(ImdsCredential {
+            endpoint: endpoint
+                .as_deref()
+                .unwrap_or(IMDS_ENDPOINT)
+                .trim_end_matches('/')
+                .to_string(),
+            client_id: client_id.clone(),
+            http: Endpoints::default().http_client()?,
+            cache: Mutex::new(HashMap::new()),
+        }),
         CredentialSpec::WorkloadIdentity { tenant, client_id } => {
             let options = azure_identity::WorkloadIdentityCredentialOptions {
                 tenant_id: tenant.clone(),
@@ -255,6 +278,129 @@ impl TokenCredential for StaticToken {
         _options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
         Ok(AccessToken::new(self.token.clone(), self.expires_on))
+    }
+}
+
+/// Where Azure serves the instance metadata service, in every VM and container.
+const IMDS_ENDPOINT: &str = "http://169.254.169.254";
+
+/// Tokens from the instance metadata service, as ACI serves it to containers:
+/// `GET {endpoint}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=R
+/// [&client_id=C]` with `Metadata: true` (Microsoft's "How to use managed identities
+/// with Azure Container Instances" and "acquire an access token" on a VM). Retries
+/// 429 and 5xx, which IMDS answers while it starts or when throttled.
+pub struct ImdsCredential {
+    endpoint: String,
+    client_id: Option<String>,
+    http: reqwest::Client,
+    cache: Mutex<HashMap<String, AccessToken>>,
+}
+
+impl fmt::Debug for ImdsCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImdsCredential")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct ImdsToken {
+    access_token: String,
+    /// Seconds since the epoch, as a string (IMDS) or a number.
+    expires_on: serde_json::Value,
+}
+
+impl ImdsCredential {
+    async fn fetch(&self, resource: &str) -> azure_core::Result<AccessToken> {
+        let fail = |message: String| {
+            azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, message)
+        };
+        let mut query = vec![("api-version", "2018-02-01"), ("resource", resource)];
+        if let Some(id) = &self.client_id {
+            query.push(("client_id", id));
+        }
+        let url = url::Url::parse_with_params(
+            &format!("{}/metadata/identity/oauth2/token", self.endpoint),
+            &query,
+        )
+        .map_err(|e| fail(format!("the instance metadata endpoint is not a URL: {e}")))?;
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=5 {
+            let response = self
+                .http
+                .get(url.clone())
+                .header("Metadata", "true")
+                .send()
+                .await;
+            let retry = match response {
+                Ok(r) if r.status().is_success() => {
+                    let token: ImdsToken = r.json().await.map_err(|e| {
+                        fail(format!("the instance metadata service answered: {e}"))
+                    })?;
+                    let expires = match &token.expires_on {
+                        serde_json::Value::String(s) => s.parse::<i64>().ok(),
+                        v => v.as_i64(),
+                    }
+                    .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                    .ok_or_else(|| fail("the instance metadata service gave no expiry".into()))?;
+                    return Ok(AccessToken::new(token.access_token, expires));
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    let message = format!(
+                        "the instance metadata service refused a token for {resource}: {status} {}",
+                        body.trim()
+                    );
+                    if !(status.as_u16() == 429 || status.is_server_error()) {
+                        return Err(fail(message));
+                    }
+                    message
+                }
+                Err(e) => format!(
+                    "the instance metadata service at {} did not answer: {}",
+                    url.origin().ascii_serialization(),
+                    e.without_url()
+                ),
+            };
+            if attempt == 5 {
+                return Err(fail(retry));
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for ImdsCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        // IMDS takes a resource, not scopes: `https://storage.azure.com/.default`.
+        let scope = scopes.first().copied().unwrap_or_default();
+        let resource = scope.strip_suffix("/.default").unwrap_or(scope).to_string();
+        if let Some(t) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&resource)
+        {
+            if t.expires_on > OffsetDateTime::now_utc() + time::Duration::minutes(5) {
+                return Ok(t.clone());
+            }
+        }
+        let token = self.fetch(&resource).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(resource, token.clone());
+        Ok(token)
     }
 }
 

@@ -906,9 +906,13 @@ fn spawn_process(
     for (k, v) in &ctx.spec.env {
         cmd.env(k, v);
     }
+    // ACI gives a container's identity through IMDS, not App Service's
+    // IDENTITY_ENDPOINT; the host is the one thing local, so it is in the environment.
     if let Some(secret) = &ctx.msi_secret {
-        cmd.env("IDENTITY_ENDPOINT", &ctx.inner.identity_endpoint);
-        cmd.env("IDENTITY_HEADER", secret);
+        cmd.env(
+            "SERVERLESS_IMDS_ENDPOINT",
+            format!("{}/{secret}", ctx.inner.identity_endpoint),
+        );
     }
     // Own process group, so a kill reaches the children of `sh -c` too.
     #[cfg(unix)]

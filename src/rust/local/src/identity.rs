@@ -343,43 +343,60 @@ fn msi_error(status: StatusCode, error: &str, description: &str) -> Response<Bod
     )
 }
 
-/// `GET /msi/token?api-version=2019-08-01&resource=...` with `X-IDENTITY-HEADER`
-/// (the App Service protocol, served to the emulated containers).
-pub async fn managed_identity(
+/// `GET /imds/{secret}/metadata/identity/oauth2/token?api-version=...&resource=...`
+/// with `Metadata: true`: the instance metadata service's token endpoint, the way
+/// Azure Container Instances serves it to a container with a managed identity
+/// (`http://169.254.169.254/metadata/identity/oauth2/token`; Microsoft's "How to use
+/// managed identities with Azure Container Instances" and "How to use managed
+/// identities for Azure resources on a VM to acquire an access token", which also
+/// give the errors below). Locally the host is `SERVERLESS_IMDS_ENDPOINT`, whose last
+/// segment says which container group asks (on Azure, the network does).
+pub async fn instance_metadata_token(
     State(inner): State<Arc<Inner>>,
+    Path(secret): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response<Body> {
     let query = util::parse_form(query.unwrap_or_default().as_bytes());
-    let Some(secret) = headers
-        .get("x-identity-header")
+    if !headers
+        .get("metadata")
         .and_then(|v| v.to_str().ok())
-    else {
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
         return msi_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "The X-IDENTITY-HEADER header is required.",
+            "Required metadata header not specified",
         );
-    };
-    let Some(identities) = inner.world().msi_secrets.get(secret).cloned() else {
+    }
+    // IMDS refuses requests that came through a proxy.
+    if headers.contains_key("x-forwarded-for") {
         return msi_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized_client",
-            "The X-IDENTITY-HEADER value is not valid.",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Request is not allowed through a proxy: X-Forwarded-For header present",
+        );
+    }
+    let Some(identities) = inner.world().msi_secrets.get(&secret).cloned() else {
+        // Only a container with an identity reaches an identity endpoint.
+        return msi_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Identity not found",
         );
     };
     if form_get(&query, "api-version").is_none() {
         return msi_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "The api-version query parameter is required.",
+            "Required query variable 'api-version' is missing",
         );
     }
     let Some(resource) = form_get(&query, "resource") else {
         return msi_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "The resource query parameter is required.",
+            "Required query variable 'resource' is missing",
         );
     };
     let client_id = form_get(&query, "client_id");
@@ -413,14 +430,20 @@ pub async fn managed_identity(
         inner
             .signer
             .issue(&identity.principal, &audience_of_scope(resource), &extra);
+    let now = util::now_epoch();
+    let lifetime = (exp - now).max(0);
+    // IMDS answers every number as a string.
     json_response(
         StatusCode::OK,
         &json!({
             "access_token": token,
+            "client_id": identity.principal.app_id,
+            "expires_in": lifetime.to_string(),
             "expires_on": exp.to_string(),
+            "ext_expires_in": lifetime.to_string(),
+            "not_before": now.to_string(),
             "resource": resource,
             "token_type": "Bearer",
-            "client_id": identity.principal.app_id,
         }),
     )
 }

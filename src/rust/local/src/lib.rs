@@ -12,7 +12,8 @@
 //! - over HTTPS, one listener per registry (its `loginServer`, `127.0.0.1:PORT`): the
 //!   registry data plane (ACR token exchange, manifests and tags of built images);
 //! - over plain HTTP: the App Service style managed-identity endpoint that the
-//!   emulated containers use (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`).
+//!   emulated containers use (the instance metadata service's token endpoint, as
+//!   ACI serves it, at `SERVERLESS_IMDS_ENDPOINT`).
 //!
 //! Built images hold no files: a container group running one runs the image's
 //! ENTRYPOINT/CMD as a host process (the host's R and library), which is why builds
@@ -182,7 +183,7 @@ impl LocalAzure {
         let inner = Arc::new(Inner {
             config,
             https_base: format!("https://127.0.0.1:{https_port}"),
-            identity_endpoint: format!("http://127.0.0.1:{http_port}/msi/token"),
+            identity_endpoint: format!("http://127.0.0.1:{http_port}/imds"),
             signer: token::TokenSigner::new(),
             tls: acceptor.clone(),
             service_principal_id,
@@ -212,7 +213,10 @@ impl LocalAzure {
             .fallback(arm::handle)
             .with_state(inner.clone());
         let http_app = Router::new()
-            .route("/msi/token", get(identity::managed_identity))
+            .route(
+                "/imds/{secret}/metadata/identity/oauth2/token",
+                get(identity::instance_metadata_token),
+            )
             .with_state(inner.clone());
 
         let listeners = vec![
@@ -248,7 +252,8 @@ impl LocalAzure {
         self.inner.https_base.clone()
     }
 
-    /// `http://127.0.0.1:PORT2/msi/token`: the managed-identity endpoint.
+    /// `http://127.0.0.1:PORT2/imds`: where containers' instance metadata services
+    /// live; a container with an identity gets `SERVERLESS_IMDS_ENDPOINT` below it.
     pub fn identity_endpoint(&self) -> String {
         self.inner.identity_endpoint.clone()
     }

@@ -15,7 +15,7 @@ pub struct Inner {
     pub config: Config,
     /// `https://127.0.0.1:PORT`: ARM base URL and authority host.
     pub https_base: String,
-    /// `http://127.0.0.1:PORT2/msi/token`.
+    /// `http://127.0.0.1:PORT2/imds`.
     pub identity_endpoint: String,
     pub signer: TokenSigner,
     /// The listeners' TLS (one throw-away certificate for every listener).

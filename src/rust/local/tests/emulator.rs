@@ -617,9 +617,9 @@ async fn managed_identity_serves_the_container() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     let script = if have_curl {
-        r#"curl -s -H "X-IDENTITY-HEADER: $IDENTITY_HEADER" "$IDENTITY_ENDPOINT?api-version=2019-08-01&resource=https://storage.azure.com""#
+        r#"curl -s -H "Metadata: true" "$SERVERLESS_IMDS_ENDPOINT/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com"; echo; echo "app-service:${IDENTITY_ENDPOINT:-none}""#
     } else {
-        r#"echo "{\"client_id\":\"$IDENTITY_ENDPOINT\"}""#
+        r#"echo "{\"client_id\":\"$SERVERLESS_IMDS_ENDPOINT\"}"; echo "app-service:${IDENTITY_ENDPOINT:-none}""#
     };
     let mut body = job_group(json!(["sh", "-c", script]), json!([]));
     body["identity"] =
@@ -641,40 +641,47 @@ async fn managed_identity_serves_the_container() {
         )
         .await;
     let content = logs["content"].as_str().unwrap();
+    let first = content.lines().next().unwrap_or_default();
     let reply: Value =
-        serde_json::from_str(content.trim()).unwrap_or_else(|_| panic!("not JSON: {content}"));
+        serde_json::from_str(first.trim()).unwrap_or_else(|_| panic!("not JSON: {content}"));
     if have_curl {
         assert_eq!(reply["client_id"], client_id.as_str());
-        assert!(reply["expires_on"].is_string());
+        assert!(reply["expires_on"].is_string() && reply["expires_in"].is_string());
         let c = claims(reply["access_token"].as_str().unwrap());
         assert_eq!(c["aud"], "https://storage.azure.com");
         assert_eq!(c["oid"], identity["properties"]["principalId"]);
     } else {
-        assert_eq!(reply["client_id"], env.azure.identity_endpoint().as_str());
+        let endpoint = reply["client_id"].as_str().unwrap();
+        assert!(
+            endpoint.starts_with(&env.azure.identity_endpoint()),
+            "{endpoint}"
+        );
     }
-
-    // Without the header, no token.
-    let resp = env
-        .http
-        .get(format!(
-            "{}?api-version=2019-08-01&resource=https://storage.azure.com",
-            env.azure.identity_endpoint()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let resp = env
-        .http
-        .get(format!(
-            "{}?api-version=2019-08-01&resource=https://storage.azure.com",
-            env.azure.identity_endpoint()
-        ))
-        .header("X-IDENTITY-HEADER", "wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+    let token_path =
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com";
+    let unknown = format!("{}/not-a-group{token_path}", env.azure.identity_endpoint());
+    // Without the Metadata header, no token; nor for a group that is not running.
+    for (url, metadata) in [(unknown.clone(), false), (unknown, true)] {
+        let mut req = env.http.get(url);
+        if metadata {
+            req = req.header("Metadata", "true");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        let why = if metadata {
+            "Identity not found"
+        } else {
+            "Required metadata header not specified"
+        };
+        assert_eq!(body["error_description"], why);
+    }
+    // No App Service endpoint: ACI does not set one.
+    assert!(
+        content.trim_end().ends_with("app-service:none"),
+        "{content}"
+    );
     env.azure.shutdown().await;
 }
 
