@@ -97,7 +97,6 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
   check_whole(shards, 1, max_shards)
   check_whole(poll_seconds, 1, 3600)
   check_whole(timeout, poll_seconds, 24 * 3600)
-  check_polls(poll_seconds, timeout)
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
   input <- storage_path(input, target)
   check_not_local_file(input)
@@ -543,17 +542,3 @@ next_runs <- function(recurrence, time_zone, n = 3, from = Sys.time()) {
   }
   utils::head(minutes[keep], n)
 }
-
-# A shard is polled by an Until loop, whose `limit.count` Logic Apps caps at 5,000
-# (Logic Apps limits and configuration: "Until iterations"); the workflow polls
-# ceiling(timeout / poll_seconds) + 1 times.
-check_polls <- function(poll_seconds, timeout, call = rlang::caller_env()) {
-  polls <- ceiling(timeout / poll_seconds) + 1
-  if (polls > max_until_count) {
-    serverless_abort(c(
-      "Polling every {poll_seconds} s for up to {timeout} s takes {polls} checks; a Logic App's Until loop allows at most {max_until_count}.",
-      i = "Use {.code poll_seconds = {ceiling(timeout / (max_until_count - 1))}} or more, or a shorter {.arg timeout}."
-    ), "input", call = call)
-  }
-}
-max_until_count <- 5000

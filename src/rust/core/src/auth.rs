@@ -173,7 +173,7 @@ pub fn credential(
             authority_host: endpoints.authority_host.trim_end_matches('/').to_string(),
             http: endpoints.http_client()?,
             notices,
-            cache: Mutex::new(HashMap::new()),
+            cache: TokenCache::default(),
         }),
         CredentialSpec::ManagedIdentity { client_id } => {
             let options = azure_identity::ManagedIdentityCredentialOptions {
@@ -195,7 +195,7 @@ pub fn credential(
                 .to_string(),
             client_id: client_id.clone(),
             http: Endpoints::default().http_client()?,
-            cache: Mutex::new(HashMap::new()),
+            cache: TokenCache::default(),
         }),
         CredentialSpec::WorkloadIdentity { tenant, client_id } => {
             let options = azure_identity::WorkloadIdentityCredentialOptions {
@@ -281,6 +281,25 @@ impl TokenCredential for StaticToken {
     }
 }
 
+/// Tokens by scope (or resource), reused while more than five minutes remain.
+#[derive(Default)]
+struct TokenCache(Mutex<HashMap<String, AccessToken>>);
+
+impl TokenCache {
+    fn fresh(&self, key: &str) -> Option<AccessToken> {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(key)
+            .filter(|t| t.expires_on > OffsetDateTime::now_utc() + time::Duration::minutes(5))
+            .cloned()
+    }
+
+    fn put(&self, key: String, token: &AccessToken) {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(key, token.clone());
+    }
+}
+
 /// Where Azure serves the instance metadata service, in every VM and container.
 const IMDS_ENDPOINT: &str = "http://169.254.169.254";
 
@@ -293,7 +312,7 @@ pub struct ImdsCredential {
     endpoint: String,
     client_id: Option<String>,
     http: reqwest::Client,
-    cache: Mutex<HashMap<String, AccessToken>>,
+    cache: TokenCache,
 }
 
 impl fmt::Debug for ImdsCredential {
@@ -385,21 +404,11 @@ impl TokenCredential for ImdsCredential {
         // IMDS takes a resource, not scopes: `https://storage.azure.com/.default`.
         let scope = scopes.first().copied().unwrap_or_default();
         let resource = scope.strip_suffix("/.default").unwrap_or(scope).to_string();
-        if let Some(t) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&resource)
-        {
-            if t.expires_on > OffsetDateTime::now_utc() + time::Duration::minutes(5) {
-                return Ok(t.clone());
-            }
+        if let Some(t) = self.cache.fresh(&resource) {
+            return Ok(t);
         }
         let token = self.fetch(&resource).await?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(resource, token.clone());
+        self.cache.put(resource, &token);
         Ok(token)
     }
 }
@@ -411,7 +420,7 @@ pub struct DeviceCodeCredential {
     authority_host: String,
     http: reqwest::Client,
     notices: Notices,
-    cache: Mutex<HashMap<String, AccessToken>>,
+    cache: TokenCache,
 }
 
 impl fmt::Debug for DeviceCodeCredential {
@@ -528,23 +537,11 @@ impl TokenCredential for DeviceCodeCredential {
         _options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
         let scope = scopes.join(" ");
-        let fresh =
-            |t: &AccessToken| t.expires_on > OffsetDateTime::now_utc() + time::Duration::minutes(5);
-        if let Some(t) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&scope)
-        {
-            if fresh(t) {
-                return Ok(t.clone());
-            }
+        if let Some(t) = self.cache.fresh(&scope) {
+            return Ok(t);
         }
         let token = self.fetch(&scope).await?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(scope, token.clone());
+        self.cache.put(scope, &token);
         Ok(token)
     }
 }

@@ -203,8 +203,10 @@ impl ScheduleRequest {
         let polls = self.poll_count();
         if polls > MAX_UNTIL_COUNT {
             return Err(Error::input(format!(
-                "polling every {} s for up to {} s takes {polls} checks; a Logic App's Until loop allows at most {MAX_UNTIL_COUNT}",
-                self.poll_seconds, self.timeout_s
+                "polling every {} s for up to {} s takes {polls} checks; a Logic App's Until loop allows at most {MAX_UNTIL_COUNT}: use poll_seconds = {} or more, or a shorter timeout",
+                self.poll_seconds,
+                self.timeout_s,
+                self.timeout_s.div_ceil(MAX_UNTIL_COUNT - 1)
             )));
         }
         if let Trigger::Blob { folder, .. } = &self.trigger {

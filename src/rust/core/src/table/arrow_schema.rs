@@ -150,28 +150,28 @@ pub fn encode(columns: &[(&str, ArrowType)]) -> String {
         .iter()
         .map(|(name, t)| {
             let (tag, type_table) = match t {
-                ArrowType::Bool => (TYPE_BOOL, Obj::table(vec![])),
+                ArrowType::Bool => (TYPE_BOOL, Obj::Table(vec![])),
                 ArrowType::Int32 => (
                     TYPE_INT,
-                    Obj::table(vec![Some(Slot::I32(32)), Some(Slot::U8(1))]),
+                    Obj::Table(vec![Some(Slot::I32(32)), Some(Slot::U8(1))]),
                 ),
                 ArrowType::Float64 => (
                     TYPE_FLOATING_POINT,
-                    Obj::table(vec![Some(Slot::I16(PRECISION_DOUBLE))]),
+                    Obj::Table(vec![Some(Slot::I16(PRECISION_DOUBLE))]),
                 ),
-                ArrowType::Utf8 => (TYPE_UTF8, Obj::table(vec![])),
+                ArrowType::Utf8 => (TYPE_UTF8, Obj::Table(vec![])),
                 // DAY is not the default unit (MILLISECOND), so it is written.
-                ArrowType::Date32 => (TYPE_DATE, Obj::table(vec![Some(Slot::I16(DATE_UNIT_DAY))])),
+                ArrowType::Date32 => (TYPE_DATE, Obj::Table(vec![Some(Slot::I16(DATE_UNIT_DAY))])),
                 ArrowType::TimestampMicros(zone) => (
                     TYPE_TIMESTAMP,
-                    Obj::table(vec![
+                    Obj::Table(vec![
                         Some(Slot::I16(TIME_UNIT_MICROSECOND)),
                         Some(Slot::Ref(Obj::Str(zone.clone()))),
                     ]),
                 ),
             };
             // Field: name, nullable, type_type, type, dictionary, children.
-            Obj::table(vec![
+            Obj::Table(vec![
                 Some(Slot::Ref(Obj::Str(name.to_string()))),
                 Some(Slot::U8(1)),
                 Some(Slot::U8(tag)),
@@ -182,9 +182,9 @@ pub fn encode(columns: &[(&str, ArrowType)]) -> String {
         })
         .collect();
     // Schema: endianness (Little, the default), fields.
-    let schema = Obj::table(vec![None, Some(Slot::Ref(Obj::Tables(fields)))]);
+    let schema = Obj::Table(vec![None, Some(Slot::Ref(Obj::Tables(fields)))]);
     // Message: version, header_type, header.
-    let message = Obj::table(vec![
+    let message = Obj::Table(vec![
         Some(Slot::I16(METADATA_V5)),
         Some(Slot::U8(HEADER_SCHEMA)),
         Some(Slot::Ref(schema)),
@@ -215,12 +215,6 @@ enum Slot {
     I16(i16),
     I32(i32),
     Ref(Obj),
-}
-
-impl Obj {
-    fn table(slots: Vec<Option<Slot>>) -> Obj {
-        Obj::Table(slots)
-    }
 }
 
 impl Slot {
