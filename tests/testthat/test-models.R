@@ -65,6 +65,11 @@ test_that("models of 20 packages and idioms predict remotely exactly as locally"
   scaled <- function(pi) function(model, newdata) stats::predict(model, newdata) * pi
   fit <- lm(mpg ~ wt, cars)
   same("lm-closure-pi", fit, predict(fit, nd) * 5, predict_fun = scaled(5))
+  # A predict_fun calling a helper of the session.
+  back_transform <- function(x) exp(x)
+  fit <- lm(log(mpg) ~ wt, cars)
+  same("lm-helper-in-predict-fun", fit, exp(predict(fit, nd)),
+       predict_fun = function(model, newdata) back_transform(stats::predict(model, newdata)))
 
   fit <- mgcv::gam(mpg ~ s(wt, k = 5) + hp, data = cars)
   same("mgcv-gam", fit, as.vector(predict(fit, nd)))
