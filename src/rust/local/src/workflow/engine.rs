@@ -559,6 +559,9 @@ fn record(run: &Run, frame: &Frame, name: &str, result: Value, extra: Map<String
                 Some(existing) => *existing = rep,
                 None => list.push(rep),
             }
+            // Iterations finish in any order; the API lists them by index, as the
+            // Foreach's own repetitions are.
+            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         }
     });
 }
