@@ -22,6 +22,15 @@ wait_for <- function(cond, seconds, every = 1) {
 }
 
 journal_frame <- function(target) local_azure_journal(target)
+
+# The schedule trigger's histories (one per evaluation: Skipped, Succeeded, Failed),
+# newest first, as the Logic Apps API lists them.
+trigger_histories <- function(sch) {
+  path <- sprintf("%s/triggers/%s/histories", sch$workflow_id, sch$trigger_name)
+  out <- serveRless:::rust_wait(serveRless:::rs_arm_get(serveRless:::target_arm(sch$target),
+                                                        path, "2019-05-01"))
+  vapply(out$value, function(x) x$properties$status, "")
+}
 arm_writes <- function(target) {
   j <- journal_frame(target)
   sum(j$method %in% c("PUT", "POST", "PATCH", "DELETE") & !grepl("oauth2|/token", j$path))
@@ -140,16 +149,22 @@ test_that("a schedule runs on its own, can be paused and resumed, and a failing 
   expect_match(logs[[1]], "exit 0")
   expect_length(container_groups(target), 0)
 
-  # Paused: no run starts for over a minute. Resumed: runs start again.
+  # Paused: the trigger is not even evaluated at the minute it would have fired (no
+  # run, no trigger history). Resumed: runs start again. Waiting past that minute is
+  # what shows it; a late timer could only make this pass wrongly, never fail.
   expect_true(wait_for(function() all(scoring_runs(sch)$status != "Running"), 60))
   quietly(pause_schedule(sch))
-  paused_at <- Sys.time()
   n_paused <- nrow(scoring_runs(sch))
-  Sys.sleep(65)
+  h_paused <- length(trigger_histories(sch))
+  expect_true(h_paused >= n_paused)
+  past_next_minute <- ceiling(as.numeric(Sys.time()) / 60) * 60 + 5
+  Sys.sleep(max(0, past_next_minute - as.numeric(Sys.time())))
   expect_equal(nrow(scoring_runs(sch)), n_paused)
+  expect_equal(length(trigger_histories(sch)), h_paused)
+  resumed_at <- Sys.time()
   quietly(resume_schedule(sch))
   expect_true(wait_for(function() nrow(scoring_runs(sch)) > n_paused, 75, every = 2))
-  expect_true(all(scoring_runs(sch)$start[seq_len(nrow(scoring_runs(sch)) - n_paused)] > paused_at + 60))
+  expect_true(all(scoring_runs(sch)$start[seq_len(nrow(scoring_runs(sch)) - n_paused)] > resumed_at))
   quietly(pause_schedule(sch))
 
   # A run whose job fails (the input lacks a column the model needs): Failed, with
@@ -199,13 +214,16 @@ test_that("a blob trigger scores a blob uploaded after scheduling, with the aci 
                                   connector = "aci", poll_seconds = 1))
   expect_match(paste(format(sch), collapse = "\n"), "each blob added to serverless/drop/")
   expect_error(trigger_now(sch), class = "serverless_error_input")
-  # The trigger's first poll takes stock of what is there; then the blob arrives.
-  Sys.sleep(2)
+  # The trigger's first poll takes stock of what is there (a Skipped history); then
+  # the blob arrives.
+  expect_true(wait_for(function() length(trigger_histories(sch)) >= 1, 60, every = 0.5))
+  expect_equal(trigger_histories(sch), "Skipped")
   upload_csv(target, mtcars[1:5, c("wt", "hp")], "serverless/drop/new.csv")
   expect_true(wait_for(function() any(scoring_runs(sch)$status == "Succeeded"), 120, every = 2))
   runs <- scoring_runs(sch)
   expect_equal(nrow(runs), 1)
   expect_equal(runs$trigger, "When_a_blob_is_added")
+  expect_equal(sum(trigger_histories(sch) == "Succeeded"), 1)
   out <- serveRless:::read_table_blob(target, sprintf("serverless/scored/%s/new.csv", runs$run_id))
   expect_equal(out$.pred, unname(predict(fit, mtcars[1:5, ])), tolerance = 1e-12)
   j <- journal_frame(target)

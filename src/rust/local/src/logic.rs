@@ -61,6 +61,10 @@ pub fn workflow(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
                     }
                 }
                 world.workflow_access.retain(|_, (wf, _)| *wf != r.key);
+                let prefix = format!("{}/", r.key);
+                world
+                    .trigger_histories
+                    .retain(|k, _| !k.starts_with(&prefix));
                 world.resources.remove(&r.key)
             };
             triggers::reschedule(&req.inner, &r.key, false);
@@ -329,6 +333,70 @@ pub fn workflow_sub(req: &ArmRequest, rg: &str, ty: &ResourceType, rest: &[&str]
                     }),
                 _ => Err(not_found_path()),
             }
+        }
+        ["triggers", trigger, "histories", rest @ ..] if m == Method::GET && rest.len() <= 1 => {
+            // WorkflowTriggerHistories_List / _Get (Logic swagger 2019-05-01): newest
+            // first, `$top` honoured.
+            let known = wf["properties"]["definition"]["triggers"]
+                .as_object()
+                .is_some_and(|t| t.keys().any(|k| k.eq_ignore_ascii_case(trigger)));
+            if !known {
+                return Err(ArmError::new(
+                    StatusCode::NOT_FOUND,
+                    "WorkflowTriggerNotFound",
+                    format!(
+                        "The workflow '{}' trigger '{}' could not be found.",
+                        r.name,
+                        seg(1)
+                    ),
+                ));
+            }
+            let key = format!("{}/triggers/{}", r.key, trigger.to_ascii_lowercase());
+            let mut histories: Vec<Value> = req
+                .inner
+                .world()
+                .trigger_histories
+                .get(&key)
+                .cloned()
+                .unwrap_or_default();
+            histories.reverse();
+            if let [name] = rest {
+                return histories
+                    .into_iter()
+                    .find(|h| {
+                        h["name"]
+                            .as_str()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                    })
+                    .map(|h| json_response(StatusCode::OK, &h))
+                    .ok_or_else(|| {
+                        ArmError::new(
+                            StatusCode::NOT_FOUND,
+                            "WorkflowTriggerHistoryNotFound",
+                            format!(
+                                "The workflow '{}' trigger '{}' history '{}' could not be found.",
+                                r.name,
+                                seg(1),
+                                seg(3)
+                            ),
+                        )
+                    });
+            }
+            if let Some(top) = req.query("$top") {
+                let Ok(top) = top.parse::<usize>() else {
+                    return Err(ArmError::bad_request(
+                        "InvalidQueryParameterValue",
+                        format!(
+                            "The value '{top}' of query parameter '$top' is not a valid integer."
+                        ),
+                    ));
+                };
+                histories.truncate(top);
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "value": histories }),
+            ))
         }
         ["triggers", trigger, action @ ("run" | "listcallbackurl")] if m == Method::POST => {
             let triggers = wf["properties"]["definition"]["triggers"].as_object();

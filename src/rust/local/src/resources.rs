@@ -306,6 +306,9 @@ async fn delete_resource_group(inner: &std::sync::Arc<Inner>, key: &str) {
             .retain(|k, _| k != key && !k.starts_with(&prefix));
         world.workflow_runs.retain(|k, _| !k.starts_with(&prefix));
         world
+            .trigger_histories
+            .retain(|k, _| !k.starts_with(&prefix));
+        world
             .registry_passwords
             .retain(|k, _| !k.starts_with(&prefix));
         world

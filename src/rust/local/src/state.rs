@@ -55,6 +55,9 @@ pub struct World {
     /// Trigger timer generation per lowercased workflow id: timers of an older
     /// generation stop (the workflow was changed, disabled or deleted).
     pub workflow_timers: HashMap<String, u64>,
+    /// Trigger histories keyed by lowercased `{workflow id}/triggers/{trigger}`,
+    /// oldest first (the API lists them newest first).
+    pub trigger_histories: HashMap<String, Vec<Value>>,
     /// Request-trigger callback keys: workflow access id (lowercase) -> (lowercased
     /// workflow id, signing key).
     pub workflow_access: HashMap<String, (String, String)>,

@@ -242,6 +242,30 @@ impl Env {
         body["value"].as_array().unwrap().clone()
     }
 
+    /// The trigger's histories, newest first.
+    async fn histories(&self, wf: &str, trigger: &str) -> Vec<Value> {
+        let (status, body) = self
+            .arm(
+                Method::GET,
+                &format!("{}/triggers/{trigger}/histories?{LOGIC}", self.wf(wf)),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["value"].as_array().unwrap().clone()
+    }
+
+    /// Waits (bounded: 60 s) until the trigger has a history that `matches`.
+    async fn wait_history(&self, wf: &str, trigger: &str, matches: impl Fn(&[Value]) -> bool) {
+        for _ in 0..600 {
+            if matches(&self.histories(wf, trigger).await) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no such history: {:?}", self.histories(wf, trigger).await);
+    }
+
     async fn runs(&self, wf: &str, query: &str) -> Vec<Value> {
         let (status, body) = self
             .arm(
@@ -1058,8 +1082,17 @@ async fn blob_trigger_fires_for_new_and_changed_blobs() {
         )
         .await;
     assert_eq!(status, 201, "{wf}");
-    // The first poll only takes stock; blobs after it fire one run each.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The first poll only takes stock (a Skipped history); blobs after it fire one
+    // run each.
+    let trigger = "When_a_blob_is_added_or_modified";
+    env.wait_history("onblob", trigger, |h| !h.is_empty()).await;
+    let first = &env.histories("onblob", trigger).await[0];
+    assert_eq!(first["properties"]["status"], "Skipped", "{first}");
+    assert_eq!(first["properties"]["fired"], false);
+    assert_eq!(
+        first["type"],
+        "Microsoft.Logic/workflows/triggers/histories"
+    );
     assert_eq!(env.runs("onblob", "").await.len(), 0);
     assert_eq!(
         azurite_put(&plain, port, "/input/a.csv", "x,y\n1,2\n").await,
@@ -1067,7 +1100,7 @@ async fn blob_trigger_fires_for_new_and_changed_blobs() {
     );
     assert_eq!(azurite_put(&plain, port, "/input/b.csv", "x\n").await, 201);
     let mut runs = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         runs = env.runs("onblob", "").await;
         if runs.len() >= 2 {
             break;
@@ -1102,18 +1135,63 @@ async fn blob_trigger_fires_for_new_and_changed_blobs() {
     }
     seen.sort();
     assert_eq!(seen, vec!["/input/a.csv:8", "/input/b.csv:2"]);
+    // Each run has a fired history naming it (a history of a fired trigger has the
+    // run's name).
+    let histories = env.histories("onblob", trigger).await;
+    for r in &runs {
+        let h = histories
+            .iter()
+            .find(|h| h["name"] == r["name"])
+            .unwrap_or_else(|| panic!("no history for run {}", r["name"]));
+        assert_eq!(h["properties"]["status"], "Succeeded");
+        assert_eq!(h["properties"]["fired"], true);
+        assert_eq!(h["properties"]["run"]["name"], r["name"]);
+    }
+    let (status, one) = env
+        .arm(
+            Method::GET,
+            &format!(
+                "{}/triggers/{trigger}/histories/{}?{LOGIC}",
+                env.wf("onblob"),
+                runs[0]["name"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["properties"]["run"]["name"], runs[0]["name"]);
+    assert_eq!(
+        env.arm(
+            Method::GET,
+            &format!("{}/triggers/Nope/histories?{LOGIC}", env.wf("onblob")),
+            None
+        )
+        .await
+        .0,
+        404
+    );
     // A changed blob fires again; an unchanged folder does not.
     assert_eq!(
         azurite_put(&plain, port, "/input/a.csv", "x,y\n1,2\n3,4\n").await,
         201
     );
-    for _ in 0..100 {
+    for _ in 0..600 {
         if env.runs("onblob", "").await.len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Then a poll that finds nothing new (Skipped, newer than the third run's
+    // history), and no fourth run.
+    env.wait_history("onblob", trigger, |h| {
+        h.first()
+            .is_some_and(|newest| newest["properties"]["status"] == "Skipped")
+            && h.iter()
+                .filter(|x| x["properties"]["fired"] == true)
+                .count()
+                == 3
+    })
+    .await;
     assert_eq!(env.runs("onblob", "").await.len(), 3);
     let _ = azurite.kill().await;
     env.azure.shutdown().await;

@@ -222,9 +222,9 @@ fn account_of(inner: &Inner, path: &str, connection: &Value) -> Option<String> {
     Some(name.to_string())
 }
 
-fn log_poll_error(inner: &Inner, wf_key: &str, message: &str) {
-    // Failed polls show up as trigger history in Azure; here they are journaled so
-    // a test (or a person) can see why nothing fired.
+fn log_poll_error(inner: &Inner, wf_key: &str, message: &str) -> String {
+    // Failed polls are Failed trigger histories (as in Azure) and journaled too, so a
+    // test (or a person) reading the journal sees why nothing fired.
     inner
         .journal
         .lock()
@@ -238,6 +238,7 @@ fn log_poll_error(inner: &Inner, wf_key: &str, message: &str) {
             status: 0,
             body: Some(json!({"error": message})),
         });
+    message.to_string()
 }
 
 /// Lists the trigger's folder and returns the trigger bodies of new or changed blobs:
@@ -247,15 +248,18 @@ pub async fn poll(
     wf_key: &str,
     trigger: &Value,
     seen: &mut Seen,
-) -> Vec<Value> {
+) -> Result<Vec<Value>, String> {
     let Some(wf) = inner.world().resources.get(wf_key).cloned() else {
-        return Vec::new();
+        return Err("the workflow no longer exists".into());
     };
     let params = super::engine::resolve_parameters(&wf);
     let ctx = ParamsOnly(params.clone());
     let Ok(inputs) = expr::evaluate_value(&trigger["inputs"], &ctx) else {
-        log_poll_error(inner, wf_key, "the trigger inputs could not be evaluated");
-        return Vec::new();
+        return Err(log_poll_error(
+            inner,
+            wf_key,
+            "the trigger inputs could not be evaluated",
+        ));
     };
     let key = trigger["inputs"]["host"]["connection"]["name"]
         .as_str()
@@ -267,16 +271,18 @@ pub async fn poll(
         .unwrap_or(Value::Null);
     let path = expr::to_text(&inputs["path"]);
     let Some(account) = account_of(inner, &path, &connection) else {
-        log_poll_error(
+        return Err(log_poll_error(
             inner,
             wf_key,
             "the storage account of the trigger is not known",
-        );
-        return Vec::new();
+        ));
     };
     let Some(folder) = inputs["queries"]["folderId"].as_str().and_then(folder_path) else {
-        log_poll_error(inner, wf_key, "the folderId is not a folder path");
-        return Vec::new();
+        return Err(log_poll_error(
+            inner,
+            wf_key,
+            "the folderId is not a folder path",
+        ));
     };
     let trimmed = folder.trim_matches('/');
     let (container, prefix) = match trimmed.split_once('/') {
@@ -284,15 +290,18 @@ pub async fn poll(
         None => (trimmed.to_string(), String::new()),
     };
     let Some(endpoint) = super::http::blob_endpoint(inner, &account) else {
-        log_poll_error(
+        return Err(log_poll_error(
             inner,
             wf_key,
             &format!("storage account '{account}' is not seeded"),
-        );
-        return Vec::new();
+        ));
     };
     let Ok(base) = reqwest::Url::parse(&endpoint) else {
-        return Vec::new();
+        return Err(log_poll_error(
+            inner,
+            wf_key,
+            &format!("the blob endpoint '{endpoint}' is not a URL"),
+        ));
     };
     // Path-style endpoints (Azurite: http://127.0.0.1:10000/ACCOUNT/) sign with the
     // account in the path.
@@ -323,7 +332,7 @@ pub async fn poll(
             url.push_str(&format!("&marker={}", expr::encode_uri_component(m)));
         }
         let Ok(url) = reqwest::Url::parse(&url) else {
-            return Vec::new();
+            return Err(log_poll_error(inner, wf_key, "the list URL is not valid"));
         };
         let headers = vec![
             ("x-ms-date", rfc1123_now()),
@@ -357,19 +366,21 @@ pub async fn poll(
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                log_poll_error(inner, wf_key, &format!("listing blobs failed: {e}"));
-                return Vec::new();
+                return Err(log_poll_error(
+                    inner,
+                    wf_key,
+                    &format!("listing blobs failed: {e}"),
+                ));
             }
         };
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         if status != 200 {
-            log_poll_error(
+            return Err(log_poll_error(
                 inner,
                 wf_key,
                 &format!("listing blobs answered {status}: {text}"),
-            );
-            return Vec::new();
+            ));
         }
         let (page, next) = parse_list(&text);
         listed.extend(page);
@@ -380,7 +391,7 @@ pub async fn poll(
     }
     let Some(known) = &mut seen.0 else {
         seen.0 = Some(listed.into_iter().map(|b| (b.name, b.etag)).collect());
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let mut fresh: Vec<Listed> = listed
         .into_iter()
@@ -417,13 +428,13 @@ pub async fn poll(
         })
         .collect();
     if bodies.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    if trigger["splitOn"].is_null() {
+    Ok(if trigger["splitOn"].is_null() {
         vec![Value::Array(bodies)]
     } else {
         bodies
-    }
+    })
 }
 
 fn principal(inner: &Inner, wf: &Value, user: Option<&str>) -> Option<(Principal, String)> {

@@ -268,7 +268,7 @@ fn template_error(action: &str, part: &str, e: String) -> Outcome {
 
 /// A new Azure-style run name: digits that decrease with time (newest sort first),
 /// `CU`, two digits.
-fn new_run_name() -> String {
+pub(crate) fn new_run_name() -> String {
     let nanos = u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(0);
     let reversed = 9_999_999_999_999_999_999u64.saturating_sub(nanos);
     let r = util::random_bytes::<3>();
@@ -386,7 +386,7 @@ pub fn start_run(
         wf_id,
         identity: wf["identity"].clone(),
         run_name: run_name.clone(),
-        run_id,
+        run_id: run_id.clone(),
         definition: wf["properties"]["definition"].clone(),
         parameters: resolve_parameters(&wf),
         trigger: trigger_record,
@@ -397,6 +397,14 @@ pub fn start_run(
         stop: Mutex::new(None),
     });
     tokio::spawn(execute(run));
+    super::triggers::record_history(
+        inner,
+        wf_key,
+        trigger_name,
+        &now,
+        scheduled,
+        Ok((&run_name, &run_id)),
+    );
     Ok(run_name)
 }
 

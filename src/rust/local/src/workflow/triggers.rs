@@ -12,6 +12,7 @@ use super::engine::start_run;
 use super::recurrence::Recurrence;
 use super::validate::canonical_type;
 use crate::state::Inner;
+use crate::util;
 
 /// Stops the workflow's timers and, when it is enabled, starts new ones. `saved`:
 /// the workflow was just saved or enabled (a recurrence without start time or
@@ -137,15 +138,93 @@ async fn fire(
             let _ = start_run(inner, wf_key, name, json!({"headers": {}}), Some(scheduled));
         }
         Some(trigger) => {
-            for body in super::blob::poll(inner, wf_key, trigger, seen).await {
-                let _ = start_run(
-                    inner,
-                    wf_key,
-                    name,
-                    json!({"headers": {}, "body": body}),
-                    Some(scheduled),
-                );
+            let start = util::now_rfc3339();
+            match super::blob::poll(inner, wf_key, trigger, seen).await {
+                // A poll that finds nothing new is a Skipped history, one that fails
+                // a Failed one; each run it starts records its own (Succeeded).
+                Ok(bodies) if bodies.is_empty() => {
+                    record_history(inner, wf_key, name, &start, Some(scheduled), Err(None));
+                }
+                Ok(bodies) => {
+                    for body in bodies {
+                        let _ = start_run(
+                            inner,
+                            wf_key,
+                            name,
+                            json!({"headers": {}, "body": body}),
+                            Some(scheduled),
+                        );
+                    }
+                }
+                Err(message) => {
+                    record_history(
+                        inner,
+                        wf_key,
+                        name,
+                        &start,
+                        Some(scheduled),
+                        Err(Some(&message)),
+                    );
+                }
             }
         }
+    }
+}
+
+/// Most histories kept per trigger (Azure keeps them for the retention period).
+const HISTORIES_KEPT: usize = 500;
+
+/// Records one evaluation of a trigger as `GET .../triggers/{t}/histories` lists it
+/// (Logic swagger 2019-05-01, `WorkflowTriggerHistory`): `Ok(run)` fired that run;
+/// `Err(None)` was skipped (nothing to fire); `Err(Some(message))` failed.
+pub fn record_history(
+    inner: &Inner,
+    wf_key: &str,
+    trigger: &str,
+    start: &str,
+    scheduled: Option<OffsetDateTime>,
+    outcome: Result<(&str, &str), Option<&str>>,
+) {
+    let mut world = inner.world();
+    let Some(wf_id) = world
+        .resources
+        .get(wf_key)
+        .and_then(|w| w["id"].as_str().map(str::to_string))
+    else {
+        return;
+    };
+    let end = util::now_rfc3339();
+    let (name, mut props) = match outcome {
+        Ok((run_name, run_id)) => (
+            run_name.to_string(),
+            json!({"status": "Succeeded", "code": "OK", "fired": true,
+                "run": {"id": run_id, "name": run_name, "type": "Microsoft.Logic/workflows/runs"}}),
+        ),
+        Err(None) => (
+            super::engine::new_run_name(),
+            json!({"status": "Skipped", "code": "NotSpecified", "fired": false}),
+        ),
+        Err(Some(message)) => (
+            super::engine::new_run_name(),
+            json!({"status": "Failed", "code": "BadRequest", "fired": false,
+                "error": {"code": "BadRequest", "message": message}}),
+        ),
+    };
+    props["startTime"] = json!(start);
+    props["endTime"] = json!(end);
+    if let Some(s) = scheduled {
+        props["scheduledTime"] = json!(util::rfc3339(s));
+    }
+    props["correlation"] = json!({"clientTrackingId": name});
+    let key = format!("{wf_key}/triggers/{}", trigger.to_ascii_lowercase());
+    let list = world.trigger_histories.entry(key).or_default();
+    list.push(json!({
+        "id": format!("{wf_id}/triggers/{trigger}/histories/{name}"),
+        "name": name,
+        "type": "Microsoft.Logic/workflows/triggers/histories",
+        "properties": props,
+    }));
+    if list.len() > HISTORIES_KEPT {
+        list.remove(0);
     }
 }
