@@ -227,7 +227,11 @@ test_that("a blob trigger scores a blob uploaded after scheduling, with the aci 
   out <- serveRless:::read_table_blob(target, sprintf("serverless/scored/%s/new.csv", runs$run_id))
   expect_equal(out$.pred, unname(predict(fit, mtcars[1:5, ])), tolerance = 1e-12)
   j <- journal_frame(target)
-  expect_true(any(grepl("Microsoft.Web/connections/mpg-blob-aci$", j$path) & j$method == "PUT"))
+  conn_puts <- grepl("Microsoft.Web/connections/", j$path) & j$method == "PUT"
+  expect_true(any(grepl("Microsoft.Web/connections/mpg-blob-aci$", j$path) & conn_puts))
+  # The version whose connections take azureblob's managedIdentityAuth parameter set.
+  expect_setequal(j$api_version[conn_puts], "2018-07-01-preview")
+  expect_true(all(j$status[conn_puts] %in% c(200, 201)))
   quietly(undeploy("mpg", target, delete_models = TRUE))
   expect_length(tagged(target, "mpg"), 0)
   expect_length(model_versions("mpg", target)$version, 0)

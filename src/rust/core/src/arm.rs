@@ -25,7 +25,12 @@ pub mod api {
     pub const CONTAINER_REGISTRY: &str = "2025-04-01";
     pub const CONTAINER_REGISTRY_TASKS: &str = "2019-04-01";
     pub const LOGIC: &str = "2019-05-01";
-    pub const WEB_CONNECTIONS: &str = "2016-06-01";
+    /// Managed API connections. 2018-07-01-preview is the version whose connections
+    /// take `parameterValueSet`, which a multi-authentication connector (azureblob)
+    /// needs for managed identity ("Authenticate with managed identities in Azure
+    /// Logic Apps", ARM template section); single-authentication ones (aci) keep
+    /// `parameterValueType: Alternative` in the same version.
+    pub const WEB_CONNECTIONS: &str = "2018-07-01-preview";
     pub const MANAGED_IDENTITY: &str = "2023-01-31";
     pub const AUTHORIZATION: &str = "2022-04-01";
 }

@@ -214,7 +214,9 @@ async fn resource_types_create_get_delete_and_location_polling() {
         (
             format!("{base}/Microsoft.Web/connections/aci"),
             api::WEB_CONNECTIONS,
-            json!({"location": "westeurope", "properties": {"displayName": "aci"}}),
+            json!({"location": "westeurope", "kind": "V1", "properties": {"displayName": "aci",
+                "api": {"id": format!("/subscriptions/{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/aci")},
+                "parameterValueType": "Alternative"}}),
         ),
         (
             format!(

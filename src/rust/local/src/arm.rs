@@ -135,7 +135,7 @@ pub const TYPES: &[ResourceType] = &[
     ResourceType {
         namespace: "Microsoft.Web",
         type_name: "connections",
-        api_versions: &["2016-06-01"],
+        api_versions: &["2016-06-01", "2018-07-01-preview"],
     },
 ];
 

@@ -802,7 +802,7 @@ pub fn simple_resource(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResu
             let mut v = match ty.type_name {
                 "userAssignedIdentities" => build_identity(req, &r, &existing)?,
                 "registries" => build_registry(&req.inner, &r, &body, &existing)?,
-                "connections" => build_connection(&body)?,
+                "connections" => build_connection(req, &body, &location)?,
                 _ => return Err(not_found_path()),
             };
             let obj = v.as_object_mut().ok_or_else(not_found_path)?;
@@ -921,10 +921,90 @@ fn build_registry(
     }))
 }
 
-fn build_connection(body: &Value) -> Result<Value, ArmError> {
+/// Connectors with several authentication types: managed identity is one named
+/// parameter set. Those with one take `parameterValueType: Alternative`. ("Authenticate
+/// with managed identities in Azure Logic Apps", ARM template section, and the
+/// connectors' references.)
+const MULTI_AUTH_CONNECTORS: &[&str] = &["azureblob"];
+const SINGLE_AUTH_CONNECTORS: &[&str] = &["aci"];
+
+/// A `Microsoft.Web/connections` body, held to the shapes Microsoft documents for a
+/// consumption Logic App: `kind` V1; the managed API of the connection's location;
+/// managed identity as the connector's documented parameter set (2018-07-01-preview
+/// is the version that has `parameterValueSet`), or azureblob's account key.
+fn build_connection(req: &ArmRequest, body: &Value, location: &str) -> Result<Value, ArmError> {
     let mut props = body["properties"].clone();
     if !props.is_object() {
         return Err(ArmError::missing("properties"));
+    }
+    if let Some(kind) = body.get("kind") {
+        if kind.as_str() != Some("V1") {
+            return Err(ArmError::invalid(
+                "kind",
+                format!("The connection kind '{}' is not valid for a consumption Logic App: use 'V1' ('V2' connections are for Standard logic apps).", crate::workflow::expr::to_text(kind)),
+            ));
+        }
+    }
+    let api_id = props["api"]["id"].as_str().unwrap_or_default().to_string();
+    if api_id.is_empty() {
+        return Err(ArmError::missing("properties.api.id"));
+    }
+    let api_segs: Vec<&str> = api_id.trim_matches('/').split('/').collect();
+    let norm = |l: &str| l.replace(' ', "").to_ascii_lowercase();
+    let connector = match api_segs.as_slice() {
+        ["subscriptions", sub, "providers", p, "locations", loc, m, name]
+            if p.eq_ignore_ascii_case("Microsoft.Web")
+                && m.eq_ignore_ascii_case("managedApis")
+                && sub.eq_ignore_ascii_case(&req.inner.config.subscription_id)
+                && norm(loc) == norm(location) =>
+        {
+            name.to_ascii_lowercase()
+        }
+        _ => {
+            return Err(ArmError::invalid(
+                "properties.api.id",
+                format!("The managed API '{api_id}' is not valid: use /subscriptions/{{subscription}}/providers/Microsoft.Web/locations/{{the connection's location}}/managedApis/{{api}}."),
+            ))
+        }
+    };
+    let value_set = props.get("parameterValueSet").cloned();
+    if value_set.is_some() && req.api_version != "2018-07-01-preview" {
+        return Err(ArmError::invalid(
+            "properties.parameterValueSet",
+            format!("The property 'parameterValueSet' is not supported in api-version '{}': use 2018-07-01-preview.", req.api_version),
+        ));
+    }
+    let alternative = props["parameterValueType"].as_str() == Some("Alternative");
+    if MULTI_AUTH_CONNECTORS.contains(&connector.as_str()) {
+        let managed_identity = value_set.as_ref().is_some_and(|v| {
+            v["name"] == "managedIdentityAuth"
+                && v["values"].as_object().is_some_and(|m| m.is_empty())
+        });
+        let params = &props["parameterValues"];
+        let account_key = params["accountName"].is_string() && params["accessKey"].is_string();
+        if !managed_identity && !account_key {
+            return Err(ArmError::bad_request(
+                "InvalidConnectionParameters",
+                format!("The connector '{connector}' has several authentication types: for managed identity use \"parameterValueSet\": {{\"name\": \"managedIdentityAuth\", \"values\": {{}}}} (api-version 2018-07-01-preview); for an account key, parameterValues accountName and accessKey."),
+            ));
+        }
+    } else if SINGLE_AUTH_CONNECTORS.contains(&connector.as_str()) {
+        if value_set.is_some() || !alternative {
+            return Err(ArmError::bad_request(
+                "InvalidConnectionParameters",
+                format!("The connector '{connector}' has one authentication type: for managed identity use \"parameterValueType\": \"Alternative\", without parameterValueSet."),
+            ));
+        }
+    } else {
+        return Err(ArmError::bad_request(
+            "InvalidConnectionParameters",
+            format!(
+                "The local Azure does not emulate the connector '{connector}' (only {}).",
+                [MULTI_AUTH_CONNECTORS, SINGLE_AUTH_CONNECTORS]
+                    .concat()
+                    .join(", ")
+            ),
+        ));
     }
     // Secret parameter values (client secrets, keys) are write-only.
     if let Some(params) = props
@@ -941,7 +1021,7 @@ fn build_connection(body: &Value) -> Result<Value, ArmError> {
     }
     props["statuses"] = json!([{"status": "Connected"}]);
     props["overallStatus"] = json!("Connected");
-    Ok(json!({ "properties": props }))
+    Ok(json!({ "kind": "V1", "properties": props }))
 }
 
 /// `POST .../registries/{r}/listCredentials`

@@ -776,15 +776,72 @@ async fn request_trigger_callback_url_starts_a_run() {
 async fn aci_connector_runs_a_container_group() {
     let env = start().await;
     let sub = env.sub();
-    let (status, body) = env
-        .arm(
-            Method::PUT,
-            &format!("{sub}/resourceGroups/rg/providers/Microsoft.Web/connections/aci?api-version=2016-06-01"),
-            Some(json!({"location": "westeurope", "properties": {"displayName": "aci",
-                "api": {"id": format!("{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/aci")},
-                "parameterValueType": "Alternative"}})),
-        )
-        .await;
+    let connection = |name: &str, version: &str, body: Value| {
+        let path = format!(
+            "{sub}/resourceGroups/rg/providers/Microsoft.Web/connections/{name}?api-version={version}"
+        );
+        let env = &env;
+        async move { env.arm(Method::PUT, &path, Some(body)).await }
+    };
+    let api = |name: &str| {
+        format!("{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/{name}")
+    };
+    // Only the managed-identity shapes Microsoft documents are accepted: a single-
+    // authentication connector (aci) as "Alternative" parameter values, a multi-
+    // authentication one (azureblob) as the managedIdentityAuth parameter set, which
+    // needs api-version 2018-07-01-preview; kind V1 (consumption).
+    let refused = [
+        (
+            "blob-alt",
+            "2018-07-01-preview",
+            json!({"location": "westeurope", "kind": "V1", "properties": {
+            "api": {"id": api("azureblob")}, "parameterValueType": "Alternative"}}),
+            "managedIdentityAuth",
+        ),
+        (
+            "blob-old",
+            "2016-06-01",
+            json!({"location": "westeurope", "properties": {
+            "api": {"id": api("azureblob")}, "parameterValueSet": {"name": "managedIdentityAuth", "values": {}}}}),
+            "2018-07-01-preview",
+        ),
+        (
+            "blob-v2",
+            "2018-07-01-preview",
+            json!({"location": "westeurope", "kind": "V2", "properties": {
+            "api": {"id": api("azureblob")}, "parameterValueSet": {"name": "managedIdentityAuth", "values": {}}}}),
+            "V1",
+        ),
+        (
+            "aci-set",
+            "2018-07-01-preview",
+            json!({"location": "westeurope", "properties": {
+            "api": {"id": api("aci")}, "parameterValueSet": {"name": "managedIdentityAuth", "values": {}}}}),
+            "Alternative",
+        ),
+        (
+            "aci-far",
+            "2018-07-01-preview",
+            json!({"location": "westeurope", "properties": {
+            "api": {"id": format!("{sub}/providers/Microsoft.Web/locations/northeurope/managedApis/aci")},
+            "parameterValueType": "Alternative"}}),
+            "location",
+        ),
+    ];
+    for (name, version, body, says) in refused {
+        let (status, err) = connection(name, version, body).await;
+        assert_eq!(status, 400, "{name}: {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(says),
+            "{name}: {err}"
+        );
+    }
+    let (status, body) = connection("blob-mi", "2018-07-01-preview", json!({"location": "westeurope", "kind": "V1",
+        "properties": {"api": {"id": api("azureblob")}, "parameterValueSet": {"name": "managedIdentityAuth", "values": {}}}})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["kind"], "V1");
+    let (status, body) = connection("aci", "2018-07-01-preview", json!({"location": "westeurope", "kind": "V1",
+        "properties": {"displayName": "aci", "api": {"id": api("aci")}, "parameterValueType": "Alternative"}})).await;
     assert_eq!(status, 201, "{body}");
     let conn = "@parameters('$connections')['aci']['connectionId']";
     let group = format!(
@@ -1052,12 +1109,20 @@ async fn blob_trigger_fires_for_new_and_changed_blobs() {
         .arm(
             Method::PUT,
             &format!("{sub}/resourceGroups/rg/providers/Microsoft.Web/connections/azureblob?api-version=2016-06-01"),
+            // An account-key connection: this Azurite is plain HTTP without OAuth (the
+            // R tests poll with the managed-identity connection schedule_scoring makes).
             Some(json!({"location": "westeurope", "properties": {"displayName": "blob",
                 "api": {"id": format!("{sub}/providers/Microsoft.Web/locations/westeurope/managedApis/azureblob")},
-                "parameterValues": {"accountName": "devstoreaccount1"}}})),
+                "parameterValues": {"accountName": "devstoreaccount1", "accessKey": AZURITE_KEY}}})),
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    assert!(
+        body["properties"]["parameterValues"]
+            .get("accessKey")
+            .is_none(),
+        "{body}"
+    );
     let definition = json!({
         "parameters": {"$connections": {"type": "Object"}},
         "triggers": {"When_a_blob_is_added_or_modified": {"type": "ApiConnection",

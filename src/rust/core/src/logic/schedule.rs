@@ -544,18 +544,24 @@ pub async fn apply(
         .map(|m| {
             m.keys()
                 .map(|api_name| {
+                    // Managed-identity connections as Microsoft documents them for
+                    // consumption Logic Apps (kind V1): azureblob has several
+                    // authentication types, so it names its parameter set; aci has
+                    // one, so it is the "Alternative" parameter values.
                     let mut body = json!({
                         "location": req.location,
+                        "kind": "V1",
                         "tags": req.tags(),
                         "properties": {
                             "displayName": format!("{} ({api_name})", req.name),
                             "api": {"id": managed_api_id(req, api_name)},
-                            "parameterValueType": "Alternative",
                         }
                     });
                     if api_name == "azureblob" {
-                        body["properties"]["parameterValues"] =
-                            json!({"accountName": req.storage_account});
+                        body["properties"]["parameterValueSet"] =
+                            json!({"name": "managedIdentityAuth", "values": {}});
+                    } else {
+                        body["properties"]["parameterValueType"] = json!("Alternative");
                     }
                     (connection_path(req, api_name), body)
                 })

@@ -313,11 +313,36 @@ pub async fn poll(
         Some(h) => h.split('.').next().unwrap_or(&account).to_string(),
         None => account.clone(),
     };
-    let storage_key = inner
-        .world()
-        .storage_keys
-        .get(&account.to_ascii_lowercase())
-        .cloned();
+    // A managed-identity connection lists with the workflow identity's token (as the
+    // connector does); a key connection with the account key.
+    let stored = connection["connectionId"]
+        .as_str()
+        .and_then(|id| {
+            inner
+                .world()
+                .resources
+                .get(&id.to_ascii_lowercase())
+                .cloned()
+        })
+        .unwrap_or(Value::Null);
+    let managed_identity =
+        stored["properties"]["parameterValueSet"]["name"] == "managedIdentityAuth";
+    let storage_key = if managed_identity {
+        None
+    } else {
+        inner
+            .world()
+            .storage_keys
+            .get(&account.to_ascii_lowercase())
+            .cloned()
+    };
+    if !managed_identity && storage_key.is_none() {
+        return Err(log_poll_error(
+            inner,
+            wf_key,
+            &format!("the connection has no managed identity parameter set and the key of '{account}' is not known"),
+        ));
+    }
     let mut listed = Vec::new();
     let mut marker: Option<String> = None;
     // Bounded: 50 pages of up to 5000 blobs.
