@@ -20,6 +20,10 @@ azurite_key <- paste0(
 #' so what it was told to store is saved in `dir`. If the R session is killed or
 #' crashes instead, a watchdog stops Azurite and kills the scoring processes. A target
 #' whose local Azure has stopped raises `serverless_error_input` at its next use.
+#' As in ACI, a container whose processes together hold more memory than its group
+#' allows (`memory_gb` of the deployment) is killed with exit code 137 ("OOMKilled"),
+#' and its shard fails; the emulator measures resident memory five times a second
+#' (Linux only), so a short spike between two measurements may pass.
 #' Azurite is found on the `PATH`, or through the environment variable
 #' `SERVERLESS_AZURITE`; the project's `make setup` installs it.
 #'

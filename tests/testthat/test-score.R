@@ -129,6 +129,26 @@ test_that("a model whose predict fails exits 3", {
   expect_match(err$logs, "model exploded")
 })
 
+test_that("a job over its container's memory is killed as in ACI: exit 137, shard failed", {
+  target <- local_azure()
+  fits <- fit_models()
+  # 800 MB in a 0.5 GB container, in the container only (not in the pre-flight).
+  hungry <- function(model, newdata) {
+    if (nzchar(Sys.getenv("SERVERLESS_RUN_ID"))) big <- numeric(1e8)
+    stats::predict(model, newdata)
+  }
+  dep <- deploy_quietly(fits$lm, "hungry", target, memory_gb = 0.5, predict_fun = hungry)
+  err <- expect_error(score_quietly(dep, newdata = fits$data[1:3, c("wt", "hp")]),
+                      class = "serverless_error_job")
+  expect_equal(err$exit_code, 137L)
+  expect_match(err$logs, "exceeded its memory (0.50 GB)", fixed = TRUE)
+  expect_length(container_groups(target), 0)
+  # The same model in a container with room scores.
+  roomy <- deploy_quietly(fits$lm, "roomy", target, memory_gb = 2, predict_fun = hungry)
+  run <- score_quietly(roomy, newdata = fits$data[1:3, c("wt", "hp")])
+  expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, fits$data[1:3, ])))
+})
+
 test_that("bad scoring input is refused before any container starts", {
   target <- local_azure()
   fits <- fit_models()

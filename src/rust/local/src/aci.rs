@@ -31,6 +31,9 @@ pub struct ContainerSpec {
     pub name: String,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The most memory its processes may hold together: `limits.memoryInGB`, else
+    /// `requests.memoryInGB` (ACI's rule). Past it the container is killed (137).
+    pub memory_bytes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +149,7 @@ struct Draft {
     image: String,
     command: Option<Vec<String>>,
     env: Vec<(String, String)>,
+    memory_bytes: u64,
 }
 
 /// Validates a container group body; returns its containers.
@@ -219,6 +223,18 @@ fn validate(body: &Value) -> Result<Vec<Draft>, ArmError> {
                 ));
             }
         }
+        let limits = &cp["resources"]["limits"];
+        if !limits["memoryInGB"].is_null() && !positive_number(&limits["memoryInGB"]) {
+            return Err(ArmError::invalid(
+                &at("properties.resources.limits.memoryInGB"),
+                format!("The 'memoryInGB' limit of container '{name}' must be a positive number."),
+            ));
+        }
+        let memory_gb = limits["memoryInGB"]
+            .as_f64()
+            .or(requests["memoryInGB"].as_f64())
+            .unwrap_or(0.0);
+        let memory_bytes = (memory_gb * 1024.0 * 1024.0 * 1024.0) as u64;
         let command = match &cp["command"] {
             Value::Null => None,
             Value::Array(argv) if argv.iter().all(Value::is_string) => Some(
@@ -253,6 +269,7 @@ fn validate(body: &Value) -> Result<Vec<Draft>, ArmError> {
             image: image.trim().to_string(),
             command,
             env,
+            memory_bytes,
         });
     }
     Ok(specs)
@@ -333,6 +350,7 @@ fn resolve_images(
                 name: d.name,
                 command,
                 env: d.env,
+                memory_bytes: d.memory_bytes,
             });
             continue;
         };
@@ -432,6 +450,7 @@ fn resolve_images(
             name: d.name,
             command,
             env,
+            memory_bytes: d.memory_bytes,
         });
     }
     Ok(specs)
@@ -795,12 +814,25 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
             c.pid = pid;
             c.restart_count = restarts;
         });
+        let mut out_of_memory = false;
         let (code, killed) = tokio::select! {
             status = child.wait() => (exit_code(status), false),
             _ = wait_for_kill(&mut kill) => {
                 kill_process_group(pid);
                 let _ = child.start_kill();
                 (exit_code(child.wait().await), true)
+            }
+            _ = memory_exceeded(pid, ctx.spec.memory_bytes) => {
+                // As the kernel's OOM killer in an ACI container: SIGKILL, exit 137.
+                kill_process_group(pid);
+                let _ = child.start_kill();
+                out_of_memory = true;
+                let _ = append_log(&log_path, &format!(
+                    "serverless local Azure: container '{}' exceeded its memory ({:.2} GB) and was killed",
+                    ctx.spec.name,
+                    ctx.spec.memory_bytes as f64 / 1024f64.powi(3)
+                ));
+                (exit_code(child.wait().await), false)
             }
         };
         // As in a container, the end of the main process ends every process in it.
@@ -814,6 +846,8 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
             c.finish_time = Some(util::now_rfc3339());
             c.detail = if killed {
                 "Killed".into()
+            } else if out_of_memory {
+                "OOMKilled".into()
             } else if code == 0 {
                 "Completed".into()
             } else {
@@ -833,6 +867,69 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
         }
         restarts += 1;
     }
+}
+
+/// How often a running container's memory is measured.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(200);
+
+/// Returns once the processes of `pid`'s group together hold more than `limit`
+/// bytes resident (never, where /proc is not there to measure).
+async fn memory_exceeded(pid: Option<i32>, limit: u64) {
+    let Some(pid) = pid.filter(|_| limit > 0 && cfg!(target_os = "linux")) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(MEMORY_SAMPLE).await;
+        let rss = tokio::task::spawn_blocking(move || group_rss(pid))
+            .await
+            .unwrap_or(0);
+        if rss > limit {
+            return;
+        }
+    }
+}
+
+/// Resident bytes of every process whose process group is `pgid` (from /proc).
+fn group_rss(pgid: i32) -> u64 {
+    // `statm` counts pages.
+    // SAFETY: sysconf(3) only reads a system constant.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(p) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state, ppid, pgrp, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if rest
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<i32>().ok())
+            != Some(pgid)
+        {
+            continue;
+        }
+        if let Ok(statm) = std::fs::read_to_string(format!("/proc/{p}/statm")) {
+            let resident = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|r| r.parse::<u64>().ok());
+            total += resident.unwrap_or(0) * page;
+        }
+    }
+    total
 }
 
 async fn wait_for_kill(kill: &mut watch::Receiver<bool>) {

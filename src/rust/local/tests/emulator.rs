@@ -886,3 +886,93 @@ async fn unregistered_provider_needs_registration() {
     assert_eq!(status, 404);
     env.azure.shutdown().await;
 }
+
+/// Polls GET on the group until its first container has terminated (bounded: 90 s,
+/// enough for R to start and allocate on a loaded machine).
+async fn wait_terminated(env: &Env, path: &str) -> Value {
+    for _ in 0..900 {
+        let (status, _, body) = env
+            .arm(reqwest::Method::GET, &format!("{path}?{ACI}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if body["properties"]["containers"][0]["properties"]["instanceView"]["currentState"]
+            ["state"]
+            == "Terminated"
+        {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("group {path} never terminated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_over_its_memory_is_killed_with_137() {
+    let env = start().await;
+    env.create_rg("rg").await;
+    // R touches every page of a 480 MB vector (numeric() zero-fills it).
+    let allocate = "x <- numeric(6e7); cat('allocated\\n'); Sys.sleep(120)";
+    let with_memory = |name: &str, requests: f64, limits: Option<f64>, script: &str| {
+        let mut body = job_group(json!(["Rscript", "-e", script]), json!([]));
+        let res = &mut body["properties"]["containers"][0]["properties"]["resources"];
+        res["requests"]["memoryInGB"] = json!(requests);
+        if let Some(l) = limits {
+            res["limits"] = json!({"memoryInGB": l});
+        }
+        (env.group_path("rg", name), body)
+    };
+
+    let (path, body) = with_memory("oom", 0.25, None, allocate);
+    let (status, _, created) = env
+        .arm(reqwest::Method::PUT, &format!("{path}?{ACI}"), Some(body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let done = wait_terminated(&env, &path).await;
+    let current =
+        &done["properties"]["containers"][0]["properties"]["instanceView"]["currentState"];
+    assert_eq!(current["exitCode"], 137, "{current}");
+    assert_eq!(current["detailStatus"], "OOMKilled");
+    assert_eq!(
+        done["properties"]["instanceView"]["state"], "Failed",
+        "{done}"
+    );
+    let (_, _, logs) = env
+        .arm(
+            reqwest::Method::GET,
+            &format!("{path}/containers/job/logs?{ACI}"),
+            None,
+        )
+        .await;
+    assert!(
+        logs["content"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded its memory (0.25 GB)"),
+        "{logs}"
+    );
+
+    // A limit above the request is what the container may use (ACI's rule).
+    let (path, body) = with_memory(
+        "roomy",
+        0.25,
+        Some(1.0),
+        "x <- numeric(6e7); cat('allocated\\n')",
+    );
+    let (status, _, created) = env
+        .arm(reqwest::Method::PUT, &format!("{path}?{ACI}"), Some(body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let done = wait_terminated(&env, &path).await;
+    let current =
+        &done["properties"]["containers"][0]["properties"]["instanceView"]["currentState"];
+    assert_eq!(current["exitCode"], 0, "{current}");
+
+    let (path, mut body) = with_memory("bad-limit", 0.25, None, "1");
+    body["properties"]["containers"][0]["properties"]["resources"]["limits"] =
+        json!({"memoryInGB": -1});
+    let (status, _, err) = env
+        .arm(reqwest::Method::PUT, &format!("{path}?{ACI}"), Some(body))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    env.azure.shutdown().await;
+}
