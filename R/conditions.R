@@ -188,6 +188,7 @@ check_seconds <- function(x, min, max, arg = rlang::caller_arg(x), call = rlang:
 # Upper bounds of run arguments: shards are container groups (ACI's default quota is
 # 100 per region), a run may last 30 days.
 max_shards <- 50
+max_retries <- 10
 max_timeout <- 30 * 24 * 3600
 
 check_flag <- function(x, arg = rlang::caller_arg(x), call = rlang::caller_env()) {

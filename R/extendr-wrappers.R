@@ -89,10 +89,11 @@ rs_get_deployment <- function(storage, container, name) .Call(wrap__rs_get_deplo
 #' @noRd
 rs_score_run <- function(config, request, wait, keep, timeout_s) .Call(wrap__rs_score_run, config, request, wait, keep, timeout_s)
 
-#' Refresh a run's shards; when all are done, collect logs and delete the groups
-#' (unless `keep`).
+#' One step of a run: refresh its shards; finished ones have their logs collected
+#' and groups deleted (unless `keep`), retryable failures are queued again, and queued
+#' shards start while there is room.
 #' @noRd
-rs_score_status <- function(config, shards, keep) .Call(wrap__rs_score_status, config, shards, keep)
+rs_score_status <- function(config, request, shards, keep) .Call(wrap__rs_score_status, config, request, shards, keep)
 
 #' GET a Resource Manager path (for listings in diagnostics and tests).
 #' @noRd

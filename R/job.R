@@ -20,6 +20,7 @@
 #' | `SERVERLESS_ROWS` | `i/n` to score only the i-th of n row ranges of a single input, or empty |
 #' | `SERVERLESS_OUTPUT` | the output prefix (`container/prefix/`) |
 #' | `SERVERLESS_SHARD`, `SERVERLESS_SHARDS` | this shard's number and the count |
+#' | `SERVERLESS_ATTEMPT` | which try of the shard this is (1, then 2, ... when `retries` re-run it) |
 #' | `AZURE_CLIENT_ID` | the client id of the managed identity to authenticate as |
 #' | `SERVERLESS_IMDS_ENDPOINT` | set by the local Azure only: where its instance metadata service is (on Azure, the job asks `http://169.254.169.254` for its identity's tokens, as ACI serves them) |
 #' | `SERVERLESS_CA_PEM` | local Azure only: its CA certificate (public) |

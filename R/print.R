@@ -130,11 +130,12 @@ format.serverless_run <- function(x, ...) {
     if (!is.null(x$schedule)) sprintf("  schedule: %s, status %s%s", x$schedule, x$status,
                                       if (!is.null(x$error)) paste0(": ", x$error) else ""),
     sprintf("  output: %s", x$output),
-    sprintf("  shard %-2d %-9s exit %-3s %7s rows %7.1f s%s", s$shard, s$state,
+    sprintf("  shard %-2d %-9s exit %-3s %7s rows %7.1f s%s%s", s$shard, s$state,
             ifelse(is.na(s$exit_code), "-", s$exit_code),
             ifelse(is.na(s$rows), "-", format(s$rows, big.mark = ",")),
             s$duration_s,
-            ifelse(is.na(s$inputs), "", sprintf("  %d input%s", s$inputs, ifelse(s$inputs == 1, "", "s")))),
+            ifelse(is.na(s$inputs), "", sprintf("  %d input%s", s$inputs, ifelse(s$inputs == 1, "", "s"))),
+            if (is.null(s$attempts)) "" else ifelse(s$attempts > 1, sprintf(" (try %d)", s$attempts), "")),
     sprintf("  %d/%d shards succeeded; %.1f container-seconds, about $%.5f (ACI East US, %s cpu, %s GB)",
             sum(s$state == "Succeeded"), nrow(s), secs, cost, format(x$cpu), format(x$memory_gb))
   )

@@ -83,6 +83,15 @@ credential_token_info <- function(target, credential = target_credential(target)
 #' @param keep Keep the container groups after they finish (for debugging; they are
 #'   not billed once stopped, but count against quotas).
 #' @param timeout Seconds to wait before the run is stopped and its groups deleted.
+#' @param max_parallel Container groups running at once; the other shards queue and
+#'   start as groups finish (with `wait = FALSE`, as [run_status()] finds room).
+#'   `NULL`: 10, what ACI's smallest regional quota allows for one-vCPU groups.
+#' @param retries How many times a shard is run again, in a new group, when it fails
+#'   in a way a second try may mend: killed (exit 137, also out of memory), a storage
+#'   error (exit 4), or a group that failed to start. Bad input (2) and model errors
+#'   (3) are not retried. Outputs are per input file, so a retry overwrites, never
+#'   duplicates, what a failed try wrote. The job sees its try as
+#'   `SERVERLESS_ATTEMPT`; `run$shards$attempts` counts them.
 #' @return A `serverless_run`. A failed shard raises `serverless_error_job` (with its
 #'   exit code and log tail) once the run has finished; other shards' outputs stay.
 #' @examples
@@ -97,11 +106,14 @@ credential_token_info <- function(target, credential = target_credential(target)
 #' }
 #' @export
 score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards = 1,
-                      wait = TRUE, cpu = NULL, memory_gb = NULL, keep = FALSE, timeout = 3600) {
+                      wait = TRUE, cpu = NULL, memory_gb = NULL, keep = FALSE, timeout = 3600,
+                      max_parallel = NULL, retries = 0) {
   check_deployment(dep)
   check_flag(wait)
   check_flag(keep)
   check_whole(shards, 1, max_shards)
+  if (!is.null(max_parallel)) check_whole(max_parallel, 1, max_shards)
+  check_whole(retries, 0, max_retries)
   check_seconds(timeout, 1, max_timeout)
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
   if (is.null(newdata) == is.null(input)) {
@@ -158,8 +170,10 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
     memory_gb = as.numeric(memory_gb %||% live$memory_gb),
     shards = lapply(seq_along(plan), function(i) {
       list(index = i, env = job_environment(live, target, run_id, i, length(plan), plan[[i]], output))
-    })
+    }),
+    retries = as.integer(retries)
   )
+  if (!is.null(max_parallel)) request$max_parallel <- as.integer(max_parallel)
   shards_state <- rust_wait(rs_score_run(target_arm(target), request, wait, keep, as.numeric(timeout)))
   run <- new_run(run_id, live, target, shards_state, output = output, inputs = plan,
                  request = request, keep = keep)
@@ -180,7 +194,7 @@ run_status <- function(run) {
     if (run_finished(run)) run <- finish_run(run, raise = FALSE)
     return(run)
   }
-  shards <- rust_wait(rs_score_status(target_arm(run$target), run$shards_state, run$keep))
+  shards <- rust_wait(rs_score_status(target_arm(run$target), run$request, run$shards_state, run$keep))
   run$shards_state <- shards
   run$shards <- shards_frame(shards, run$inputs)
   if (run_finished(run)) run <- finish_run(run, raise = FALSE)
@@ -350,6 +364,9 @@ new_run <- function(run_id, dep, target, shards_state, output, inputs, request, 
       inputs = inputs,
       shards = shards_frame(shards_state, inputs),
       shards_state = shards_state,
+      # What run_status() needs to start queued shards and retries (no secrets: the
+      # job's environment names its identity, it holds no key).
+      request = request,
       cpu = request$cpu,
       memory_gb = request$memory_gb,
       keep = keep,
@@ -368,6 +385,7 @@ shards_frame <- function(states, inputs) {
     shard = vapply(states, function(s) as.integer(s$index), 0L),
     state = vapply(states, function(s) s$state, ""),
     exit_code = vapply(states, function(s) as.integer(s$exit_code %||% NA_integer_), 0L),
+    attempts = vapply(states, function(s) as.integer(max(1L, s$attempt %||% 1L)), 0L),
     inputs = vapply(inputs, function(i) length(i$files), 0L),
     rows = NA_real_,
     duration_s = as.numeric(difftime(finished, started, units = "secs")),

@@ -149,6 +149,73 @@ test_that("a job over its container's memory is killed as in ACI: exit 137, shar
   expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, fits$data[1:3, ])))
 })
 
+# Container groups that existed at once, at most, by the journal's PUTs and DELETEs.
+groups_at_once <- function(target) {
+  j <- local_azure_journal(target)
+  g <- j[grepl("/containerGroups/[^/]+$", j$path) & j$method %in% c("PUT", "DELETE"), ]
+  list(created = sum(g$method == "PUT"), max = max(cumsum(ifelse(g$method == "PUT", 1, -1))))
+}
+
+test_that("max_parallel queues shards: never more groups at once than asked", {
+  target <- local_azure()
+  fits <- fit_models()
+  dep <- deploy_quietly(fits$lm, "queue", target)
+  newdata <- fits$data[, c("wt", "hp")]
+  run <- score_quietly(dep, newdata = newdata, shards = 4, max_parallel = 2)
+  expect_equal(run$shards$state, rep("Succeeded", 4))
+  expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, newdata)))
+  expect_equal(groups_at_once(target), list(created = 4, max = 2))
+  expect_length(container_groups(target), 0)
+
+  # Without waiting, run_status() starts the queued shards as room frees up.
+  target2 <- local_azure()
+  dep2 <- deploy_quietly(fits$lm, "queue", target2)
+  run <- score_quietly(dep2, newdata = newdata, shards = 3, max_parallel = 1, wait = FALSE)
+  expect_equal(sort(run$shards$state), c("Pending", "Queued", "Queued"))
+  deadline <- Sys.time() + 180
+  while (!all(run$shards$state %in% c("Succeeded", "Failed")) && Sys.time() < deadline) {
+    Sys.sleep(0.5)
+    run <- suppressMessages(run_status(run))
+  }
+  expect_equal(run$shards$state, rep("Succeeded", 3))
+  expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, newdata)))
+  expect_equal(groups_at_once(target2), list(created = 3, max = 1))
+  expect_length(container_groups(target2), 0)
+})
+
+test_that("retries re-run a killed shard in a new group; model errors are not retried", {
+  target <- local_azure()
+  fits <- fit_models()
+  newdata <- fits$data[1:5, c("wt", "hp")]
+  # Killed (SIGKILL, exit 137) on its first try in a container, fine after.
+  flaky <- function(model, newdata) {
+    if (identical(Sys.getenv("SERVERLESS_ATTEMPT"), "1")) tools::pskill(Sys.getpid(), 9L)
+    stats::predict(model, newdata)
+  }
+  dep <- deploy_quietly(fits$lm, "flaky", target, predict_fun = flaky)
+  err <- expect_error(score_quietly(dep, newdata = newdata), class = "serverless_error_job")
+  expect_equal(err$exit_code, 137L)
+  run <- score_quietly(dep, newdata = newdata, retries = 2)
+  expect_equal(run$shards$state, "Succeeded")
+  expect_equal(run$shards$attempts, 2L)
+  expect_equal(unlist(run$shards_state[[1]]$retried), 137)
+  expect_match(paste(format(run), collapse = "\n"), "(try 2)", fixed = TRUE)
+  expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, newdata)))
+  j <- local_azure_journal(target)
+  expect_true(any(grepl(sprintf("/containerGroups/flaky-%s-1r2$", run$run_id), j$path) & j$method == "PUT"))
+  expect_length(container_groups(target), 0)
+
+  explodes <- function(model, newdata) {
+    if (nzchar(Sys.getenv("SERVERLESS_RUN_ID"))) stop("model exploded")
+    stats::predict(model, newdata)
+  }
+  bad <- deploy_quietly(fits$lm, "explodes", target, predict_fun = explodes)
+  err <- expect_error(score_quietly(bad, newdata = newdata, retries = 2), class = "serverless_error_job")
+  expect_equal(err$exit_code, 3L)
+  expect_equal(err$run$shards$attempts, 1L)
+  expect_length(container_groups(target), 0)
+})
+
 test_that("bad scoring input is refused before any container starts", {
   target <- local_azure()
   fits <- fit_models()
@@ -159,6 +226,14 @@ test_that("bad scoring input is refused before any container starts", {
   expect_error(score_now(dep, newdata = fits$data, memory_gb = 0.3), "memory_gb",
                class = "serverless_error_input")
   expect_error(score_now(dep), "newdata", class = "serverless_error_input")
+  for (bad in list(0, 1.5, Inf, NA, "2", 51)) {
+    expect_error(score_now(dep, newdata = fits$data, max_parallel = bad), "max_parallel",
+                 class = "serverless_error_input")
+  }
+  for (bad in list(-1, 0.5, 11, NA, "1", Inf)) {
+    expect_error(score_now(dep, newdata = fits$data, retries = bad), "retries",
+                 class = "serverless_error_input")
+  }
   expect_error(score_now(dep, newdata = fits$data[0, ]), "no rows", class = "serverless_error_input")
   expect_error(score_now("mpg", newdata = fits$data), class = "serverless_error_input")
   err <- expect_error(score_now(dep, input = "serverless/nothing/*.csv", output = "serverless/o/"),

@@ -456,24 +456,20 @@ fn rs_score_run(config: Robj, request: Robj, wait: bool, keep: bool, timeout_s: 
     })
 }
 
-/// Refresh a run's shards; when all are done, collect logs and delete the groups
-/// (unless `keep`).
+/// One step of a run: refresh its shards; finished ones have their logs collected
+/// and groups deleted (unless `keep`), retryable failures are queued again, and queued
+/// shards start while there is room.
 /// @noRd
 #[extendr]
-fn rs_score_status(config: Robj, shards: Robj, keep: bool) -> Robj {
+fn rs_score_status(config: Robj, request: Robj, shards: Robj, keep: bool) -> Robj {
+    let request: Result<score::RunRequest, Error> = from_robj(&request, "scoring run");
     let shards: Result<Vec<score::ShardState>, Error> = from_robj(&shards, "run state");
     guard(move || {
         let config = arm_config(&config);
         start_job(move |progress| async move {
-            let (config, shards) = (config?, shards?);
-            let arm = arm_client(&config, &progress)?;
-            let shards = score::poll(&arm, &shards).await?;
-            let shards = if shards.iter().all(score::ShardState::done) {
-                score::finish(&arm, &shards, keep).await
-            } else {
-                shards
-            };
-            to_value(shards)
+            let (config, request, shards) = (config?, request?, shards?);
+            let arm = arm_shared(&config, &progress)?;
+            to_value(score::advance(&arm, &request, &shards, keep).await?)
         })
     })
 }
