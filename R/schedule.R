@@ -51,6 +51,8 @@
 #' @param trigger `"schedule"` or `"blob"`.
 #' @param time_zone The IANA time zone `schedule` is read in.
 #' @param shards Container groups per run, 1 to 50.
+#' @param max_parallel Groups running at once (the workflow's Foreach concurrency); the
+#'   other shards wait for a free one. `NULL`: 10, as in [score_now()].
 #' @param connector How the workflow calls Container Instances: `"http"` (Http
 #'   actions with its managed identity) or `"aci"` (the managed ACI connector).
 #' @param name The workflow's name; by default `<deployment>-<trigger>`.
@@ -83,7 +85,7 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
                              trigger = c("schedule", "blob"), time_zone = "UTC",
                              shards = 1, connector = c("http", "aci"), name = NULL,
                              cpu = NULL, memory_gb = NULL, poll_seconds = 10,
-                             timeout = 3600, dry_run = FALSE) {
+                             timeout = 3600, max_parallel = NULL, dry_run = FALSE) {
   check_deployment(dep)
   trigger <- check_choice(trigger, c("schedule", "blob"))
   connector <- check_choice(connector, c("http", "aci"))
@@ -95,6 +97,7 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
                        i = "Deploy it with {.fn deploy_model}, which builds the image."), "input")
   }
   check_whole(shards, 1, max_shards)
+  if (!is.null(max_parallel)) check_whole(max_parallel, 1, max_shards)
   check_whole(poll_seconds, 1, 3600)
   check_whole(timeout, poll_seconds, 24 * 3600)
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
@@ -147,6 +150,7 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
       trigger = trigger_spec,
       connector = connector,
       shards = as.integer(shards),
+      max_parallel = if (!is.null(max_parallel)) as.integer(max_parallel),
       image = d$image,
       login_server = d$record$login_server %||% "",
       identity_id = d$record$identity_id %||% "",

@@ -85,6 +85,8 @@ test_that("the bad-input catalogue: classed, naming the value, saying what to do
                                 schedule = "0 3 * * *")), "otheraccount", "Copy the data"),
     list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", shards = 0)), "0", "from 1 to 50"),
     list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", shards = 51)), "51", "from 1 to 50"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", max_parallel = 0)), "max_parallel", "from 1 to 50"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", max_parallel = Inf)), "max_parallel", "from 1 to 50"),
     list(quote(schedule_scoring(dep, in_csv, out_dir)), "schedule", "cron line"),
     list(quote(schedule_scoring(dep, in_csv, out_dir, trigger = "blob")), in_csv, "Each blob added there"),
     list(quote(schedule_scoring(dep, "data/in/", "data/in/out/", trigger = "blob")), "data/in/out/", "another folder"),

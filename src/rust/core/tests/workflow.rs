@@ -49,6 +49,7 @@ fn request(subscription: &str, trigger: Trigger, connector: Connector) -> Schedu
         trigger,
         connector,
         shards: 2,
+        max_parallel: None,
         image: "serverlessacr.azurecr.io/serverless-runtime:0123456789abcdef".into(),
         login_server: "serverlessacr.azurecr.io".into(),
         identity_id: format!("/subscriptions/{subscription}/resourceGroups/rg-scoring/providers/Microsoft.ManagedIdentity/userAssignedIdentities/serverless-scoring"),
@@ -224,6 +225,23 @@ fn refusals_are_input_errors() {
     let body = schedule::render(&req, "Enabled").unwrap();
     let text = body.to_string();
     assert!(text.contains(r#""count":4801"#), "{text}");
+}
+
+#[test]
+fn shards_run_at_most_max_parallel_at_once() {
+    let repetitions = |shards: u32, max_parallel: Option<u32>| {
+        let mut req = request(SUB, weekdays(), Connector::Http);
+        req.shards = shards;
+        req.max_parallel = max_parallel;
+        let body = schedule::render(&req, "Enabled").unwrap();
+        let each = &body["properties"]["definition"]["actions"]["For_each_shard"];
+        assert_eq!(each["foreach"], format!("@range(1, {shards})"));
+        each["runtimeConfiguration"]["concurrency"]["repetitions"].clone()
+    };
+    assert_eq!(repetitions(2, None), 2);
+    assert_eq!(repetitions(12, None), 10);
+    assert_eq!(repetitions(12, Some(3)), 3);
+    assert_eq!(repetitions(12, Some(40)), 12);
 }
 
 #[test]

@@ -79,6 +79,10 @@ pub struct ScheduleRequest {
     pub trigger: Trigger,
     pub connector: Connector,
     pub shards: u32,
+    /// Container groups running at once (the Foreach's concurrency): `None` is
+    /// [`crate::score::DEFAULT_MAX_PARALLEL`], as for `score_now()`.
+    #[serde(default)]
+    pub max_parallel: Option<u32>,
     pub image: String,
     pub login_server: String,
     /// Resource id of the user-assigned identity the containers run as.
@@ -403,7 +407,11 @@ pub fn render(req: &ScheduleRequest, state: &str) -> Result<Value> {
         "aci": req.connector == Connector::Aci,
         "api_version": api::CONTAINER_INSTANCE,
         "foreach": format!("@range(1, {})", req.shards),
-        "shards": req.shards,
+        // Logic Apps runs at most this many iterations of a Foreach at once (1-50).
+        "shards": req
+            .shards
+            .min(req.max_parallel.unwrap_or(crate::score::DEFAULT_MAX_PARALLEL))
+            .clamp(1, 50),
         "group": {
             "uri": group_uri,
             "logs_uri": logs_uri,
