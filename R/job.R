@@ -219,13 +219,25 @@ read_input <- function(job, input, hint = NULL) {
   if (is.na(format)) job_exit(2L, sprintf("%s is not a CSV, Parquet or RDS file", input))
   file <- tempfile(fileext = paste0(".", format))
   on.exit(unlink(file))
-  t <- Sys.time()
-  tryCatch(blob_download(job$target, input, file),
-           serverless_error = function(e) job_exit(4L, conditionMessage(e)))
-  size <- file.info(file)$size
-  job_log("download %s: %.1f MB in %.2f s", input, size / 1e6, secs(t))
-  if (size == 0) job_exit(2L, sprintf("%s is empty", input))
   part <- if (nzchar(job$rows)) as.integer(strsplit(job$rows, "/", fixed = TRUE)[[1]]) else c(1L, 1L)
+  t <- Sys.time()
+  if (format == "csv" && part[2] > 1) {
+    # A shard of one CSV downloads only its rows: a byte range cut at line ends.
+    share <- tryCatch(
+      rust_wait(rs_blob_download_csv_share(target_storage(job$target), input, file, part[1], part[2])),
+      serverless_error = function(e) job_exit(4L, conditionMessage(e))
+    )
+    job_log("download %s part %d of %d: bytes %.0f-%.0f of %.0f (%.0f bytes fetched) in %.2f s",
+            input, part[1], part[2], share$start, share$end, share$size, share$bytes_downloaded, secs(t))
+    if (share$size == 0) job_exit(2L, sprintf("%s is empty", input))
+    part <- c(1L, 1L)
+  } else {
+    tryCatch(blob_download(job$target, input, file),
+             serverless_error = function(e) job_exit(4L, conditionMessage(e)))
+    size <- file.info(file)$size
+    job_log("download %s: %.1f MB in %.2f s", input, size / 1e6, secs(t))
+    if (size == 0) job_exit(2L, sprintf("%s is empty", input))
+  }
   t <- Sys.time()
   data <- tryCatch(
     read_table_file(file, format, part[1], part[2], hint),

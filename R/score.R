@@ -68,7 +68,9 @@ credential_token_info <- function(target, credential = target_credential(target)
 #' `2024-02-29T13:45:07Z`). Parquet's `date32`/`date64` columns read as `Date` and its
 #' timestamps as `POSIXct` in their time zone (UTC when they have none), and Parquet
 #' outputs write them back as `date32` and `timestamp[us]`. Shards split the files
-#' between them; a single file is split by rows. Outputs:
+#' between them; a single file is split by rows. A single CSV is split by bytes, cut
+#' at line ends, so each shard downloads only its rows (and the header): such a file
+#' must not have line breaks inside quoted fields (it then fails to parse). Outputs:
 #' one file per input (the input columns plus `.pred`) under `output`, and one run
 #' record per shard, `_runs/<run id>/<shard>/_run.json`, written last.
 #'

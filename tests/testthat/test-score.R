@@ -90,6 +90,29 @@ test_that("Parquet input works, and one big file is split by rows across shards"
   expect_equal(preds$.pred, unname(predict(fits$lm, big)), tolerance = 1e-12)
 })
 
+test_that("shards of one big CSV download only their byte ranges", {
+  target <- local_azure()
+  fits <- fit_models()
+  dep <- deploy_quietly(fits$lm, "mpg", target)
+  big <- fits$data[rep(seq_len(nrow(fits$data)), 400), c("wt", "hp")]
+  big$wt <- big$wt + seq_len(nrow(big)) / 1e6 # every row its own
+  f <- withr::local_tempfile(fileext = ".csv")
+  utils::write.csv(big, f, row.names = FALSE)
+  size <- file.size(f)
+  blob_upload(target, f, "serverless/csv/cars.csv")
+  run <- score_quietly(dep, input = "serverless/csv/cars.csv", output = "serverless/csv-out/", shards = 4)
+  expect_equal(run$shards$state, rep("Succeeded", 4))
+  preds <- read_predictions(run)
+  expect_equal(preds$wt, big$wt, tolerance = 1e-12) # each row once, in order
+  expect_equal(preds$.pred, unname(predict(fits$lm, big)), tolerance = 1e-12)
+  logs <- unlist(scoring_logs(run))
+  fetched <- as.numeric(sub(".*\\((\\d+) bytes fetched\\).*", "\\1",
+                            grep("bytes fetched", unlist(strsplit(logs, "\n")), value = TRUE)))
+  expect_length(fetched, 4)
+  expect_true(all(fetched < size / 2), info = paste(fetched, collapse = " "))
+  expect_lte(sum(fetched), 1.05 * size)
+})
+
 test_that("a ptype mismatch makes the shard exit 2, naming every bad column; no group is left", {
   target <- local_azure()
   fits <- fit_models()

@@ -277,3 +277,122 @@ async fn the_retry_budget_bounds_a_call_to_nothing() {
     let took = started.elapsed();
     assert!(took < std::time::Duration::from_secs(15), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_shares_are_byte_ranges_cut_at_line_ends() {
+    use serverless_core::blob::DownloadOptions;
+    let az = azurite("csv-share");
+    let s = storage(&az);
+    s.ensure_container("data").await.unwrap();
+    // Rows of uneven length (one far longer than a line probe), CRLF line ends, a
+    // quoted comma, and no newline after the last row.
+    let mut csv = String::from("id,text,x\r\n");
+    for i in 0..20_000u32 {
+        let text = match i {
+            7 => "y".repeat(20_000),
+            i if i % 3 == 0 => format!("\"a, {i}\""),
+            _ => "b".repeat((i % 17) as usize),
+        };
+        csv.push_str(&format!("{i},{text},{}\r\n", f64::from(i) / 7.0));
+    }
+    csv.push_str("20000,last,0");
+    let file = az.dir.join("big.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let progress = Progress::new();
+    s.upload_file(
+        &file,
+        "data",
+        "in/big.csv",
+        &UploadOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let header = "id,text,x\r\n";
+    let rows = &csv[header.len()..];
+    for shards in [1u64, 2, 4, 7] {
+        let mut joined = String::new();
+        let mut fetched = 0;
+        let mut last_end = header.len() as u64;
+        for shard in 1..=shards {
+            let out = az.dir.join(format!("share-{shards}-{shard}.csv"));
+            let share = s
+                .download_csv_share(
+                    "data",
+                    "in/big.csv",
+                    &out,
+                    shard,
+                    shards,
+                    &DownloadOptions::default(),
+                    &progress,
+                )
+                .await
+                .unwrap();
+            assert_eq!(share.start, last_end, "shards meet: {shards}/{shard}");
+            last_end = share.end;
+            fetched += share.bytes_downloaded;
+            let text = std::fs::read_to_string(&out).unwrap();
+            let body = text
+                .strip_prefix(header)
+                .expect("every share starts with the header");
+            assert!(
+                body.is_empty() || share.end == csv.len() as u64 || body.ends_with("\r\n"),
+                "a share ends at a line end"
+            );
+            joined.push_str(body);
+        }
+        assert_eq!(last_end, csv.len() as u64);
+        assert_eq!(
+            joined, rows,
+            "{shards} shards together are the rows, once, in order"
+        );
+        // The header and the probes at the edges are all that is read twice.
+        assert!(
+            fetched as f64 <= csv.len() as f64 * 1.05,
+            "{shards} shards fetched {fetched} of {} bytes",
+            csv.len()
+        );
+    }
+    // More shards than rows: some get the header only; together still every row.
+    std::fs::write(&file, "a\n1\n2\n").unwrap();
+    s.upload_file(
+        &file,
+        "data",
+        "in/tiny.csv",
+        &UploadOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let mut joined = String::new();
+    for shard in 1..=5 {
+        let out = az.dir.join(format!("tiny-{shard}.csv"));
+        s.download_csv_share(
+            "data",
+            "in/tiny.csv",
+            &out,
+            shard,
+            5,
+            &DownloadOptions::default(),
+            &progress,
+        )
+        .await
+        .unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        joined.push_str(text.strip_prefix("a\n").unwrap());
+    }
+    assert_eq!(joined, "1\n2\n");
+    let e = s
+        .download_csv_share(
+            "data",
+            "in/big.csv",
+            &az.dir.join("x.csv"),
+            3,
+            2,
+            &DownloadOptions::default(),
+            &progress,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Input);
+}

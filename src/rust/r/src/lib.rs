@@ -181,6 +181,41 @@ fn rs_blob_download(storage: Robj, path: Robj, file: Robj) -> Robj {
     })
 }
 
+/// The header and this shard's rows of a CSV blob (byte ranges cut at line ends).
+/// @noRd
+#[extendr]
+fn rs_blob_download_csv_share(
+    storage: Robj,
+    path: Robj,
+    file: Robj,
+    shard: i32,
+    shards: i32,
+) -> Robj {
+    text!(path, file);
+    let (file, path) = (PathBuf::from(file), path.to_string());
+    guard(move || {
+        start(storage_from(&storage), move |s, progress| async move {
+            let (container, blob) = split_path(&path)?;
+            let (shard, shards) = (u64::try_from(shard), u64::try_from(shards));
+            let (Ok(shard), Ok(shards)) = (shard, shards) else {
+                return Err(Error::input("`shard` and `shards` must be positive"));
+            };
+            to_value(
+                s.download_csv_share(
+                    container,
+                    blob,
+                    &file,
+                    shard,
+                    shards,
+                    &Default::default(),
+                    &progress,
+                )
+                .await?,
+            )
+        })
+    })
+}
+
 /// @noRd
 #[extendr]
 fn rs_blob_list(storage: Robj, container: Robj, prefix: Robj) -> Robj {
@@ -921,6 +956,7 @@ extendr_module! {
     fn rs_ensure_container;
     fn rs_blob_upload;
     fn rs_blob_download;
+    fn rs_blob_download_csv_share;
     fn rs_blob_list;
     fn rs_blob_delete;
     fn rs_check_container;

@@ -320,6 +320,188 @@ impl Storage {
     }
 }
 
+/// Bytes fetched by the first ranged GET that looks for a line end at a shard's edge
+/// (most rows are shorter); each further GET fetches twice as many, up to 1 MiB.
+const LINE_PROBE: u64 = 256;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShareOutcome {
+    pub path: String,
+    pub file: String,
+    /// The blob's size.
+    pub size: u64,
+    /// This shard's rows: bytes `start..end` of the blob (after its header line).
+    pub start: u64,
+    pub end: u64,
+    /// Bytes fetched in all: the header, the rows and the probes at their edges.
+    pub bytes_downloaded: u64,
+}
+
+/// Reads a CSV blob's header and rows in ranges, all pinned to one etag.
+struct RangeReader<'a> {
+    client: &'a azure_storage_blob::BlobClient,
+    etag: Option<Etag>,
+    size: u64,
+    fetched: u64,
+}
+
+impl RangeReader<'_> {
+    async fn bytes(&mut self, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        let options = BlobClientDownloadOptions {
+            range: Some(range.into()),
+            if_match: self.etag.clone(),
+            ..Default::default()
+        };
+        let mut body = self.client.download(Some(options)).await?.body;
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.map_err(Error::from)?);
+        }
+        self.fetched += out.len() as u64;
+        Ok(out)
+    }
+
+    /// The position just after the first `\n` at or after `from` (the blob's size if
+    /// there is none), and the bytes read to find it.
+    async fn line_end(&mut self, from: u64) -> Result<(u64, Vec<u8>)> {
+        let mut seen = Vec::new();
+        let mut at = from;
+        let mut probe = LINE_PROBE;
+        while at < self.size {
+            let chunk = self.bytes(at..(at + probe).min(self.size)).await?;
+            probe = (probe * 2).min(1 << 20);
+            if chunk.is_empty() {
+                break;
+            }
+            if let Some(i) = memchr::memchr(b'\n', &chunk) {
+                seen.extend_from_slice(&chunk[..=i]);
+                return Ok((at + i as u64 + 1, seen));
+            }
+            at += chunk.len() as u64;
+            seen.extend_from_slice(&chunk);
+        }
+        Ok((self.size, seen))
+    }
+}
+
+impl Storage {
+    /// Downloads to `file` a CSV blob's header line and the `shard`-th of `shards`
+    /// byte ranges of its rows, each range cut at line ends, so that the shards' rows
+    /// are the file's rows, each once and in order, and all shards together download
+    /// about the file's size. A line break inside a quoted field would be cut there:
+    /// such a file fails to parse rather than split wrongly.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn download_csv_share(
+        &self,
+        container: &str,
+        blob: &str,
+        file: &Path,
+        shard: u64,
+        shards: u64,
+        options: &DownloadOptions,
+        progress: &Progress,
+    ) -> Result<ShareOutcome> {
+        self.check(Access::Read)?;
+        if shards == 0 || shard == 0 || shard > shards {
+            return Err(Error::input(format!(
+                "shard {shard} of {shards} is not a shard of a run"
+            )));
+        }
+        let client = self.blob_client(container, blob)?;
+        let props = client.get_properties(None).await.map_err(|e| {
+            not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
+        })?;
+        let size = props.content_length()?.unwrap_or(0);
+        let mut reader = RangeReader {
+            client: &client,
+            etag: props.etag()?,
+            size,
+            fetched: 0,
+        };
+        let (header_end, header) = reader.line_end(0).await?;
+        let body = size - header_end;
+        // The rows' bytes split evenly; a row belongs to the shard its first byte
+        // falls in, so each edge moves to the end of the row it cuts.
+        let cut = |p: u64| header_end + body * p / shards;
+        let (from, to) = (cut(shard - 1), cut(shard));
+        let start = if from <= header_end {
+            header_end
+        } else {
+            reader.line_end(from - 1).await?.0
+        };
+        // The bytes read to find the end are this shard's last ones: kept, not
+        // downloaded again.
+        let (end, tail, ranged_end) = if to >= size {
+            (size, Vec::new(), size)
+        } else {
+            let (end, tail) = reader.line_end(to - 1).await?;
+            (end, tail, to - 1)
+        };
+        let part = part_path(file);
+        let mut out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&part)
+                .map_err(|e| Error::io(format!("cannot create `{}`", part.display()), e))?,
+        );
+        let written: Result<()> = async {
+            out.write_all(&header)
+                .map_err(|e| Error::io(format!("writing `{}`", part.display()), e))?;
+            // No row starts in this shard's bytes (more shards than rows): the header.
+            if end > start && ranged_end > start {
+                progress.begin(
+                    format!("downloading {container}/{blob} (part {shard} of {shards})"),
+                    ranged_end - start,
+                );
+                let ranged = BlobClientDownloadOptions {
+                    range: Some((start..ranged_end).into()),
+                    parallel: NonZero::new(options.parallel.max(1)),
+                    partition_size: NonZero::new(options.partition_size.max(1)),
+                    if_match: reader.etag.clone(),
+                    ..Default::default()
+                };
+                let mut body = client.download(Some(ranged)).await?.body;
+                let mut received = 0u64;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(Error::from)?;
+                    tokio::task::block_in_place(|| out.write_all(&chunk))
+                        .map_err(|e| Error::io(format!("writing `{}`", part.display()), e))?;
+                    received += chunk.len() as u64;
+                    progress.advance(chunk.len() as u64);
+                }
+                reader.fetched += received;
+                if received != ranged_end - start {
+                    return Err(Error::integrity(format!(
+                        "download of `{container}/{blob}` bytes {start}..{ranged_end} was cut short: {received} bytes"
+                    )));
+                }
+            }
+            if end > start {
+                out.write_all(&tail)
+                    .map_err(|e| Error::io(format!("writing `{}`", part.display()), e))?;
+            }
+            out.flush()
+                .map_err(|e| Error::io(format!("writing `{}`", part.display()), e))
+        }
+        .await;
+        drop(out);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
+        }
+        tokio::fs::rename(&part, file)
+            .await
+            .map_err(|e| Error::io(format!("cannot move download to `{}`", file.display()), e))?;
+        Ok(ShareOutcome {
+            path: format!("{container}/{blob}"),
+            file: file.display().to_string(),
+            size,
+            start,
+            end,
+            bytes_downloaded: reader.fetched,
+        })
+    }
+}
+
 async fn join_one(set: &mut JoinSet<Result<u64>>) -> Result<u64> {
     match set.join_next().await {
         Some(Ok(r)) => r,
