@@ -26,9 +26,10 @@ rs_blob_upload <- function(storage, file, path, overwrite) .Call(wrap__rs_blob_u
 #' @noRd
 rs_blob_download <- function(storage, path, file) .Call(wrap__rs_blob_download, storage, path, file)
 
-#' The header and this shard's rows of a CSV blob (byte ranges cut at line ends).
+#' What shard `shard` of `shards` of one blob reads: a CSV's header and byte range
+#' cut at line ends, or a Parquet file's footer and row groups (a sparse file).
 #' @noRd
-rs_blob_download_csv_share <- function(storage, path, file, shard, shards) .Call(wrap__rs_blob_download_csv_share, storage, path, file, shard, shards)
+rs_blob_download_share <- function(storage, path, file, format, shard, shards) .Call(wrap__rs_blob_download_share, storage, path, file, format, shard, shards)
 
 #' @noRd
 rs_blob_list <- function(storage, container, prefix) .Call(wrap__rs_blob_list, storage, container, prefix)

@@ -221,16 +221,20 @@ read_input <- function(job, input, hint = NULL) {
   on.exit(unlink(file))
   part <- if (nzchar(job$rows)) as.integer(strsplit(job$rows, "/", fixed = TRUE)[[1]]) else c(1L, 1L)
   t <- Sys.time()
-  if (format == "csv" && part[2] > 1) {
-    # A shard of one CSV downloads only its rows: a byte range cut at line ends.
+  if (format %in% c("csv", "parquet") && part[2] > 1) {
+    # A shard of one file downloads only what it reads: a CSV's header and a byte
+    # range cut at line ends; a Parquet file's footer and row groups.
     share <- tryCatch(
-      rust_wait(rs_blob_download_csv_share(target_storage(job$target), input, file, part[1], part[2])),
+      rust_wait(rs_blob_download_share(target_storage(job$target), input, file, format, part[1], part[2])),
+      serverless_error_input = function(e) job_exit(2L, conditionMessage(e)),
       serverless_error = function(e) job_exit(4L, conditionMessage(e))
     )
     job_log("download %s part %d of %d: bytes %.0f-%.0f of %.0f (%.0f bytes fetched) in %.2f s",
             input, part[1], part[2], share$start, share$end, share$size, share$bytes_downloaded, secs(t))
     if (share$size == 0) job_exit(2L, sprintf("%s is empty", input))
-    part <- c(1L, 1L)
+    # The CSV share holds only this shard's rows; the sparse Parquet file is read as
+    # the shard of the whole.
+    if (format == "csv") part <- c(1L, 1L)
   } else {
     tryCatch(blob_download(job$target, input, file),
              serverless_error = function(e) job_exit(4L, conditionMessage(e)))

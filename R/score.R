@@ -70,7 +70,9 @@ credential_token_info <- function(target, credential = target_credential(target)
 #' outputs write them back as `date32` and `timestamp[us]`. Shards split the files
 #' between them; a single file is split by rows. A single CSV is split by bytes, cut
 #' at line ends, so each shard downloads only its rows (and the header): such a file
-#' must not have line breaks inside quoted fields (it then fails to parse). Outputs:
+#' must not have line breaks inside quoted fields (it then fails to parse). A single
+#' Parquet file is split by row groups when it has at least one per shard (each shard
+#' downloads only its row groups and the footer), else by rows. Outputs:
 #' one file per input (the input columns plus `.pred`) under `output`, and one run
 #' record per shard, `_runs/<run id>/<shard>/_run.json`, written last.
 #'

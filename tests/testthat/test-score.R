@@ -88,6 +88,9 @@ test_that("Parquet input works, and one big file is split by rows across shards"
   preds <- read_predictions(run)
   expect_equal(nrow(preds), nrow(big))
   expect_equal(preds$.pred, unname(predict(fits$lm, big)), tolerance = 1e-12)
+  # Each shard fetched the footer and what it reads (one row group here: shared).
+  logs <- unlist(strsplit(unlist(scoring_logs(run)), "\n"))
+  expect_length(grep("part [12] of 2: .* bytes fetched", logs), 2)
 })
 
 test_that("shards of one big CSV download only their byte ranges", {

@@ -396,3 +396,107 @@ async fn csv_shares_are_byte_ranges_cut_at_line_ends() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Input);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_shares_download_only_their_row_groups() {
+    use serverless_core::blob::DownloadOptions;
+    use serverless_core::table::{read_parquet, read_parquet_rows, write_parquet, Column, Table};
+    let az = azurite("parquet-share");
+    let s = storage(&az);
+    s.ensure_container("data").await.unwrap();
+    // 600,000 rows: five row groups of the writer's 131,072 rows (the last shorter).
+    let n = 600_000;
+    let table = Table::new(
+        vec!["i".into(), "x".into()],
+        vec![
+            Column::Integer((0..n).map(Some).collect()),
+            Column::Double((0..n).map(|i| Some(f64::from(i).sqrt())).collect()),
+        ],
+    )
+    .unwrap();
+    let file = az.dir.join("big.parquet");
+    write_parquet(&table, std::fs::File::create(&file).unwrap()).unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    let progress = Progress::new();
+    s.upload_file(
+        &file,
+        "data",
+        "in/big.parquet",
+        &UploadOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let whole = read_parquet(std::fs::File::open(&file).unwrap()).unwrap();
+    for shards in [1u64, 2, 4, 7] {
+        let mut ids: Vec<Option<i32>> = Vec::new();
+        let mut fetched = 0;
+        for shard in 1..=shards {
+            let out = az.dir.join(format!("pq-{shards}-{shard}.parquet"));
+            let share = s
+                .download_parquet_share(
+                    "data",
+                    "in/big.parquet",
+                    &out,
+                    shard,
+                    shards,
+                    &DownloadOptions::default(),
+                    &progress,
+                )
+                .await
+                .unwrap();
+            fetched += share.bytes_downloaded;
+            if shards > 1 {
+                assert!(share.bytes_downloaded < size, "{shards}/{shard}: {share:?}");
+            }
+            let part = read_parquet_rows(
+                std::fs::File::open(&out).unwrap(),
+                shard as usize - 1,
+                shards as usize,
+            )
+            .unwrap();
+            match part.column("i").unwrap() {
+                Column::Integer(v) => ids.extend(v.iter()),
+                other => panic!("{:?}", other.column_type()),
+            }
+        }
+        let expected: Vec<Option<i32>> = match whole.column("i").unwrap() {
+            Column::Integer(v) => v.iter().collect(),
+            other => panic!("{:?}", other.column_type()),
+        };
+        assert_eq!(
+            ids, expected,
+            "{shards} shards together are the rows, once, in order"
+        );
+        // Whole row groups per shard while there are enough: each group fetched once.
+        if shards <= 5 {
+            assert!(
+                fetched as f64 <= size as f64 * 1.05,
+                "{shards} shards fetched {fetched} of {size} bytes"
+            );
+        }
+    }
+    std::fs::write(&file, b"id\n1\n").unwrap();
+    s.upload_file(
+        &file,
+        "data",
+        "in/not.parquet",
+        &UploadOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let e = s
+        .download_parquet_share(
+            "data",
+            "in/not.parquet",
+            &az.dir.join("x.parquet"),
+            1,
+            2,
+            &DownloadOptions::default(),
+            &progress,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Input, "{e:?}");
+}

@@ -181,18 +181,20 @@ fn rs_blob_download(storage: Robj, path: Robj, file: Robj) -> Robj {
     })
 }
 
-/// The header and this shard's rows of a CSV blob (byte ranges cut at line ends).
+/// What shard `shard` of `shards` of one blob reads: a CSV's header and byte range
+/// cut at line ends, or a Parquet file's footer and row groups (a sparse file).
 /// @noRd
 #[extendr]
-fn rs_blob_download_csv_share(
+fn rs_blob_download_share(
     storage: Robj,
     path: Robj,
     file: Robj,
+    format: Robj,
     shard: i32,
     shards: i32,
 ) -> Robj {
-    text!(path, file);
-    let (file, path) = (PathBuf::from(file), path.to_string());
+    text!(path, file, format);
+    let (file, path, format) = (PathBuf::from(file), path.to_string(), format.to_string());
     guard(move || {
         start(storage_from(&storage), move |s, progress| async move {
             let (container, blob) = split_path(&path)?;
@@ -200,18 +202,25 @@ fn rs_blob_download_csv_share(
             let (Ok(shard), Ok(shards)) = (shard, shards) else {
                 return Err(Error::input("`shard` and `shards` must be positive"));
             };
-            to_value(
-                s.download_csv_share(
-                    container,
-                    blob,
-                    &file,
-                    shard,
-                    shards,
-                    &Default::default(),
-                    &progress,
-                )
-                .await?,
-            )
+            let options = Default::default();
+            let share = match format.as_str() {
+                "csv" => {
+                    s.download_csv_share(container, blob, &file, shard, shards, &options, &progress)
+                        .await?
+                }
+                "parquet" => {
+                    s.download_parquet_share(
+                        container, blob, &file, shard, shards, &options, &progress,
+                    )
+                    .await?
+                }
+                other => {
+                    return Err(Error::input(format!(
+                        "a {other} file cannot be read in parts"
+                    )))
+                }
+            };
+            to_value(share)
         })
     })
 }
@@ -956,7 +965,7 @@ extendr_module! {
     fn rs_ensure_container;
     fn rs_blob_upload;
     fn rs_blob_download;
-    fn rs_blob_download_csv_share;
+    fn rs_blob_download_share;
     fn rs_blob_list;
     fn rs_blob_delete;
     fn rs_check_container;

@@ -502,6 +502,127 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// Downloads to `file` what shard `shard` (1-based) of `shards` of a Parquet blob
+    /// reads: its footer, then the column chunks of the row groups holding the
+    /// shard's rows, each at its own offset in a sparse file of the blob's size (the
+    /// rest is never read). `table::read_parquet_rows` with the same shard then reads
+    /// the file as if it were whole.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn download_parquet_share(
+        &self,
+        container: &str,
+        blob: &str,
+        file: &Path,
+        shard: u64,
+        shards: u64,
+        options: &DownloadOptions,
+        progress: &Progress,
+    ) -> Result<ShareOutcome> {
+        use std::io::{Seek, SeekFrom};
+        self.check(Access::Read)?;
+        if shards == 0 || shard == 0 || shard > shards {
+            return Err(Error::input(format!(
+                "shard {shard} of {shards} is not a shard of a run"
+            )));
+        }
+        let client = self.blob_client(container, blob)?;
+        let props = client.get_properties(None).await.map_err(|e| {
+            not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
+        })?;
+        let size = props.content_length()?.unwrap_or(0);
+        let mut reader = RangeReader {
+            client: &client,
+            etag: props.etag()?,
+            size,
+            fetched: 0,
+        };
+        let not_parquet = || Error::input(format!("`{container}/{blob}` is not a Parquet file"));
+        // The file ends with the footer's length (4 bytes, little endian) and PAR1.
+        if size < 12 {
+            return Err(not_parquet());
+        }
+        let tail = reader.bytes(size - 8..size).await?;
+        if tail.len() != 8 || &tail[4..] != b"PAR1" {
+            return Err(not_parquet());
+        }
+        let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        if footer_len + 12 > size {
+            return Err(not_parquet());
+        }
+        let footer_at = size - 8 - footer_len;
+        let footer = reader.bytes(footer_at..size - 8).await?;
+        let index = |n: u64| usize::try_from(n).map_err(|_| Error::input("too many shards"));
+        let ranges =
+            crate::table::parquet_shard_byte_ranges(&footer, index(shard - 1)?, index(shards)?)?;
+        if ranges.iter().any(|r| r.end > footer_at) {
+            return Err(Error::input(format!(
+                "`{container}/{blob}` is not a valid Parquet file: a column chunk overlaps its footer"
+            )));
+        }
+
+        let part = part_path(file);
+        let written: Result<()> = async {
+            let io = |e| Error::io(format!("writing `{}`", part.display()), e);
+            let mut out = std::fs::File::create(&part).map_err(io)?;
+            out.set_len(size).map_err(io)?;
+            out.write_all(b"PAR1").map_err(io)?;
+            out.seek(SeekFrom::Start(footer_at)).map_err(io)?;
+            out.write_all(&footer).map_err(io)?;
+            out.write_all(&tail).map_err(io)?;
+            let total = ranges.iter().map(|r| r.end - r.start).sum();
+            progress.begin(
+                format!("downloading {container}/{blob} (part {shard} of {shards})"),
+                total,
+            );
+            for r in &ranges {
+                out.seek(SeekFrom::Start(r.start)).map_err(io)?;
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut out);
+                let ranged = BlobClientDownloadOptions {
+                    range: Some(r.clone().into()),
+                    parallel: NonZero::new(options.parallel.max(1)),
+                    partition_size: NonZero::new(options.partition_size.max(1)),
+                    if_match: reader.etag.clone(),
+                    ..Default::default()
+                };
+                let mut body = client.download(Some(ranged)).await?.body;
+                let mut received = 0u64;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(Error::from)?;
+                    tokio::task::block_in_place(|| out.write_all(&chunk)).map_err(io)?;
+                    received += chunk.len() as u64;
+                    progress.advance(chunk.len() as u64);
+                }
+                out.flush().map_err(io)?;
+                reader.fetched += received;
+                if received != r.end - r.start {
+                    return Err(Error::integrity(format!(
+                        "download of `{container}/{blob}` bytes {}..{} was cut short: {received} bytes",
+                        r.start, r.end
+                    )));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
+        }
+        tokio::fs::rename(&part, file)
+            .await
+            .map_err(|e| Error::io(format!("cannot move download to `{}`", file.display()), e))?;
+        Ok(ShareOutcome {
+            path: format!("{container}/{blob}"),
+            file: file.display().to_string(),
+            size,
+            start: ranges.first().map_or(0, |r| r.start),
+            end: ranges.last().map_or(0, |r| r.end),
+            bytes_downloaded: reader.fetched,
+        })
+    }
+}
+
 async fn join_one(set: &mut JoinSet<Result<u64>>) -> Result<u64> {
     match set.join_next().await {
         Some(Ok(r)) => r,

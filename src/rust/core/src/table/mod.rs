@@ -20,7 +20,9 @@ mod csv;
 mod parquet;
 
 pub use self::csv::{read_csv, read_csv_rows, write_csv};
-pub use self::parquet::{read_parquet, read_parquet_rows, write_parquet};
+pub use self::parquet::{
+    parquet_shard_byte_ranges, read_parquet, read_parquet_rows, write_parquet,
+};
 
 use crate::{Error, Result};
 

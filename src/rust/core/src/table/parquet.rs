@@ -30,7 +30,7 @@ use parquet::data_type::{
     BoolType, ByteArray, ByteArrayType, DataType, DoubleType, FixedLenByteArrayType, FloatType,
     Int32Type, Int64Type, Int96Type,
 };
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
@@ -50,8 +50,8 @@ pub fn read_parquet<R: ChunkReader + 'static>(input: R) -> Result<Table> {
     read_parquet_rows(input, 0, 1)
 }
 
-/// Read rows of shard `shard` (0-based) of `shards`: contiguous row ranges of equal
-/// size (within one row), decoding only the row groups that hold them.
+/// Read rows of shard `shard` (0-based) of `shards` (see [`shard_groups`] for which),
+/// decoding only the row groups that hold them.
 pub fn read_parquet_rows<R: ChunkReader + 'static>(
     input: R,
     shard: usize,
@@ -73,33 +73,96 @@ pub fn read_parquet_rows<R: ChunkReader + 'static>(
         .map(|c| Kind::of(c, &zones))
         .collect::<Result<Vec<_>>>()?;
 
+    let parts = shard_groups(meta, shard, shards)?;
+    let rows = parts.iter().map(|p| p.take).sum();
+    let mut columns: Vec<Acc> = kinds.iter().map(|k| k.acc(rows)).collect();
+    for part in parts {
+        let row_group = reader.get_row_group(part.group).map_err(read_error)?;
+        for (j, (kind, column)) in kinds.iter().zip(&mut columns).enumerate() {
+            let values = row_group.get_column_reader(j).map_err(read_error)?;
+            let chunk = Chunk {
+                skip: part.skip,
+                take: part.take,
+                max_def: descriptors[j].max_def_level(),
+                name: descriptors[j].name(),
+            };
+            kind.read(values, &chunk, column)?;
+        }
+    }
+    let names = descriptors.iter().map(|c| c.name().to_string()).collect();
+    Table::new(names, columns.into_iter().map(Acc::finish).collect())
+}
+
+/// Rows `skip..skip + take` of row group `group`.
+struct GroupPart {
+    group: usize,
+    skip: usize,
+    take: usize,
+}
+
+/// The row groups shard `shard` (0-based) of `shards` reads, and its rows in each;
+/// the shards' rows are the file's, each once, in order. With at least as many row
+/// groups as shards, a shard takes whole row groups (those whose first row falls in
+/// its share of the rows), so no group is downloaded or decoded twice; with fewer,
+/// the shards take equal row ranges (within one row) and share groups.
+fn shard_groups(meta: &ParquetMetaData, shard: usize, shards: usize) -> Result<Vec<GroupPart>> {
     let sizes: Vec<usize> = meta
         .row_groups()
         .iter()
         .map(|g| usize::try_from(g.num_rows()).unwrap_or(0))
         .collect();
     let (lo, hi) = shard_range(sizes.iter().sum(), shard, shards)?;
-    let mut columns: Vec<Acc> = kinds.iter().map(|k| k.acc(hi - lo)).collect();
+    let whole_groups = sizes.len() >= shards;
+    let mut parts = Vec::new();
     let mut at = 0;
     for (group, n) in sizes.iter().enumerate() {
-        let (start, end) = (lo.max(at), hi.min(at + n));
-        if start < end {
-            let row_group = reader.get_row_group(group).map_err(read_error)?;
-            for (j, (kind, column)) in kinds.iter().zip(&mut columns).enumerate() {
-                let values = row_group.get_column_reader(j).map_err(read_error)?;
-                let chunk = Chunk {
-                    skip: start - at,
-                    take: end - start,
-                    max_def: descriptors[j].max_def_level(),
-                    name: descriptors[j].name(),
-                };
-                kind.read(values, &chunk, column)?;
+        let (start, end) = if whole_groups {
+            if (lo..hi).contains(&at) {
+                (at, at + n)
+            } else {
+                (at, at)
             }
+        } else {
+            (lo.max(at), hi.min(at + n))
+        };
+        if start < end {
+            parts.push(GroupPart {
+                group,
+                skip: start - at,
+                take: end - start,
+            });
         }
         at += n;
     }
-    let names = descriptors.iter().map(|c| c.name().to_string()).collect();
-    Table::new(names, columns.into_iter().map(Acc::finish).collect())
+    Ok(parts)
+}
+
+/// The byte ranges (`start..end` in the file) of the column chunks that shard
+/// `shard` (0-based) of `shards` reads, merged where they touch, from the file's
+/// footer (its Thrift-encoded `FileMetaData`): what a ranged download of the shard
+/// must fetch, besides the footer.
+pub fn parquet_shard_byte_ranges(
+    footer: &[u8],
+    shard: usize,
+    shards: usize,
+) -> Result<Vec<std::ops::Range<u64>>> {
+    let meta = ParquetMetaDataReader::decode_metadata(footer).map_err(read_error)?;
+    let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+    for part in shard_groups(&meta, shard, shards)? {
+        for column in meta.row_group(part.group).columns() {
+            let (start, len) = column.byte_range();
+            ranges.push(start..start + len);
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<u64>> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    Ok(merged)
 }
 
 fn read_error(e: parquet::errors::ParquetError) -> Error {
@@ -822,8 +885,12 @@ mod tests {
                 .sum();
             assert_eq!(rows, 4);
         }
+        // Two shards of two row groups (3 rows, then 1): one whole group each.
         let last = read_parquet_rows(fixture("pyarrow-types.parquet"), 1, 2).unwrap();
-        assert_eq!(last.column("dict").unwrap(), &text(&[Some("b"), Some("a")]));
+        assert_eq!(last.column("dict").unwrap(), &text(&[Some("a")]));
+        // Four shards of two groups: equal row ranges, the first group shared.
+        let third = read_parquet_rows(fixture("pyarrow-types.parquet"), 2, 4).unwrap();
+        assert_eq!(third.column("dict").unwrap(), &text(&[Some("b")]));
     }
 
     #[test]
