@@ -96,6 +96,9 @@ credential_token_info <- function(target, credential = target_credential(target)
 #'   (3) are not retried. Outputs are per input file, so a retry overwrites, never
 #'   duplicates, what a failed try wrote. The job sees its try as
 #'   `SERVERLESS_ATTEMPT`; `run$shards$attempts` counts them.
+#' @param resume A finished run of this deployment: its shards without a succeeded run
+#'   record run again, in the same run (inputs, outputs, id), and tries are counted on
+#'   from the last. Give no `newdata`, `input` or `output` with it.
 #' @return A `serverless_run`. A failed shard raises `serverless_error_job` (with its
 #'   exit code and log tail) once the run has finished; other shards' outputs stay.
 #' @examples
@@ -111,7 +114,7 @@ credential_token_info <- function(target, credential = target_credential(target)
 #' @export
 score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards = 1,
                       wait = TRUE, cpu = NULL, memory_gb = NULL, keep = FALSE, timeout = 3600,
-                      max_parallel = NULL, retries = 0) {
+                      max_parallel = NULL, retries = 0, resume = NULL) {
   check_deployment(dep)
   check_flag(wait)
   check_flag(keep)
@@ -119,6 +122,9 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
   if (!is.null(max_parallel)) check_whole(max_parallel, 1, max_shards)
   check_whole(retries, 0, max_retries)
   check_seconds(timeout, 1, max_timeout)
+  if (!is.null(resume)) {
+    return(resume_run(dep, resume, newdata, input, output, wait, keep, timeout, max_parallel, retries))
+  }
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
   if (is.null(newdata) == is.null(input)) {
     serverless_abort("Give either {.arg newdata} (a data frame) or {.arg input} (a blob path), not both or neither.",
@@ -181,6 +187,54 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
   shards_state <- rust_wait(rs_score_run(target_arm(target), request, wait, keep, as.numeric(timeout)))
   run <- new_run(run_id, live, target, shards_state, output = output, inputs = plan,
                  request = request, keep = keep)
+  if (wait) run <- finish_run(run)
+  run
+}
+
+# score_now(resume = run): the shards of a finished run without a succeeded run
+# record run again, in the same run (same inputs, outputs and id), counting tries on.
+resume_run <- function(dep, run, newdata, input, output, wait, keep, timeout, max_parallel, retries,
+                       call = rlang::caller_env()) {
+  check_run(run, arg = "resume", call = call)
+  if (!is.null(run$schedule) || is.null(run$request)) {
+    serverless_abort("{.arg resume} must be a run of {.fn score_now}, not of a schedule.", "input", call = call)
+  }
+  if (!identical(run$deployment, dep$name)) {
+    serverless_abort("Run {.val {run$run_id}} scored deployment {.val {run$deployment}}, not {.val {dep$name}}.",
+                     "input", call = call)
+  }
+  if (!is.null(newdata) || !is.null(input) || !is.null(output)) {
+    serverless_abort("A resumed run scores its own inputs again: give no {.arg newdata}, {.arg input} or {.arg output}.",
+                     "input", call = call)
+  }
+  if (!run_finished(run)) run <- run_status(run)
+  if (!run_finished(run)) {
+    serverless_abort(c("Run {.val {run$run_id}} is still running.",
+                       i = "Wait for it ({.fn run_status}), then resume it."), "input", call = call)
+  }
+  run <- finish_run(run, raise = FALSE)
+  done <- vapply(run$records, function(r) identical(r$status, "succeeded"), TRUE)
+  if (all(done)) {
+    cli::cli_inform("Every shard of run {.val {run$run_id}} has succeeded: nothing to resume.")
+    return(run)
+  }
+  request <- run$request
+  request$retries <- as.integer(retries)
+  request$max_parallel <- if (!is.null(max_parallel)) as.integer(max_parallel)
+  tries <- run$shards$attempts
+  request$shards <- lapply(which(!done), function(i) {
+    shard <- run$request$shards[[i]]
+    shard$first_attempt <- as.integer(tries[i] + 1L)
+    shard
+  })
+  cli::cli_inform("Resuming run {.val {run$run_id}}: shard{?s} {which(!done)} of {length(done)}.")
+  states <- rust_wait(rs_score_run(target_arm(run$target), request, wait, keep, as.numeric(timeout)),
+                      call = call)
+  run$shards_state[!done] <- states
+  run$request$shards[!done] <- request$shards
+  run$shards <- shards_frame(run$shards_state, run$inputs)
+  run$keep <- keep
+  run$records <- NULL
   if (wait) run <- finish_run(run)
   run
 }

@@ -242,6 +242,36 @@ test_that("retries re-run a killed shard in a new group; model errors are not re
   expect_length(container_groups(target), 0)
 })
 
+test_that("score_now(resume =) re-runs only the shards without a succeeded record", {
+  target <- local_azure()
+  fits <- fit_models()
+  # Shard 2 fails on its first try (a model error, which retries would not mend).
+  picky <- function(model, newdata) {
+    if (identical(Sys.getenv("SERVERLESS_SHARD"), "2") && identical(Sys.getenv("SERVERLESS_ATTEMPT"), "1")) {
+      stop("not yet")
+    }
+    stats::predict(model, newdata)
+  }
+  dep <- deploy_quietly(fits$lm, "picky", target, predict_fun = picky)
+  newdata <- fits$data[, c("wt", "hp")]
+  err <- expect_error(score_quietly(dep, newdata = newdata, shards = 3), class = "serverless_error_job")
+  failed <- err$run
+  expect_equal(failed$shards$state, c("Succeeded", "Failed", "Succeeded"))
+  created <- groups_at_once(target)$created
+  run <- score_quietly(dep, resume = failed)
+  expect_equal(run$run_id, failed$run_id)
+  expect_equal(run$shards$state, rep("Succeeded", 3))
+  expect_equal(run$shards$attempts, c(1L, 2L, 1L))
+  expect_equal(groups_at_once(target)$created, created + 1) # only shard 2 ran again
+  expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, newdata)))
+  expect_message(score_now(dep, resume = run), "nothing to resume")
+  expect_error(score_now(dep, newdata = newdata, resume = run), "resumed", class = "serverless_error_input")
+  expect_error(score_now(dep, resume = "x"), "resume", class = "serverless_error_input")
+  other <- deploy_quietly(fits$lm, "other", target)
+  expect_error(score_now(other, resume = run), "picky", class = "serverless_error_input")
+  expect_length(container_groups(target), 0)
+})
+
 test_that("bad scoring input is refused before any container starts", {
   target <- local_azure()
   fits <- fit_models()

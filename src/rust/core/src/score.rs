@@ -82,6 +82,9 @@ pub struct ShardRequest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub secure_env: BTreeMap<String, String>,
+    /// The try this run starts the shard at (a resumed run goes on counting); 0 is 1.
+    #[serde(default)]
+    pub first_attempt: u32,
 }
 
 /// One shard's state as last seen.
@@ -99,7 +102,7 @@ pub struct ShardState {
     pub logs: Option<String>,
     #[serde(default)]
     pub deleted: bool,
-    /// 1 for the first try; 0 while the first is queued.
+    /// Which try this is (or, queued, will be): 1 for the first.
     #[serde(default)]
     pub attempt: u32,
     /// Exit codes of the attempts that were retried (`None`: no exit code).
@@ -264,7 +267,8 @@ fn queued(req: &RunRequest) -> Result<Vec<ShardState>> {
     req.shards
         .iter()
         .map(|shard| {
-            let spec = group_spec(req, shard, 1);
+            let attempt = shard.first_attempt.max(1);
+            let spec = group_spec(req, shard, attempt);
             spec.validate()?;
             Ok(ShardState {
                 index: shard.index,
@@ -275,7 +279,7 @@ fn queued(req: &RunRequest) -> Result<Vec<ShardState>> {
                 finished: None,
                 logs: None,
                 deleted: false,
-                attempt: 0,
+                attempt,
                 retried: Vec::new(),
             })
         })
@@ -385,9 +389,11 @@ pub async fn advance(
             continue;
         }
         let s = collect(arm, s, keep).await;
-        if s.retryable() && (s.attempt.max(1) as usize) <= req.retries as usize {
+        let shard = request_of(req, &s)?;
+        let tries = s.attempt.max(1).saturating_sub(shard.first_attempt.max(1)) + 1;
+        if s.retryable() && tries <= req.retries {
             let attempt = s.attempt.max(1) + 1;
-            let spec = group_spec(req, request_of(req, &s)?, attempt);
+            let spec = group_spec(req, shard, attempt);
             let mut retried = s.retried.clone();
             retried.push(s.exit_code);
             next.push(ShardState {
