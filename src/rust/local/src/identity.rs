@@ -399,9 +399,11 @@ pub async fn instance_metadata_token(
             "Required query variable 'resource' is missing",
         );
     };
+    // IMDS's selectors of a user-assigned identity (App Service's `mi_res_id` and
+    // `principal_id` are not IMDS parameters: like any unknown one, ignored).
     let client_id = form_get(&query, "client_id");
-    let object_id = form_get(&query, "principal_id").or(form_get(&query, "object_id"));
-    let res_id = form_get(&query, "mi_res_id").or(form_get(&query, "msi_res_id"));
+    let object_id = form_get(&query, "object_id");
+    let res_id = form_get(&query, "msi_res_id");
     let chosen: Vec<&MsiIdentity> = identities
         .iter()
         .filter(|id| match (client_id, object_id, res_id) {

@@ -617,7 +617,9 @@ async fn managed_identity_serves_the_container() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     let script = if have_curl {
-        r#"curl -s -H "Metadata: true" "$SERVERLESS_IMDS_ENDPOINT/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com"; echo; echo "app-service:${IDENTITY_ENDPOINT:-none}""#
+        // The token; the same through a proxy (refused); and with App Service's
+        // `mi_res_id` selector, which IMDS does not know (ignored: the only identity).
+        r#"T="$SERVERLESS_IMDS_ENDPOINT/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com"; curl -s -H "Metadata: true" "$T"; echo; curl -s -H "Metadata: true" -H "X-Forwarded-For: 10.0.0.1" "$T"; echo; curl -s -H "Metadata: true" "$T&mi_res_id=/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/other"; echo; echo "app-service:${IDENTITY_ENDPOINT:-none}""#
     } else {
         r#"echo "{\"client_id\":\"$SERVERLESS_IMDS_ENDPOINT\"}"; echo "app-service:${IDENTITY_ENDPOINT:-none}""#
     };
@@ -650,6 +652,21 @@ async fn managed_identity_serves_the_container() {
         let c = claims(reply["access_token"].as_str().unwrap());
         assert_eq!(c["aud"], "https://storage.azure.com");
         assert_eq!(c["oid"], identity["properties"]["principalId"]);
+        let line = |i: usize| -> Value {
+            let l = content.lines().nth(i).unwrap_or_default();
+            serde_json::from_str(l.trim())
+                .unwrap_or_else(|_| panic!("line {i} not JSON: {content}"))
+        };
+        let proxied = line(1);
+        assert_eq!(proxied["error"], "invalid_request", "{content}");
+        assert!(
+            proxied["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("proxy"),
+            "{content}"
+        );
+        assert_eq!(line(2)["client_id"], client_id.as_str(), "{content}");
     } else {
         let endpoint = reply["client_id"].as_str().unwrap();
         assert!(
