@@ -361,6 +361,42 @@ impl RangeReader<'_> {
         Ok(out)
     }
 
+    /// Streams bytes `range` into `out` (ranged GETs in parallel, as `options` say),
+    /// checking that all of them came; `what` names the blob in errors.
+    async fn copy(
+        &mut self,
+        range: std::ops::Range<u64>,
+        options: &DownloadOptions,
+        out: &mut impl Write,
+        what: &str,
+        progress: &Progress,
+    ) -> Result<()> {
+        let ranged = BlobClientDownloadOptions {
+            range: Some(range.clone().into()),
+            parallel: NonZero::new(options.parallel.max(1)),
+            partition_size: NonZero::new(options.partition_size.max(1)),
+            if_match: self.etag.clone(),
+            ..Default::default()
+        };
+        let mut body = self.client.download(Some(ranged)).await?.body;
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::from)?;
+            tokio::task::block_in_place(|| out.write_all(&chunk))
+                .map_err(|e| Error::io(format!("writing the download of `{what}`"), e))?;
+            received += chunk.len() as u64;
+            progress.advance(chunk.len() as u64);
+        }
+        self.fetched += received;
+        if received != range.end - range.start {
+            return Err(Error::integrity(format!(
+                "download of `{what}` bytes {}..{} was cut short: {received} bytes",
+                range.start, range.end
+            )));
+        }
+        Ok(())
+    }
+
     /// The position just after the first `\n` at or after `from` (the blob's size if
     /// there is none), and the bytes read to find it.
     async fn line_end(&mut self, from: u64) -> Result<(u64, Vec<u8>)> {
@@ -452,28 +488,10 @@ impl Storage {
                     format!("downloading {container}/{blob} (part {shard} of {shards})"),
                     ranged_end - start,
                 );
-                let ranged = BlobClientDownloadOptions {
-                    range: Some((start..ranged_end).into()),
-                    parallel: NonZero::new(options.parallel.max(1)),
-                    partition_size: NonZero::new(options.partition_size.max(1)),
-                    if_match: reader.etag.clone(),
-                    ..Default::default()
-                };
-                let mut body = client.download(Some(ranged)).await?.body;
-                let mut received = 0u64;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(Error::from)?;
-                    tokio::task::block_in_place(|| out.write_all(&chunk))
-                        .map_err(|e| Error::io(format!("writing `{}`", part.display()), e))?;
-                    received += chunk.len() as u64;
-                    progress.advance(chunk.len() as u64);
-                }
-                reader.fetched += received;
-                if received != ranged_end - start {
-                    return Err(Error::integrity(format!(
-                        "download of `{container}/{blob}` bytes {start}..{ranged_end} was cut short: {received} bytes"
-                    )));
-                }
+                let what = format!("{container}/{blob}");
+                reader
+                    .copy(start..ranged_end, options, &mut out, &what, progress)
+                    .await?;
             }
             if end > start {
                 out.write_all(&tail)
@@ -578,29 +596,11 @@ impl Storage {
             for r in &ranges {
                 out.seek(SeekFrom::Start(r.start)).map_err(io)?;
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut out);
-                let ranged = BlobClientDownloadOptions {
-                    range: Some(r.clone().into()),
-                    parallel: NonZero::new(options.parallel.max(1)),
-                    partition_size: NonZero::new(options.partition_size.max(1)),
-                    if_match: reader.etag.clone(),
-                    ..Default::default()
-                };
-                let mut body = client.download(Some(ranged)).await?.body;
-                let mut received = 0u64;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(Error::from)?;
-                    tokio::task::block_in_place(|| out.write_all(&chunk)).map_err(io)?;
-                    received += chunk.len() as u64;
-                    progress.advance(chunk.len() as u64);
-                }
+                let what = format!("{container}/{blob}");
+                reader
+                    .copy(r.clone(), options, &mut out, &what, progress)
+                    .await?;
                 out.flush().map_err(io)?;
-                reader.fetched += received;
-                if received != r.end - r.start {
-                    return Err(Error::integrity(format!(
-                        "download of `{container}/{blob}` bytes {}..{} was cut short: {received} bytes",
-                        r.start, r.end
-                    )));
-                }
             }
             Ok(())
         }
