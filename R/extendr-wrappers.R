@@ -60,6 +60,27 @@ rs_read_table <- function(path, format, hint, shard, shards) .Call(wrap__rs_read
 #' @noRd
 rs_write_table <- function(columns, path, format) .Call(wrap__rs_write_table, columns, path, format)
 
+#' A reader of a file's shard in chunks of about `chunk_bytes`: an external pointer
+#' for `rs_table_next()`. CSV files are read whole (their shards are downloaded as
+#' files); Parquet files by shard `shard` of `shards` (1-based).
+#' @noRd
+rs_table_chunks <- function(path, format, hint, shard, shards, chunk_bytes) .Call(wrap__rs_table_chunks, path, format, hint, shard, shards, chunk_bytes)
+
+#' The next chunk of a reader from `rs_table_chunks()` as a named list, or NULL
+#' after the last.
+#' @noRd
+rs_table_next <- function(chunks) .Call(wrap__rs_table_next, chunks)
+
+#' A writer of a CSV or Parquet file, chunk by chunk: an external pointer for
+#' `rs_table_write()` and `rs_table_finish()`.
+#' @noRd
+rs_table_writer <- function(path, format) .Call(wrap__rs_table_writer, path, format)
+
+#' Append a chunk (a named list of atomic vectors) to a table writer; with
+#' `finish = TRUE` instead close the file: its rows and bytes.
+#' @noRd
+rs_table_write <- function(writer, columns, finish) .Call(wrap__rs_table_write, writer, columns, finish)
+
 #' Get a token for `scope`; returns what it is like, never the token itself.
 #' @noRd
 rs_token_info <- function(config, scope) .Call(wrap__rs_token_info, config, scope)

@@ -20,17 +20,21 @@
 #' | `SERVERLESS_ROWS` | `i/n` to score only the i-th of n row ranges of a single input, or empty |
 #' | `SERVERLESS_OUTPUT` | the output prefix (`container/prefix/`) |
 #' | `SERVERLESS_SHARD`, `SERVERLESS_SHARDS` | this shard's number and the count |
+#' | `SERVERLESS_CHUNK_BYTES` | about how many bytes of a CSV or Parquet input are read, predicted and written at a time (default 32 MB) |
 #' | `SERVERLESS_ATTEMPT` | which try of the shard this is (1, then 2, ... when `retries` re-run it) |
 #' | `AZURE_CLIENT_ID` | the client id of the managed identity to authenticate as |
 #' | `SERVERLESS_IMDS_ENDPOINT` | set by the local Azure only: where its instance metadata service is (on Azure, the job asks `http://169.254.169.254` for its identity's tokens, as ACI serves them) |
 #' | `SERVERLESS_CA_PEM` | local Azure only: its CA certificate (public) |
 #'
 #' No key, SAS or token is ever passed in the environment. The job downloads the model
-#' bundle and verifies its sha256, reads each input (CSV, Parquet, RDS) or its row
-#' range, checks the columns against the model's `ptype` (reporting every mismatch at
-#' once), predicts with `predict_fun` or `predict()`, writes one output per input (the
-#' input columns plus `.pred`, or `.pred_<name>` per column of a matrix prediction) and
-#' then, last, `_runs/<run id>/<shard>/_run.json` under the output prefix, so a reader
+#' bundle and verifies its sha256, downloads each input (CSV, Parquet, RDS) or its
+#' row range, and scores it: a CSV or Parquet input chunk by chunk (whole records of
+#' about `SERVERLESS_CHUNK_BYTES`; Parquet by row groups), so the job's memory follows
+#' the chunk, not the file; an RDS input whole. For each chunk it checks the columns
+#' against the model's `ptype` (reporting every mismatch at once), predicts with
+#' `predict_fun` or `predict()` and appends to the output file (the input columns plus
+#' `.pred`, or `.pred_<name>` per column of a matrix prediction), which is uploaded
+#' when whole. Then, last, it writes `_runs/<run id>/<shard>/_run.json` under the output prefix, so a reader
 #' never takes a partial output for a finished one. It logs one line per step.
 #'
 #' Exit codes: 0 ok, 2 bad input (missing variables, unreadable inputs, columns that do
@@ -110,8 +114,10 @@ job_contract <- function(env) {
     rows = get("SERVERLESS_ROWS", required = FALSE),
     output = sub("/*$", "/", get("SERVERLESS_OUTPUT")),
     shard = as.integer(get("SERVERLESS_SHARD")),
-    shards = as.integer(get("SERVERLESS_SHARDS"))
+    shards = as.integer(get("SERVERLESS_SHARDS")),
+    chunk_bytes = as.numeric(get("SERVERLESS_CHUNK_BYTES", required = FALSE))
   )
+  if (is.na(job$chunk_bytes) || job$chunk_bytes < 1) job$chunk_bytes <- default_chunk_bytes
   if (!length(job$inputs) && !nzchar(job$pattern)) {
     job_exit(2L, "the environment variable SERVERLESS_INPUTS (or SERVERLESS_INPUT_PATTERN) is not set")
   }
@@ -167,27 +173,88 @@ score_shard <- function(job, record) {
     record$inputs <- as.list(job$inputs)
   }
   outputs <- character()
-  rows_in <- 0
-  rows_out <- 0
+  rows <- 0
   for (input in job$inputs) {
-    data <- read_input(job, input, ptype_hint(bundle$ptype))
-    check_against_ptype(data, bundle$ptype, input)
-    t <- Sys.time()
-    preds <- tryCatch(predict_bundle(bundle, data),
-                      error = function(e) job_exit(3L, paste("predicting failed:", conditionMessage(e))))
-    job_log("predict: %d rows in %.2f s", nrow(data), secs(t))
-    out <- cbind(data, preds)
     path <- output_path(job, input)
-    write_output(job$target, out, path)
+    rows <- rows + score_input(job, bundle, input, path)
     outputs <- c(outputs, path)
-    rows_in <- rows_in + nrow(data)
-    rows_out <- rows_out + nrow(out)
   }
   record$status <- "succeeded"
   record$outputs <- as.list(outputs)
-  record$rows_in <- rows_in
-  record$rows_out <- rows_out
+  record$rows_in <- rows
+  record$rows_out <- rows
+  peak <- peak_memory_mb()
+  if (!is.na(peak)) {
+    record$peak_memory_mb <- peak
+    job_log("peak memory: %.0f MB", peak)
+  }
   record
+}
+
+# Score one input into its output: CSV and Parquet chunk by chunk (read, check,
+# predict, write), so the job's memory follows the chunk, not the file; RDS whole.
+# Returns the rows scored.
+score_input <- function(job, bundle, input, path) {
+  got <- download_input(job, input)
+  on.exit(unlink(got$file))
+  if (got$format == "rds") {
+    data <- read_input_file(got, input)
+    check_against_ptype(data, bundle$ptype, input)
+    out <- cbind(data, predict_chunk(bundle, data))
+    write_output(job$target, out, path)
+    return(nrow(out))
+  }
+  unreadable <- function(e) job_exit(2L, sprintf("%s cannot be read: %s", input, conditionMessage(e)))
+  chunks <- tryCatch(
+    rust_check(rs_table_chunks(got$file, got$format, ptype_hint(bundle$ptype), got$part[1], got$part[2],
+                               job$chunk_bytes)),
+    error = unreadable
+  )
+  file <- tempfile(fileext = paste0(".", got$format))
+  on.exit(unlink(file), add = TRUE)
+  writer <- rust_check(rs_table_writer(file, got$format))
+  rows <- 0
+  count <- 0L
+  t0 <- Sys.time()
+  repeat {
+    t <- Sys.time()
+    columns <- tryCatch(rust_check(rs_table_next(chunks)), error = unreadable)
+    if (is.null(columns)) break
+    data <- as.data.frame(columns, stringsAsFactors = FALSE, optional = TRUE)
+    rm(columns)
+    count <- count + 1L
+    if (count == 1L && nrow(data) == 0 && !nzchar(job$rows)) job_exit(2L, sprintf("%s has no rows", input))
+    check_against_ptype(data, bundle$ptype, input)
+    out <- cbind(data, predict_chunk(bundle, data))
+    rm(data)
+    rust_check(rs_table_write(writer, as.list(out), FALSE))
+    rows <- rows + nrow(out)
+    job_log("chunk %d of %s: %d rows read, predicted and written in %.2f s", count, input, nrow(out), secs(t))
+    rm(out)
+    # What the chunk left is freed before the next one is read, so memory holds one.
+    gc(verbose = FALSE)
+  }
+  written <- rust_check(rs_table_write(writer, NULL, TRUE))
+  job_log("scored %s: %.0f rows in %d chunk%s of about %.0f MB in %.2f s", input, rows, count,
+          if (count == 1L) "" else "s", job$chunk_bytes / 1e6, secs(t0))
+  upload_output(job$target, file, path)
+  rows
+}
+
+predict_chunk <- function(bundle, data) {
+  t <- Sys.time()
+  preds <- tryCatch(predict_bundle(bundle, data),
+                    error = function(e) job_exit(3L, paste("predicting failed:", conditionMessage(e))))
+  if (secs(t) > 1) job_log("predict: %d rows in %.2f s", nrow(data), secs(t))
+  preds
+}
+
+# The job process's peak resident memory in MB (Linux's VmHWM), or NA elsewhere.
+peak_memory_mb <- function() {
+  status <- tryCatch(readLines("/proc/self/status", warn = FALSE), error = function(e) character())
+  line <- grep("^VmHWM:", status, value = TRUE)
+  if (!length(line)) return(NA_real_)
+  as.numeric(gsub("[^0-9]", "", line)) / 1024
 }
 
 secs <- function(t) as.numeric(difftime(Sys.time(), t, units = "secs"))
@@ -214,11 +281,12 @@ input_format <- function(path) {
   switch(ext, csv = "csv", parquet = "parquet", rds = "rds", NA_character_)
 }
 
-read_input <- function(job, input, hint = NULL) {
+# Download an input, or for a shard of one file only its rows: the local file, its
+# format and which part of it to read.
+download_input <- function(job, input) {
   format <- input_format(input)
   if (is.na(format)) job_exit(2L, sprintf("%s is not a CSV, Parquet or RDS file", input))
   file <- tempfile(fileext = paste0(".", format))
-  on.exit(unlink(file))
   part <- if (nzchar(job$rows)) as.integer(strsplit(job$rows, "/", fixed = TRUE)[[1]]) else c(1L, 1L)
   t <- Sys.time()
   if (format %in% c("csv", "parquet") && part[2] > 1) {
@@ -242,13 +310,17 @@ read_input <- function(job, input, hint = NULL) {
     job_log("download %s: %.1f MB in %.2f s", input, size / 1e6, secs(t))
     if (size == 0) job_exit(2L, sprintf("%s is empty", input))
   }
+  list(file = file, format = format, part = part)
+}
+
+read_input_file <- function(got, input) {
   t <- Sys.time()
   data <- tryCatch(
-    read_table_file(file, format, part[1], part[2], hint),
+    read_table_file(got$file, got$format, got$part[1], got$part[2]),
     error = function(e) job_exit(2L, sprintf("%s cannot be read: %s", input, conditionMessage(e)))
   )
   job_log("read %s: %d rows in %.2f s", input, nrow(data), secs(t))
-  if (nrow(data) == 0 && !nzchar(job$rows)) job_exit(2L, sprintf("%s has no rows", input))
+  if (nrow(data) == 0 && identical(got$part, c(1L, 1L))) job_exit(2L, sprintf("%s has no rows", input))
   data
 }
 
@@ -294,6 +366,10 @@ write_output <- function(target, data, path) {
     rust_check(rs_write_table(as.list(data), file, format))
   }
   job_log("write %s: %d rows in %.2f s", basename(path), nrow(data), secs(t))
+  upload_output(target, file, path)
+}
+
+upload_output <- function(target, file, path) {
   t <- Sys.time()
   tryCatch(blob_upload(target, file, path),
            serverless_error = function(e) job_exit(4L, conditionMessage(e)))

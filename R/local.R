@@ -233,7 +233,10 @@ stop_process <- function(proc) {
 #' TCP proxy that can break transfers the way networks do: `storage_latency` seconds
 #' before each forwarded chunk, and on every `storage_every`-th connection a clean cut
 #' (`storage_cut_after` bytes) or a reset (`storage_reset_after` bytes) in either
-#' direction. Call it with no arguments to switch every fault off.
+#' direction. `evict` is the share of Spot container groups
+#' (`score_now(priority = "spot")`) evicted half a second after they start: their
+#' processes are killed, the container ends with exit code 137 and a log line says it
+#' was evicted. Call it with no arguments to switch every fault off.
 #'
 #' @param target A target from [local_azure()].
 #' @param throttle,server_errors,resets Shares of calls, between 0 and 1.
@@ -243,6 +246,7 @@ stop_process <- function(proc) {
 #' @param storage_cut_after,storage_reset_after Bytes after which a storage connection
 #'   is closed (cut) or reset; `NULL` for never.
 #' @param storage_every Which storage connections get the cut or reset: every n-th.
+#' @param evict Share of Spot container groups evicted, between 0 and 1.
 #' @return `local_azure_journal()`: a data frame with columns `time`, `method`, `path`,
 #'   `query` (the query string, secrets redacted; `NA` if none), `api_version`, `status`
 #'   and `body` (JSON text). `local_azure_faults()`: `target`,
@@ -278,7 +282,7 @@ local_azure_journal <- function(target) {
 local_azure_faults <- function(target, throttle = 0, server_errors = 0, latency = 0,
                                resets = 0, seed = 1, storage_latency = 0,
                                storage_cut_after = NULL, storage_reset_after = NULL,
-                               storage_every = 1) {
+                               storage_every = 1, evict = 0) {
   handle <- local_handle(target)
   for (arg in c("storage_cut_after", "storage_reset_after")) {
     value <- get(arg)
@@ -295,7 +299,7 @@ local_azure_faults <- function(target, throttle = 0, server_errors = 0, latency 
                  reset_after = storage_reset_after, every = storage_every)
   target$secrets$storage_faults <- faults[!vapply(faults, is.null, logical(1))]
   rust_result(rs_local_proxy_faults(target$secrets$proxy, target$secrets$storage_faults))
-  for (arg in c("throttle", "server_errors", "resets")) {
+  for (arg in c("throttle", "server_errors", "resets", "evict")) {
     value <- get(arg)
     if (!is.numeric(value) || length(value) != 1 || is.na(value) || value < 0 || value > 1) {
       serverless_abort("{.arg {arg}} must be a share between 0 and 1, not {.val {value}}.", "input")
@@ -306,7 +310,7 @@ local_azure_faults <- function(target, throttle = 0, server_errors = 0, latency 
   }
   rust_result(rs_local_faults(handle, list(
     throttle = throttle, server_errors = server_errors, latency_ms = round(latency * 1000),
-    resets = resets, seed = as.numeric(seed)
+    resets = resets, seed = as.numeric(seed), evict = evict
   )))
   invisible(target)
 }

@@ -51,6 +51,7 @@
 #' @param trigger `"schedule"` or `"blob"`.
 #' @param time_zone The IANA time zone `schedule` is read in.
 #' @param shards Container groups per run, 1 to 50.
+#' @param chunk_mb How much of an input each job scores at a time: see [score_now()].
 #' @param max_parallel Groups running at once (the workflow's Foreach concurrency); the
 #'   other shards wait for a free one. `NULL`: 10, as in [score_now()].
 #' @param connector How the workflow calls Container Instances: `"http"` (Http
@@ -85,7 +86,7 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
                              trigger = c("schedule", "blob"), time_zone = "UTC",
                              shards = 1, connector = c("http", "aci"), name = NULL,
                              cpu = NULL, memory_gb = NULL, poll_seconds = 10,
-                             timeout = 3600, max_parallel = NULL, dry_run = FALSE) {
+                             timeout = 3600, max_parallel = NULL, chunk_mb = NULL, dry_run = FALSE) {
   check_deployment(dep)
   trigger <- check_choice(trigger, c("schedule", "blob"))
   connector <- check_choice(connector, c("http", "aci"))
@@ -100,6 +101,7 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
   if (!is.null(max_parallel)) check_whole(max_parallel, 1, max_shards)
   check_whole(poll_seconds, 1, 3600)
   check_whole(timeout, poll_seconds, 24 * 3600)
+  if (!is.null(chunk_mb)) check_whole(chunk_mb, 1, 4096)
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
   input <- storage_path(input, target)
   check_not_local_file(input)
@@ -137,7 +139,8 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
 
   make_request <- function(d) {
     env <- job_environment(d, target, run_id = "", shard = 0, shards = shards,
-                           inputs = list(files = character(), rows = ""), output = output)
+                           inputs = list(files = character(), rows = ""), output = output,
+                           chunk_bytes = job_chunk_bytes(memory_gb %||% d$memory_gb, chunk_mb))
     env$SERVERLESS_RUN_ID <- env$SERVERLESS_SHARD <- env$SERVERLESS_SHARDS <- NULL
     env$SERVERLESS_INPUTS <- NULL
     if (trigger == "schedule") env$SERVERLESS_INPUT_PATTERN <- input

@@ -96,6 +96,14 @@ credential_token_info <- function(target, credential = target_credential(target)
 #'   (3) are not retried. Outputs are per input file, so a retry overwrites, never
 #'   duplicates, what a failed try wrote. The job sees its try as
 #'   `SERVERLESS_ATTEMPT`; `run$shards$attempts` counts them.
+#' @param chunk_mb How much of a CSV or Parquet input each job reads, predicts and
+#'   writes at a time, in MB of the file. `NULL`: a 16th of the container's memory
+#'   (4 to 256 MB), so that inputs bigger than the memory are scored.
+#' @param priority `"regular"`, or `"spot"` for ACI Spot container groups: much
+#'   cheaper, but Azure may evict them when it needs the capacity back. An evicted
+#'   shard fails like a killed one (exit 137), so `retries` runs it again. Spot groups
+#'   exist in some regions only; the local Azure evicts them with
+#'   `local_azure_faults(evict =)`.
 #' @param resume A finished run of this deployment: its shards without a succeeded run
 #'   record run again, in the same run (inputs, outputs, id), and tries are counted on
 #'   from the last. Give no `newdata`, `input` or `output` with it.
@@ -114,7 +122,8 @@ credential_token_info <- function(target, credential = target_credential(target)
 #' @export
 score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards = 1,
                       wait = TRUE, cpu = NULL, memory_gb = NULL, keep = FALSE, timeout = 3600,
-                      max_parallel = NULL, retries = 0, resume = NULL) {
+                      max_parallel = NULL, retries = 0, resume = NULL, chunk_mb = NULL,
+                      priority = c("regular", "spot")) {
   check_deployment(dep)
   check_flag(wait)
   check_flag(keep)
@@ -122,6 +131,8 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
   if (!is.null(max_parallel)) check_whole(max_parallel, 1, max_shards)
   check_whole(retries, 0, max_retries)
   check_seconds(timeout, 1, max_timeout)
+  if (!is.null(chunk_mb)) check_whole(chunk_mb, 1, 4096)
+  priority <- check_choice(priority, c("regular", "spot"))
   if (!is.null(resume)) {
     return(resume_run(dep, resume, newdata, input, output, wait, keep, timeout, max_parallel, retries))
   }
@@ -179,9 +190,11 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
     cpu = as.numeric(cpu %||% live$cpu),
     memory_gb = as.numeric(memory_gb %||% live$memory_gb),
     shards = lapply(seq_along(plan), function(i) {
-      list(index = i, env = job_environment(live, target, run_id, i, length(plan), plan[[i]], output))
+      list(index = i, env = job_environment(live, target, run_id, i, length(plan), plan[[i]], output,
+                                            job_chunk_bytes(memory_gb %||% live$memory_gb, chunk_mb)))
     }),
-    retries = as.integer(retries)
+    retries = as.integer(retries),
+    spot = identical(priority, "spot")
   )
   if (!is.null(max_parallel)) request$max_parallel <- as.integer(max_parallel)
   shards_state <- rust_wait(rs_score_run(target_arm(target), request, wait, keep, as.numeric(timeout)))
@@ -391,7 +404,7 @@ shard_inputs <- function(files, shards, call = rlang::caller_env()) {
 
 # The job's contract: everything run_scoring_job() needs, as plain environment
 # variables. No key, SAS or token: the container gets tokens from its identity.
-job_environment <- function(dep, target, run_id, shard, shards, inputs, output) {
+job_environment <- function(dep, target, run_id, shard, shards, inputs, output, chunk_bytes) {
   env <- list(
     SERVERLESS_RUN_ID = run_id,
     SERVERLESS_DEPLOYMENT = dep$name,
@@ -405,12 +418,24 @@ job_environment <- function(dep, target, run_id, shard, shards, inputs, output) 
     SERVERLESS_OUTPUT = output,
     SERVERLESS_SHARD = as.character(shard),
     SERVERLESS_SHARDS = as.character(shards),
+    SERVERLESS_CHUNK_BYTES = sprintf("%.0f", chunk_bytes),
     AZURE_CLIENT_ID = dep$record$identity_client_id
   )
   # The local Azure's CA (public, not a secret) so the job trusts its HTTPS endpoints.
   if (identical(target$kind, "local")) env$SERVERLESS_CA_PEM <- target$secrets$ca_pem
   env
 }
+
+# How much of an input a job reads, predicts and writes at a time, in bytes: a 16th
+# of the container's memory (R holds a chunk several times over while predicting it:
+# the data frame, the model matrix, the output), from 4 MB to 256 MB; or the user's.
+job_chunk_bytes <- function(memory_gb, chunk_mb = NULL) {
+  if (!is.null(chunk_mb)) return(chunk_mb * 1e6)
+  min(max(memory_gb * 2^30 / 16, 4e6), 256e6)
+}
+
+# What a job reads at a time when its environment does not say.
+default_chunk_bytes <- 32e6
 
 new_run <- function(run_id, dep, target, shards_state, output, inputs, request, keep) {
   structure(

@@ -72,6 +72,8 @@ step deploy Rscript bench/deploy.R
 step runtime_images Rscript bench/runtime_images.R
 # score_now() of 1e6 rows against base R and data.table scripts; 4 shards against 1.
 step score Rscript bench/score.R
+# A 2 GB CSV and its Parquet in 1 GB containers, 1 and 4 shards: memory and bytes.
+step scale Rscript bench/scale.R
 # CSV and Parquet read/write of a 1e6-row data frame, against base R and data.table.
 step table_io Rscript bench/table_io.R
 # 200 concurrent container-group creates against the control-plane emulator.

@@ -91,6 +91,25 @@ test_that("Parquet input works, and one big file is split by rows across shards"
   # Each shard fetched the footer and what it reads (one row group here: shared).
   logs <- unlist(strsplit(unlist(scoring_logs(run)), "\n"))
   expect_length(grep("part [12] of 2: .* bytes fetched", logs), 2)
+
+  # Five row groups, two shards, 1 MB chunks: each shard reads its groups a few rows
+  # at a time, and the outputs hold every row once, in order.
+  many <- fits$data[rep(seq_len(nrow(fits$data)), length.out = 600000), c("wt", "hp")]
+  many$wt <- many$wt + seq_len(nrow(many)) / 1e7
+  rust_check(serveRless:::rs_write_table(as.list(many), f, "parquet"))
+  blob_upload(target, f, "serverless/pq/many.parquet")
+  run <- score_quietly(dep, input = "serverless/pq/many.parquet", output = "serverless/pq-many/",
+                       shards = 2, chunk_mb = 1)
+  expect_equal(run$shards$state, rep("Succeeded", 2))
+  preds <- read_predictions(run)
+  expect_equal(preds$wt, many$wt)
+  expect_equal(preds$.pred, unname(predict(fits$lm, many)), tolerance = 1e-12)
+  logs <- unlist(strsplit(unlist(scoring_logs(run)), "\n"))
+  chunks <- as.integer(sub(".* in (\\d+) chunks? .*", "\\1", grep("^\\S+ scored ", logs, value = TRUE)))
+  expect_length(chunks, 2)
+  expect_true(all(chunks > 2), info = paste(chunks, collapse = " "))
+  expect_error(score_now(dep, input = "serverless/pq/many.parquet", output = "serverless/x/", chunk_mb = 0),
+               class = "serverless_error_input")
 })
 
 test_that("shards of one big CSV download only their byte ranges", {
@@ -175,6 +194,44 @@ test_that("a job over its container's memory is killed as in ACI: exit 137, shar
   expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, fits$data[1:3, ])))
 })
 
+test_that("an input bigger than the container's memory is scored in chunks, as predict() on the whole", {
+  target <- local_azure()
+  set.seed(17)
+  n <- 2.7e6
+  # About 580 MB of CSV: the model's columns, a factor among them, and a wide text
+  # column the model does not use, carried into the output.
+  notes <- sprintf("%s %03d", strrep("a note that the model does not read, ", 5), 1:100)
+  data <- data.frame(x1 = round(rnorm(n), 6), x2 = round(runif(n), 6),
+                     g = sample(c("a", "b", "c"), n, TRUE),
+                     note = notes[sample.int(100, n, TRUE)], stringsAsFactors = FALSE)
+  train <- data[1:5000, c("x1", "x2", "g")]
+  train$g <- factor(train$g)
+  train$y <- 2 * train$x1 - train$x2 + as.integer(train$g) + rnorm(5000, sd = 0.1)
+  fit <- stats::lm(y ~ x1 + x2 + g, data = train)
+  file <- withr::local_tempfile(fileext = ".csv")
+  serveRless:::rust_check(serveRless:::rs_write_table(as.list(data), file, "csv"))
+  size <- file.size(file)
+  expect_gt(size, 0.5 * 2^30)
+  blob_upload(target, file, "serverless/big/in/wide.csv")
+
+  dep <- deploy_quietly(fit, "wide", target, memory_gb = 0.5)
+  run <- score_quietly(dep, input = "serverless/big/in/wide.csv", output = "serverless/big/out/")
+  expect_equal(run$shards$state, "Succeeded")
+  logs <- scoring_logs(run)
+  chunks <- as.integer(sub(".* in (\\d+) chunks? .*", "\\1", grep("scored .* chunk", strsplit(logs, "\n")[[1]], value = TRUE)))
+  expect_gt(chunks, 10)
+  peak <- as.numeric(sub(".*peak memory: (\\d+) MB.*", "\\1", grep("peak memory", strsplit(logs, "\n")[[1]], value = TRUE)))
+  expect_lt(peak, 0.5 * 1024)
+
+  out <- serveRless:::read_table_blob(target, "serverless/big/out/wide.csv")
+  expect_equal(nrow(out), n)
+  expect_equal(out$x1, data$x1)
+  expect_equal(out$note, data$note)
+  newdata <- data[c("x1", "x2", "g")]
+  newdata$g <- factor(newdata$g, levels = levels(train$g))
+  expect_equal(out$.pred, unname(predict(fit, newdata)), tolerance = 1e-12)
+})
+
 # Container groups that existed at once, at most, by the journal's PUTs and DELETEs.
 groups_at_once <- function(target) {
   j <- local_azure_journal(target)
@@ -209,6 +266,11 @@ test_that("max_parallel queues shards: never more groups at once than asked", {
   expect_length(container_groups(target2), 0)
 })
 
+# A top-level field of a container group body's properties (JSON text).
+group_property <- function(body, field) {
+  serveRless:::rust_check(serveRless:::rs_json_parse(body))$properties[[field]]
+}
+
 test_that("retries re-run a killed shard in a new group; model errors are not retried", {
   target <- local_azure()
   fits <- fit_models()
@@ -239,6 +301,29 @@ test_that("retries re-run a killed shard in a new group; model errors are not re
   err <- expect_error(score_quietly(bad, newdata = newdata, retries = 2), class = "serverless_error_job")
   expect_equal(err$exit_code, 3L)
   expect_equal(err$run$shards$attempts, 1L)
+  expect_length(container_groups(target), 0)
+
+  # Spot groups: an evicted shard fails like a killed one, and is retried or resumed.
+  steady <- deploy_quietly(fits$lm, "steady", target)
+  expect_error(score_now(steady, newdata = newdata, priority = "cheap"), class = "serverless_error_input")
+  local_azure_faults(target, evict = 1)
+  err <- expect_error(score_quietly(steady, newdata = newdata, priority = "spot", retries = 1),
+                      class = "serverless_error_job")
+  expect_equal(err$exit_code, 137L)
+  expect_equal(err$run$shards$attempts, 2L)
+  expect_match(err$logs, "was evicted", fixed = TRUE)
+  j <- local_azure_journal(target)
+  puts <- j[grepl("/containerGroups/steady-", j$path) & j$method == "PUT", ]
+  expect_equal(nrow(puts), 2)
+  expect_true(all(vapply(puts$body, function(b) identical(group_property(b, "priority"), "Spot"), TRUE)))
+  # Regular groups are never evicted; the evicted run resumes once eviction stops.
+  run <- score_quietly(steady, newdata = newdata)
+  expect_equal(run$shards$state, "Succeeded")
+  local_azure_faults(target)
+  resumed <- score_quietly(steady, resume = err$run)
+  expect_equal(resumed$shards$state, "Succeeded")
+  expect_equal(resumed$shards$attempts, 3L)
+  expect_equal(read_predictions(resumed)$.pred, unname(predict(fits$lm, newdata)))
   expect_length(container_groups(target), 0)
 })
 

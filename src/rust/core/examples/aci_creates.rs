@@ -44,6 +44,7 @@ async fn main() {
         latency_ms: 0,
         resets: 0.0,
         seed: 42,
+        evict: 0.0,
     });
     let calls_before = arm.stats.calls.load(Ordering::Relaxed);
 
@@ -70,6 +71,7 @@ async fn main() {
                 identity: None,
                 registry_identities: vec![],
                 tags: BTreeMap::from([("serverless-deployment".into(), "bench".into())]),
+                spot: false,
             };
             aci::create_group(&arm, &spec).await
         });
@@ -97,6 +99,7 @@ async fn main() {
         latency_ms: 0,
         resets: 0.0,
         seed: 0,
+        evict: 0.0,
     });
     let list = arm
         .get(

@@ -39,6 +39,10 @@ pub struct GroupSpec {
     pub registry_identities: Vec<(String, String)>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Run as a Spot container group: cheaper, and Azure may evict it when it needs
+    /// the capacity back.
+    #[serde(default)]
+    pub spot: bool,
 }
 
 /// A container's end state.
@@ -144,6 +148,12 @@ impl GroupSpec {
                 "containers": containers,
             }
         });
+        // ContainerGroupProperties.priority, "Regular" (the default) or "Spot"
+        // (ContainerGroupPriority, Microsoft.ContainerInstance 2023-05-01,
+        // containerInstance.json of azure-rest-api-specs).
+        if self.spot {
+            body["properties"]["priority"] = json!("Spot");
+        }
         if let Some(id) = &self.identity {
             body["identity"] =
                 json!({"type": "UserAssigned", "userAssignedIdentities": {id.clone(): {}}});
@@ -298,6 +308,7 @@ mod tests {
             identity: None,
             registry_identities: vec![],
             tags: BTreeMap::new(),
+            spot: false,
         }
     }
 

@@ -52,6 +52,9 @@ pub struct RunRequest {
     /// Re-runs of a shard whose failure a retry can mend.
     #[serde(default)]
     pub retries: u32,
+    /// Run the shards as Spot container groups (evicted ones are retried as failed).
+    #[serde(default)]
+    pub spot: bool,
 }
 
 impl RunRequest {
@@ -168,6 +171,7 @@ fn group_spec(req: &RunRequest, shard: &ShardRequest, attempt: u32) -> GroupSpec
         identity: Some(req.identity_id.clone()),
         registry_identities: vec![(req.login_server.clone(), req.identity_id.clone())],
         tags,
+        spot: req.spot,
     }
 }
 

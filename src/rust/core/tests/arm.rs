@@ -90,6 +90,7 @@ impl Env {
             identity: None,
             registry_identities: vec![],
             tags: BTreeMap::from([("serverless-deployment".into(), "test".into())]),
+            spot: false,
         }
     }
 }
@@ -272,6 +273,7 @@ async fn throttling_server_errors_and_resets_are_retried() {
         latency_ms: 0,
         resets: 0.2,
         seed: 7,
+        evict: 0.0,
     });
     for i in 0..12 {
         let path = env.rg_path(&format!("rg-faults-{i}"));
@@ -303,6 +305,7 @@ async fn throttling_server_errors_and_resets_are_retried() {
         latency_ms: 0,
         resets: 0.0,
         seed: 1,
+        evict: 0.0,
     });
     let mut arm = env.arm();
     arm.retry.max_retries = 2;
@@ -452,4 +455,64 @@ async fn an_existing_resource_group_keeps_its_tags() {
         .await
         .unwrap();
     assert_eq!(group["tags"], json!({"serverless-deployment": "mpg"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_groups_say_so_and_the_local_azure_can_evict_them() {
+    let env = start("spot", &[]).await;
+    let arm = env.arm();
+    aci::ensure_resource_group(
+        &arm,
+        &env.config.subscription_id,
+        "rg-spot",
+        "westeurope",
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    let mut spec = env.group("rg-spot", "job-spot", "sleep 30; echo done");
+    spec.spot = true;
+    env.local.set_faults(Faults {
+        evict: 1.0,
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    let results = aci::run_group(&arm, &spec, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Evicted while it ran: killed as by SIGKILL, long before its 30 s.
+    assert_eq!(results[0].exit_code, Some(137));
+    assert!(
+        results[0].logs.contains("was evicted"),
+        "{}",
+        results[0].logs
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let put = env
+        .local
+        .journal()
+        .into_iter()
+        .find(|e| e.method == "PUT" && e.path.ends_with("/containerGroups/job-spot"))
+        .expect("the group's PUT");
+    assert_eq!(put.body.unwrap()["properties"]["priority"], "Spot");
+
+    // Regular groups are never evicted.
+    let regular = env.group("rg-spot", "job-regular", "echo done");
+    let results = aci::run_group(&arm, &regular, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(results[0].exit_code, Some(0));
+
+    // Only ContainerGroupPriority's values are accepted.
+    let mut body = spec.body();
+    body["properties"]["priority"] = serde_json::json!("Cheap");
+    let err = arm
+        .put(&spec.path(), api::CONTAINER_INSTANCE, &body)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("properties.priority"),
+        "{}",
+        err.message
+    );
 }

@@ -34,6 +34,8 @@ pub struct ContainerSpec {
     /// The most memory its processes may hold together: `limits.memoryInGB`, else
     /// `requests.memoryInGB` (ACI's rule). Past it the container is killed (137).
     pub memory_bytes: u64,
+    /// Evict it once it runs (a Spot group that `local_azure_faults(evict =)` chose).
+    pub evict: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +169,18 @@ fn validate(body: &Value) -> Result<Vec<Draft>, ArmError> {
             ))
         }
         _ => {}
+    }
+    // ContainerGroupPriority (2023-05-01): "Regular" or "Spot".
+    match &props["priority"] {
+        Value::Null => {}
+        Value::String(p) if ["regular", "spot"].contains(&p.to_ascii_lowercase().as_str()) => {}
+        p => return Err(ArmError::invalid(
+            "properties.priority",
+            format!(
+                "The value '{}' of 'properties.priority' is not valid. Use 'Regular' or 'Spot'.",
+                p.as_str().map_or_else(|| p.to_string(), str::to_string)
+            ),
+        )),
     }
     if let Some(p) = props["restartPolicy"].as_str() {
         if !["always", "onfailure", "never"].contains(&p.to_ascii_lowercase().as_str()) {
@@ -351,6 +365,7 @@ fn resolve_images(
                 command,
                 env: d.env,
                 memory_bytes: d.memory_bytes,
+                evict: false,
             });
             continue;
         };
@@ -451,6 +466,7 @@ fn resolve_images(
             command,
             env,
             memory_bytes: d.memory_bytes,
+            evict: false,
         });
     }
     Ok(specs)
@@ -550,7 +566,22 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
         &body["identity"],
         existing.as_ref().map(|e| &e["identity"]),
     )?;
-    let specs = resolve_images(&req.inner, &r.name, &body, &identity, drafts)?;
+    let mut specs = resolve_images(&req.inner, &r.name, &body, &identity, drafts)?;
+    let spot = body["properties"]["priority"]
+        .as_str()
+        .is_some_and(|p| p.eq_ignore_ascii_case("spot"));
+    if spot
+        && req
+            .inner
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decide_eviction()
+    {
+        for spec in &mut specs {
+            spec.evict = true;
+        }
+    }
     if existing.is_some() {
         stop_processes(&req.inner, &r.key).await;
     }
@@ -815,6 +846,7 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
             c.restart_count = restarts;
         });
         let mut out_of_memory = false;
+        let mut evicted = false;
         let (code, killed) = tokio::select! {
             status = child.wait() => (exit_code(status), false),
             _ = wait_for_kill(&mut kill) => {
@@ -834,6 +866,16 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
                 ));
                 (exit_code(child.wait().await), false)
             }
+            _ = evict_when_running(ctx.spec.evict) => {
+                // Azure takes a Spot group's capacity back: its processes are killed.
+                kill_process_group(pid);
+                let _ = child.start_kill();
+                evicted = true;
+                let _ = append_log(&log_path, &format!(
+                    "serverless local Azure: Spot container '{}' was evicted", ctx.spec.name
+                ));
+                (exit_code(child.wait().await), false)
+            }
         };
         // As in a container, the end of the main process ends every process in it.
         kill_process_group(pid);
@@ -848,6 +890,8 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
                 "Killed".into()
             } else if out_of_memory {
                 "OOMKilled".into()
+            } else if evicted {
+                "Evicted".into()
             } else if code == 0 {
                 "Completed".into()
             } else {
@@ -867,6 +911,17 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
         }
         restarts += 1;
     }
+}
+
+/// How long an evicted Spot container runs first: long enough to have started work.
+const EVICT_AFTER: Duration = Duration::from_millis(500);
+
+/// Returns when a container chosen for eviction is to be evicted (else never).
+async fn evict_when_running(evict: bool) {
+    if !evict {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep(EVICT_AFTER).await;
 }
 
 /// How often a running container's memory is measured.

@@ -14,6 +14,8 @@ pub struct Faults {
     pub resets: f64,
     /// Seed of the generator that decides the faults.
     pub seed: u64,
+    /// Share of Spot container groups evicted once their containers run.
+    pub evict: f64,
 }
 
 /// What to do with one request, decided before the request has any effect.
@@ -61,6 +63,13 @@ impl FaultState {
             return Fault::ServerError(code);
         }
         Fault::None
+    }
+
+    /// Whether a new Spot container group will be evicted (a draw of its own, so
+    /// that evictions do not shift the ARM faults' sequence when `evict` is 0).
+    pub fn decide_eviction(&mut self) -> bool {
+        let evict = self.faults.evict;
+        evict > 0.0 && self.next_f64() < evict
     }
 }
 

@@ -330,6 +330,84 @@ fn rs_write_table(columns: Robj, path: Robj, format: Robj) -> Robj {
     guard(move || result_to_robj(table::write(&columns, &path, &format)))
 }
 
+/// A reader of a file's shard in chunks of about `chunk_bytes`: an external pointer
+/// for `rs_table_next()`. CSV files are read whole (their shards are downloaded as
+/// files); Parquet files by shard `shard` of `shards` (1-based).
+/// @noRd
+#[extendr]
+fn rs_table_chunks(
+    path: Robj,
+    format: Robj,
+    hint: Robj,
+    shard: i32,
+    shards: i32,
+    chunk_bytes: f64,
+) -> Robj {
+    text!(path, format);
+    guard(move || {
+        robj_result(
+            table::Chunks::open(&path, &format, &hint, shard, shards, chunk_bytes)
+                .map(|c| ExternalPtr::new(std::sync::Mutex::new(c)).into()),
+        )
+    })
+}
+
+/// The next chunk of a reader from `rs_table_chunks()` as a named list, or NULL
+/// after the last.
+/// @noRd
+#[extendr]
+fn rs_table_next(chunks: Robj) -> Robj {
+    guard(move || {
+        let Ok(chunks) = ExternalPtr::<std::sync::Mutex<table::Chunks>>::try_from(chunks) else {
+            return error_to_robj(&Error::input(
+                "not a table reader (or one restored from a file)",
+            ));
+        };
+        let mut chunks = match chunks.lock() {
+            Ok(c) => c,
+            Err(_) => return error_to_robj(&Error::internal("a table reader failed earlier")),
+        };
+        robj_result(chunks.next_chunk())
+    })
+}
+
+/// A writer of a CSV or Parquet file, chunk by chunk: an external pointer for
+/// `rs_table_write()` and `rs_table_finish()`.
+/// @noRd
+#[extendr]
+fn rs_table_writer(path: Robj, format: Robj) -> Robj {
+    text!(path, format);
+    guard(move || {
+        robj_result(
+            table::TableWriter::create(&path, &format)
+                .map(|w| ExternalPtr::new(std::sync::Mutex::new(w)).into()),
+        )
+    })
+}
+
+/// Append a chunk (a named list of atomic vectors) to a table writer; with
+/// `finish = TRUE` instead close the file: its rows and bytes.
+/// @noRd
+#[extendr]
+fn rs_table_write(writer: Robj, columns: Robj, finish: bool) -> Robj {
+    guard(move || {
+        let Ok(writer) = ExternalPtr::<std::sync::Mutex<table::TableWriter>>::try_from(writer)
+        else {
+            return error_to_robj(&Error::input(
+                "not a table writer (or one restored from a file)",
+            ));
+        };
+        let mut writer = match writer.lock() {
+            Ok(w) => w,
+            Err(_) => return error_to_robj(&Error::internal("a table writer failed earlier")),
+        };
+        match finish {
+            true => result_to_robj(writer.finish()),
+            false => result_to_robj(writer.write(&columns).map(|_| Value::Null)),
+        }
+    })
+}
+
 /// How to reach ARM: endpoints plus a credential, as R describes them.
 #[derive(serde::Deserialize)]
 struct ArmConfig {
@@ -813,6 +891,7 @@ fn rs_local_faults(handle: Robj, faults: Robj) -> Robj {
             latency_ms: num("latency_ms") as u64,
             resets: num("resets"),
             seed: num("seed") as u64,
+            evict: num("evict"),
         };
         result_to_robj(with_local(handle, |l| l.set_faults(faults)).map(|_| Value::Null))
     })
@@ -974,6 +1053,10 @@ extendr_module! {
     fn rs_load_model;
     fn rs_read_table;
     fn rs_write_table;
+    fn rs_table_chunks;
+    fn rs_table_next;
+    fn rs_table_writer;
+    fn rs_table_write;
     fn rs_token_info;
     fn rs_aci_run;
     fn rs_file_sha256;

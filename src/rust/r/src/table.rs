@@ -79,6 +79,136 @@ pub fn read(path: &str, format: &str, hint: &Robj, shard: i32, shards: i32) -> R
     table_to_r(table)
 }
 
+/// A shard of a CSV or Parquet file, read chunk by chunk (see `rs_table_chunks`).
+pub enum Chunks {
+    Csv(table::CsvChunks),
+    Parquet(table::ParquetChunks<File>),
+}
+
+impl Chunks {
+    pub fn open(
+        path: &str,
+        format: &str,
+        hint: &Robj,
+        shard: i32,
+        shards: i32,
+        chunk_bytes: f64,
+    ) -> Result<Chunks, Error> {
+        let format = format_of(format)?;
+        let hint = hint_of(hint)?;
+        if shards < 1 || shard < 1 || shard > shards {
+            return Err(Error::input(format!(
+                "shard must be between 1 and shards: shard = {shard}, shards = {shards}"
+            )));
+        }
+        if chunk_bytes.is_nan() || chunk_bytes < 1.0 {
+            return Err(Error::input("chunk_bytes must be a positive number"));
+        }
+        let chunk_bytes = chunk_bytes.min(usize::MAX as f64) as usize;
+        let file = File::open(path).map_err(|e| Error::io(format!("cannot read {path}"), e))?;
+        let (shard, shards) = (shard as usize - 1, shards as usize);
+        match format {
+            // Chunks of a CSV file are byte ranges of the whole file: its shards are
+            // downloaded as files of their own.
+            Format::Csv if shards > 1 => Err(Error::input(
+                "a CSV file is read in chunks whole: download its shard first",
+            )),
+            Format::Csv => table::CsvChunks::open(file, &hint, chunk_bytes).map(Chunks::Csv),
+            Format::Parquet => {
+                table::ParquetChunks::open(file, shard, shards, chunk_bytes).map(Chunks::Parquet)
+            }
+        }
+        .map_err(|e| e.context(path))
+    }
+
+    /// The next chunk as a named list, or NULL after the last.
+    pub fn next_chunk(&mut self) -> Result<Robj, Error> {
+        let table = match self {
+            Chunks::Csv(c) => c.next_chunk()?,
+            Chunks::Parquet(c) => c.next_chunk()?,
+        };
+        match table {
+            Some(table) => table_to_r(table),
+            None => Ok(Robj::from(())),
+        }
+    }
+}
+
+/// An output file written chunk by chunk into `<path>.partial`, renamed to `path`
+/// when finished, so that no reader takes a partial file for a whole one.
+pub struct TableWriter {
+    path: String,
+    partial: String,
+    format: Format,
+    out: Option<TableOut>,
+    rows: usize,
+}
+
+enum TableOut {
+    Csv(BufWriter<File>),
+    Parquet(Box<table::ParquetWriter<BufWriter<File>>>),
+}
+
+impl TableWriter {
+    pub fn create(path: &str, format: &str) -> Result<TableWriter, Error> {
+        Ok(TableWriter {
+            path: path.to_string(),
+            partial: format!("{path}.partial"),
+            format: format_of(format)?,
+            out: None,
+            rows: 0,
+        })
+    }
+
+    /// Append a chunk; the first one fixes the columns.
+    pub fn write(&mut self, columns: &Robj) -> Result<(), Error> {
+        let table = table_from_r(columns)?;
+        let io = |e| Error::io("cannot write the output", e);
+        if self.out.is_none() {
+            let file = BufWriter::with_capacity(1 << 20, File::create(&self.partial).map_err(io)?);
+            self.out = Some(match self.format {
+                Format::Csv => {
+                    let mut file = file;
+                    table::write_csv_header(&table, &mut file)?;
+                    TableOut::Csv(file)
+                }
+                Format::Parquet => {
+                    TableOut::Parquet(Box::new(table::ParquetWriter::new(file, &table)?))
+                }
+            });
+        }
+        match self.out.as_mut() {
+            Some(TableOut::Csv(file)) => table::write_csv_rows(&table, file)?,
+            Some(TableOut::Parquet(writer)) => writer.write(&table)?,
+            None => return Err(Error::internal("the table writer has no file")),
+        }
+        self.rows += table.nrow();
+        Ok(())
+    }
+
+    /// Close the file and move it into place: rows and bytes written.
+    pub fn finish(&mut self) -> Result<Value, Error> {
+        let io = |e| Error::io(format!("cannot write {}", self.path), e);
+        match self.out.take() {
+            Some(TableOut::Csv(mut file)) => file.flush().map_err(io)?,
+            Some(TableOut::Parquet(writer)) => writer.finish()?,
+            None => return Err(Error::input("no chunk was written")),
+        }
+        std::fs::rename(&self.partial, &self.path).map_err(io)?;
+        let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Ok(json!({"rows": self.rows, "bytes": bytes}))
+    }
+}
+
+impl Drop for TableWriter {
+    /// An unfinished output is removed.
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
 /// A CSV file's bytes: memory-mapped (no copy, pages read ahead by the kernel), or
 /// read whole where a map is not possible (empty files, pipes).
 enum CsvInput {

@@ -311,6 +311,8 @@ impl ScheduleRequest {
             identity: Some(self.identity_id.clone()),
             registry_identities: vec![(self.login_server.clone(), self.identity_id.clone())],
             tags,
+            // Scheduled runs do not retry a shard, so they do not risk eviction.
+            spot: false,
         }
     }
 

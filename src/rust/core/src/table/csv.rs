@@ -15,8 +15,10 @@ use super::{
     Table,
 };
 use crate::{Error, Result};
-use memchr::{memchr, memchr2};
+use memchr::{memchr, memchr2, memchr2_iter, memrchr};
+use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 /// Below this many bytes per chunk, another thread costs more than it saves.
 const MIN_CHUNK_BYTES: usize = 1 << 20;
@@ -40,13 +42,25 @@ pub fn read_csv_rows(
     shard: usize,
     shards: usize,
 ) -> Result<Table> {
+    read_records(bytes, hint, shard, shards, 0)
+}
+
+/// [`read_csv_rows`], numbering lines as if `lines_before` lines came before the
+/// first record (a chunk of a bigger file reports the file's line numbers).
+fn read_records(
+    bytes: &[u8],
+    hint: &[(String, ColumnType)],
+    shard: usize,
+    shards: usize,
+    lines_before: usize,
+) -> Result<Table> {
     check_shard(shard, shards)?;
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.is_empty() {
         return Ok(Table::default());
     }
     let (names, body) = read_header(bytes)?;
-    let fail = |bad: Bad| bad.into_error(bytes, &names);
+    let fail = |bad: Bad| bad.into_error(bytes, &names, lines_before);
     let quotes = memchr(b'"', &bytes[body..]).is_some();
 
     let len = bytes.len() - body;
@@ -150,6 +164,135 @@ pub fn read_csv_rows(
     Table::new(names, columns)
 }
 
+/// A CSV file read in chunks of whole records of about `chunk_bytes` each (more when
+/// one record is longer), each parsed as a table of its own under the file's header:
+/// memory follows the chunk, not the file. The hint applies to every chunk; the other
+/// columns' types are inferred per chunk, so a column can read as integer in one chunk
+/// and double in the next (their CSV text is the same).
+pub struct CsvChunks {
+    file: File,
+    /// The header record, without a byte order mark, put before every chunk.
+    header: Vec<u8>,
+    hint: Vec<(String, ColumnType)>,
+    chunk_bytes: usize,
+    /// Where the next chunk starts, the file's length, and the lines before `pos`.
+    pos: u64,
+    len: u64,
+    lines: usize,
+    started: bool,
+}
+
+impl CsvChunks {
+    pub fn open(file: File, hint: &[(String, ColumnType)], chunk_bytes: usize) -> Result<Self> {
+        let io = |e| Error::io("cannot read the CSV file", e);
+        let len = file.metadata().map_err(io)?.len();
+        let mut chunks = CsvChunks {
+            file,
+            header: Vec::new(),
+            hint: hint.to_vec(),
+            chunk_bytes: chunk_bytes.max(1),
+            pos: 0,
+            len,
+            lines: 0,
+            started: false,
+        };
+        let mut probe = 64 << 10;
+        let header = loop {
+            let bytes = chunks.read_at(0, probe)?;
+            let at_end = bytes.len() as u64 == len;
+            match record_end(&bytes, false) {
+                Some(end) => break bytes[..end].to_vec(),
+                None if at_end => break bytes,
+                None => probe *= 2,
+            }
+        };
+        chunks.pos = header.len() as u64;
+        chunks.lines = memchr::memchr_iter(b'\n', &header).count();
+        let bom = if header.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
+        chunks.header = header[bom..].to_vec();
+        if !chunks.header.is_empty() {
+            read_header(&chunks.header)?;
+        }
+        Ok(chunks)
+    }
+
+    /// The next chunk's rows; the first call always gives a table (perhaps without
+    /// rows), later ones `None` after the last record.
+    pub fn next_chunk(&mut self) -> Result<Option<Table>> {
+        if self.pos >= self.len && self.started {
+            return Ok(None);
+        }
+        self.started = true;
+        if self.header.is_empty() {
+            return Ok(Some(Table::default()));
+        }
+        let h = self.header.len();
+        let mut want = self.chunk_bytes;
+        let mut bytes = Vec::new();
+        loop {
+            let n = want.min(self.len.saturating_sub(self.pos) as usize);
+            bytes.clear();
+            bytes.reserve_exact(h + n);
+            bytes.extend_from_slice(&self.header);
+            bytes.resize(h + n, 0);
+            self.file
+                .read_exact_at(&mut bytes[h..], self.pos)
+                .map_err(|e| Error::io("cannot read the CSV file", e))?;
+            if self.pos + n as u64 >= self.len {
+                break;
+            }
+            match record_end(&bytes[h..], true) {
+                Some(end) => break bytes.truncate(h + end),
+                None => want = want.saturating_mul(2),
+            }
+        }
+        let header_lines = memchr::memchr_iter(b'\n', &self.header).count();
+        let table = read_records(&bytes, &self.hint, 0, 1, self.lines - header_lines)?;
+        self.lines += memchr::memchr_iter(b'\n', &bytes[h..]).count();
+        self.pos += (bytes.len() - h) as u64;
+        Ok(Some(table))
+    }
+
+    fn read_at(&self, at: u64, n: usize) -> Result<Vec<u8>> {
+        let n = n.min(self.len.saturating_sub(at) as usize);
+        let mut buf = vec![0; n];
+        self.file
+            .read_exact_at(&mut buf, at)
+            .map_err(|e| Error::io("cannot read the CSV file", e))?;
+        Ok(buf)
+    }
+}
+
+/// Just past the line break that ends the first (or the last) whole record in
+/// `bytes`, which start at a record start; `None` when no record ends in them. A line
+/// break inside quotes ends no record; a doubled quote flips the state twice.
+fn record_end(bytes: &[u8], last: bool) -> Option<usize> {
+    if memchr(b'"', bytes).is_none() {
+        let at = match last {
+            true => memrchr(b'\n', bytes),
+            false => memchr(b'\n', bytes),
+        };
+        return at.map(|i| i + 1);
+    }
+    let mut quoted = false;
+    let mut found = None;
+    for i in memchr2_iter(b'"', b'\n', bytes) {
+        if bytes[i] == b'"' {
+            quoted = !quoted;
+        } else if !quoted {
+            found = Some(i + 1);
+            if !last {
+                break;
+            }
+        }
+    }
+    found
+}
+
 /// Where a parse went wrong: a byte offset (turned into a line number only when
 /// reporting) and the column, if one is to blame.
 #[derive(Debug)]
@@ -168,9 +311,10 @@ impl Bad {
         }
     }
 
-    fn into_error(self, bytes: &[u8], names: &[String]) -> Error {
+    /// The error, naming the line of `bytes` (plus `lines_before`) and the column.
+    fn into_error(self, bytes: &[u8], names: &[String], lines_before: usize) -> Error {
         let upto = &bytes[..self.offset.min(bytes.len())];
-        let line = 1 + memchr::memchr_iter(b'\n', upto).count();
+        let line = 1 + lines_before + memchr::memchr_iter(b'\n', upto).count();
         match self.column.and_then(|c| names.get(c)) {
             Some(name) => Error::input(format!("line {line}, column \"{name}\": {}", self.message)),
             None => Error::input(format!("line {line}: {}", self.message)),
@@ -183,7 +327,9 @@ fn read_header(bytes: &[u8]) -> Result<(Vec<String>, usize)> {
     let mut reader = Reader::new(bytes, 0, bytes.len());
     let mut names = Vec::new();
     loop {
-        let (span, last) = reader.field().map_err(|bad| bad.into_error(bytes, &[]))?;
+        let (span, last) = reader
+            .field()
+            .map_err(|bad| bad.into_error(bytes, &[], 0))?;
         let name = std::str::from_utf8(reader.text(&span))
             .map_err(|_| Error::input("line 1: the header is not valid UTF-8 text"))?;
         names.push(name.to_owned());
@@ -899,8 +1045,13 @@ fn integral_double(b: &[u8]) -> Option<i32> {
 /// Write `table` as CSV: a header, `NA` for missing values, doubles in the shortest
 /// form that reads back exactly, logicals as `TRUE`/`FALSE`.
 pub fn write_csv(table: &Table, out: &mut impl Write) -> Result<()> {
+    write_csv_header(table, out)?;
+    write_csv_rows(table, out)
+}
+
+/// Write the header line of `table` (nothing for a table without columns).
+pub fn write_csv_header(table: &Table, out: &mut impl Write) -> Result<()> {
     table.check()?;
-    let io = |e| Error::io("cannot write the CSV output", e);
     if table.ncol() == 0 {
         return Ok(());
     }
@@ -912,8 +1063,18 @@ pub fn write_csv(table: &Table, out: &mut impl Write) -> Result<()> {
         put_string(&mut header, name);
     }
     header.push(b'\n');
-    out.write_all(&header).map_err(io)?;
+    out.write_all(&header)
+        .map_err(|e| Error::io("cannot write the CSV output", e))
+}
 
+/// Write the rows of `table`, without a header: chunks of one table are written
+/// one after the other under one header.
+pub fn write_csv_rows(table: &Table, out: &mut impl Write) -> Result<()> {
+    table.check()?;
+    let io = |e| Error::io("cannot write the CSV output", e);
+    if table.ncol() == 0 {
+        return Ok(());
+    }
     let nrow = table.nrow();
     let block = (WRITE_BLOCK_BYTES / row_bytes(table)).max(256);
     let mut buffers: Vec<(Vec<u8>, usize, usize)> = vec![(Vec::new(), 0, 0); threads()];
@@ -1463,5 +1624,101 @@ mod tests {
             write_csv(&t, &mut out).unwrap();
             assert_eq!(read_csv(&out, &[]).unwrap(), t);
         }
+    }
+
+    fn temp_file(name: &str, bytes: &[u8]) -> (std::path::PathBuf, File) {
+        let path = std::env::temp_dir().join(format!("serverless-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        (path, file)
+    }
+
+    fn all_chunks(bytes: &[u8], hint: &[(String, ColumnType)], chunk: usize) -> Vec<Table> {
+        let (path, file) = temp_file(&format!("chunks-{chunk}.csv"), bytes);
+        let mut chunks = CsvChunks::open(file, hint, chunk).unwrap();
+        let mut out = Vec::new();
+        while let Some(t) = chunks.next_chunk().unwrap() {
+            out.push(t);
+        }
+        std::fs::remove_file(path).unwrap();
+        out
+    }
+
+    #[test]
+    fn chunks_hold_every_record_once_whatever_the_chunk_size() {
+        // A byte order mark, quoted line breaks and commas, doubled quotes, CRLF, and
+        // no line break at the end.
+        let mut text = b"\xEF\xBB\xBFid,\"note, long\",x\r\n".to_vec();
+        for i in 0..200 {
+            match i % 4 {
+                0 => text.extend(format!("{i},\"two\nlines\",{i}.5\n").bytes()),
+                1 => text.extend(format!("{i},\"say \"\"hi\"\"\",NA\r\n").bytes()),
+                2 => text.extend(format!("{i},,{i}\n").bytes()),
+                _ => text.extend(format!("{i},plain {i},-{i}e3\n").bytes()),
+            }
+        }
+        text.extend(b"200,last,1");
+        let hint = hint(&[("x", ColumnType::Double)]);
+        let whole = read_csv(&text, &hint).unwrap();
+        assert_eq!(whole.nrow(), 201);
+        for chunk in [1, 10, 100, 1000, 1 << 20] {
+            let got = all_chunks(&text, &hint, chunk);
+            assert_eq!(
+                got.iter().map(Table::nrow).sum::<usize>(),
+                201,
+                "chunk {chunk}"
+            );
+            assert_eq!(got[0].names, whole.names);
+            let mut joined = Vec::new();
+            write_csv_header(&got[0], &mut joined).unwrap();
+            for t in &got {
+                write_csv_rows(t, &mut joined).unwrap();
+            }
+            let mut expected = Vec::new();
+            write_csv(&whole, &mut expected).unwrap();
+            assert_eq!(
+                String::from_utf8(joined).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            if chunk == 1 {
+                // Each read doubles until a record ends in it, so a chunk holds a
+                // record or a few, never none.
+                assert!(got.len() >= 100 && got.iter().all(|t| t.nrow() > 0));
+            }
+            if chunk == 1 << 20 {
+                assert_eq!(got.len(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_reports_the_files_line_numbers() {
+        let mut text = b"a,b\n".to_vec();
+        for i in 0..100 {
+            text.extend(format!("{i},{i}\n").bytes());
+        }
+        text.extend(b"100,\"unclosed\n");
+        let (path, file) = temp_file("lines.csv", &text);
+        let mut chunks = CsvChunks::open(file, &[], 64).unwrap();
+        let e = loop {
+            match chunks.next_chunk() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("no error"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        std::fs::remove_file(path).unwrap();
+        assert!(e.contains("line 102"), "{e}");
+    }
+
+    #[test]
+    fn a_header_only_file_gives_one_table_without_rows() {
+        let got = all_chunks(b"a,b\n", &[], 4);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].names, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(got[0].nrow(), 0);
+        let got = all_chunks(b"", &[], 4);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].ncol(), 0);
     }
 }

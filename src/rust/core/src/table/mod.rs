@@ -19,9 +19,12 @@ mod arrow_schema;
 mod csv;
 mod parquet;
 
-pub use self::csv::{read_csv, read_csv_rows, write_csv};
+pub use self::csv::{
+    read_csv, read_csv_rows, write_csv, write_csv_header, write_csv_rows, CsvChunks,
+};
 pub use self::parquet::{
-    parquet_shard_byte_ranges, read_parquet, read_parquet_rows, write_parquet,
+    parquet_shard_byte_ranges, read_parquet, read_parquet_rows, write_parquet, ParquetChunks,
+    ParquetWriter,
 };
 
 use crate::{Error, Result};
@@ -334,6 +337,27 @@ impl Column {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// A column of `n` missing values of type `t` (date-times shown in UTC).
+    pub fn missing(t: ColumnType, n: usize) -> Column {
+        fn nulls<T: Copy + Default>(n: usize) -> Nullable<T> {
+            let mut v = Nullable::new();
+            v.push_missing(n);
+            v
+        }
+        match t {
+            ColumnType::Logical => Column::Logical(vec![None; n]),
+            ColumnType::Integer => Column::Integer(nulls(n)),
+            ColumnType::Double => Column::Double(nulls(n)),
+            ColumnType::Character => {
+                let mut v = Strings::new();
+                v.push_missing(n);
+                Column::Character(v)
+            }
+            ColumnType::Date => Column::Date(nulls(n)),
+            ColumnType::DateTime => Column::DateTime(nulls(n), "UTC".to_string()),
+        }
     }
 
     pub fn column_type(&self) -> ColumnType {

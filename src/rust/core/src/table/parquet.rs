@@ -19,7 +19,7 @@
 //! Types and encodings: the Parquet format's `LogicalTypes.md` (apache/parquet-format).
 
 use super::arrow_schema::{self, ArrowType};
-use super::{check_shard, fits_integer, shard_range, Column, Nullable, Strings, Table};
+use super::{check_shard, fits_integer, shard_range, Column, ColumnType, Nullable, Strings, Table};
 use crate::{Error, Result};
 use bytes::Bytes;
 use parquet::basic::{
@@ -57,40 +57,108 @@ pub fn read_parquet_rows<R: ChunkReader + 'static>(
     shard: usize,
     shards: usize,
 ) -> Result<Table> {
-    check_shard(shard, shards)?;
-    let reader = SerializedFileReader::new(input).map_err(read_error)?;
-    let meta = reader.metadata();
-    let file = meta.file_metadata();
-    let zones = file
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == arrow_schema::KEY))
-        .and_then(|kv| kv.value.as_deref())
-        .map(arrow_schema::time_zones)
-        .unwrap_or_default();
-    let descriptors = file.schema_descr().columns();
-    let kinds = descriptors
-        .iter()
-        .map(|c| Kind::of(c, &zones))
-        .collect::<Result<Vec<_>>>()?;
+    let mut chunks = ParquetChunks::open(input, shard, shards, usize::MAX)?;
+    chunks
+        .next_chunk()?
+        .ok_or_else(|| Error::internal("a Parquet read gave no table"))
+}
 
-    let parts = shard_groups(meta, shard, shards)?;
-    let rows = parts.iter().map(|p| p.take).sum();
-    let mut columns: Vec<Acc> = kinds.iter().map(|k| k.acc(rows)).collect();
+/// The rows of a Parquet file's shard in chunks of about `chunk_bytes` each (by the
+/// footer's uncompressed sizes), so memory follows the chunk, not the file. Chunks
+/// follow row groups; a row group bigger than a chunk is read in row ranges.
+pub struct ParquetChunks<R: ChunkReader> {
+    reader: SerializedFileReader<R>,
+    kinds: Vec<Kind>,
+    names: Vec<String>,
+    max_defs: Vec<i16>,
+    chunks: std::collections::VecDeque<Vec<GroupPart>>,
+}
+
+impl<R: ChunkReader + 'static> ParquetChunks<R> {
+    pub fn open(input: R, shard: usize, shards: usize, chunk_bytes: usize) -> Result<Self> {
+        check_shard(shard, shards)?;
+        let reader = SerializedFileReader::new(input).map_err(read_error)?;
+        let meta = reader.metadata();
+        let file = meta.file_metadata();
+        let zones = file
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == arrow_schema::KEY))
+            .and_then(|kv| kv.value.as_deref())
+            .map(arrow_schema::time_zones)
+            .unwrap_or_default();
+        let descriptors = file.schema_descr().columns();
+        let kinds = descriptors
+            .iter()
+            .map(|c| Kind::of(c, &zones))
+            .collect::<Result<Vec<_>>>()?;
+        let names = descriptors.iter().map(|c| c.name().to_string()).collect();
+        let max_defs = descriptors.iter().map(|c| c.max_def_level()).collect();
+        let rows: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
+        let bytes: i64 = meta.row_groups().iter().map(|g| g.total_byte_size()).sum();
+        let row_bytes = (bytes.max(1) as u64 / rows.max(1) as u64).max(1);
+        let chunk_rows = (chunk_bytes as u64 / row_bytes).clamp(1, usize::MAX as u64) as usize;
+        let chunks = chunked(shard_groups(meta, shard, shards)?, chunk_rows);
+        Ok(ParquetChunks {
+            reader,
+            kinds,
+            names,
+            max_defs,
+            chunks,
+        })
+    }
+
+    /// The next chunk; the first call always gives a table (perhaps without rows),
+    /// later ones `None` after the shard's last row.
+    pub fn next_chunk(&mut self) -> Result<Option<Table>> {
+        let Some(parts) = self.chunks.pop_front() else {
+            return Ok(None);
+        };
+        let rows = parts.iter().map(|p| p.take).sum();
+        let mut columns: Vec<Acc> = self.kinds.iter().map(|k| k.acc(rows)).collect();
+        for part in parts {
+            let row_group = self.reader.get_row_group(part.group).map_err(read_error)?;
+            for (j, (kind, column)) in self.kinds.iter().zip(&mut columns).enumerate() {
+                let values = row_group.get_column_reader(j).map_err(read_error)?;
+                let chunk = Chunk {
+                    skip: part.skip,
+                    take: part.take,
+                    max_def: self.max_defs[j],
+                    name: &self.names[j],
+                };
+                kind.read(values, &chunk, column)?;
+            }
+        }
+        let columns = columns.into_iter().map(Acc::finish).collect();
+        Table::new(self.names.clone(), columns).map(Some)
+    }
+}
+
+/// `parts` cut into chunks of at most `rows` rows each (at least one chunk, perhaps
+/// empty, so that a reader always gets the columns).
+fn chunked(parts: Vec<GroupPart>, rows: usize) -> std::collections::VecDeque<Vec<GroupPart>> {
+    let mut chunks = std::collections::VecDeque::new();
+    let mut chunk = Vec::new();
+    let mut in_chunk = 0;
     for part in parts {
-        let row_group = reader.get_row_group(part.group).map_err(read_error)?;
-        for (j, (kind, column)) in kinds.iter().zip(&mut columns).enumerate() {
-            let values = row_group.get_column_reader(j).map_err(read_error)?;
-            let chunk = Chunk {
-                skip: part.skip,
-                take: part.take,
-                max_def: descriptors[j].max_def_level(),
-                name: descriptors[j].name(),
-            };
-            kind.read(values, &chunk, column)?;
+        let (mut skip, mut left) = (part.skip, part.take);
+        while left > 0 {
+            let take = left.min(rows - in_chunk);
+            chunk.push(GroupPart {
+                group: part.group,
+                skip,
+                take,
+            });
+            (skip, left, in_chunk) = (skip + take, left - take, in_chunk + take);
+            if in_chunk == rows {
+                chunks.push_back(std::mem::take(&mut chunk));
+                in_chunk = 0;
+            }
         }
     }
-    let names = descriptors.iter().map(|c| c.name().to_string()).collect();
-    Table::new(names, columns.into_iter().map(Acc::finish).collect())
+    if !chunk.is_empty() || chunks.is_empty() {
+        chunks.push_back(chunk);
+    }
+    chunks
 }
 
 /// Rows `skip..skip + take` of row group `group`.
@@ -550,107 +618,171 @@ impl Acc {
 
 /// Write `table` as Parquet, zstd-compressed, in row groups of `ROW_GROUP_ROWS`.
 pub fn write_parquet<W: Write + Send>(table: &Table, out: W) -> Result<()> {
-    table.check()?;
-    let mut fields = Vec::with_capacity(table.ncol());
-    let mut arrow = Vec::with_capacity(table.ncol());
-    for (name, column) in table.names.iter().zip(&table.columns) {
-        let (physical, logical, arrow_type) = match column {
-            Column::Logical(_) => (PhysicalType::BOOLEAN, None, ArrowType::Bool),
-            Column::Integer(_) => (PhysicalType::INT32, None, ArrowType::Int32),
-            Column::Double(_) => (PhysicalType::DOUBLE, None, ArrowType::Float64),
-            Column::Character(_) => (
-                PhysicalType::BYTE_ARRAY,
-                Some(LogicalType::String),
-                ArrowType::Utf8,
-            ),
-            Column::Date(_) => (
-                PhysicalType::INT32,
-                Some(LogicalType::Date),
-                ArrowType::Date32,
-            ),
-            Column::DateTime(_, tz) => (
-                PhysicalType::INT64,
-                Some(LogicalType::timestamp(true, TimeUnit::MICROS)),
-                ArrowType::TimestampMicros(tz.clone()),
-            ),
-        };
-        let field = SchemaType::primitive_type_builder(name, physical)
-            .with_repetition(Repetition::OPTIONAL)
-            .with_logical_type(logical)
+    let mut writer = ParquetWriter::new(out, table)?;
+    writer.write(table)?;
+    writer.finish()
+}
+
+/// A Parquet file written table by table (chunks of one table, with the first one's
+/// columns), each in row groups of at most `ROW_GROUP_ROWS`.
+pub struct ParquetWriter<W: Write + Send> {
+    writer: SerializedFileWriter<W>,
+    names: Vec<String>,
+    types: Vec<ColumnType>,
+}
+
+impl<W: Write + Send> ParquetWriter<W> {
+    /// A writer of tables with the columns (names and types) of `first`.
+    pub fn new(out: W, first: &Table) -> Result<Self> {
+        let table = first;
+        table.check()?;
+        let mut fields = Vec::with_capacity(table.ncol());
+        let mut arrow = Vec::with_capacity(table.ncol());
+        for (name, column) in table.names.iter().zip(&table.columns) {
+            let (physical, logical, arrow_type) = match column {
+                Column::Logical(_) => (PhysicalType::BOOLEAN, None, ArrowType::Bool),
+                Column::Integer(_) => (PhysicalType::INT32, None, ArrowType::Int32),
+                Column::Double(_) => (PhysicalType::DOUBLE, None, ArrowType::Float64),
+                Column::Character(_) => (
+                    PhysicalType::BYTE_ARRAY,
+                    Some(LogicalType::String),
+                    ArrowType::Utf8,
+                ),
+                Column::Date(_) => (
+                    PhysicalType::INT32,
+                    Some(LogicalType::Date),
+                    ArrowType::Date32,
+                ),
+                Column::DateTime(_, tz) => (
+                    PhysicalType::INT64,
+                    Some(LogicalType::timestamp(true, TimeUnit::MICROS)),
+                    ArrowType::TimestampMicros(tz.clone()),
+                ),
+            };
+            let field = SchemaType::primitive_type_builder(name, physical)
+                .with_repetition(Repetition::OPTIONAL)
+                .with_logical_type(logical)
+                .build()
+                .map_err(write_error)?;
+            fields.push(Arc::new(field));
+            arrow.push((name.as_str(), arrow_type));
+        }
+        let schema = SchemaType::group_type_builder("schema")
+            .with_fields(fields)
             .build()
             .map_err(write_error)?;
-        fields.push(Arc::new(field));
-        arrow.push((name.as_str(), arrow_type));
-    }
-    let schema = SchemaType::group_type_builder("schema")
-        .with_fields(fields)
-        .build()
-        .map_err(write_error)?;
-    let level = ZstdLevel::try_new(1).map_err(write_error)?;
-    let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(level));
-    // Doubles (predictions, measurements) rarely repeat: a dictionary would be built
-    // and dropped for every row group.
-    for (name, column) in table.names.iter().zip(&table.columns) {
-        if matches!(column, Column::Double(_)) {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(name.as_str()), false);
-        }
-    }
-    let props = props.build();
-    let mut writer =
-        SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props)).map_err(write_error)?;
-    writer.append_key_value_metadata(KeyValue::new(
-        arrow_schema::KEY.to_string(),
-        arrow_schema::encode(&arrow),
-    ));
-    let nrow = table.nrow();
-    let mut start = 0;
-    while start < nrow {
-        let end = (start + ROW_GROUP_ROWS).min(nrow);
-        let mut group = writer.next_row_group().map_err(write_error)?;
-        for column in &table.columns {
-            let mut out = group
-                .next_column()
-                .map_err(write_error)?
-                .ok_or_else(|| Error::internal("Parquet writer: fewer columns than the schema"))?;
-            let mut lo = start;
-            while lo < end {
-                let hi = (lo + BATCH_ROWS).min(end);
-                match column {
-                    Column::Logical(v) => {
-                        write_batch::<BoolType, _>(&mut out, v[lo..hi].iter().copied())?
-                    }
-                    Column::Integer(v) | Column::Date(v) => {
-                        write_batch::<Int32Type, _>(&mut out, v.iter_range(lo, hi))?
-                    }
-                    Column::Double(v) => {
-                        write_batch::<DoubleType, _>(&mut out, v.iter_range(lo, hi))?
-                    }
-                    Column::DateTime(v, _) => {
-                        write_batch::<Int64Type, _>(&mut out, v.iter_range(lo, hi))?
-                    }
-                    Column::Character(v) => {
-                        // One copy of the batch's text; each value a slice of it.
-                        let base = v.span(lo).map_or(0, |r| r.start);
-                        let end = v.span(hi - 1).map_or(base, |r| r.end);
-                        let text = Bytes::copy_from_slice(&v.text().as_bytes()[base..end]);
-                        let values = (lo..hi).map(|i| match (v.is_missing(i), v.span(i)) {
-                            (false, Some(r)) => {
-                                Some(ByteArray::from(text.slice(r.start - base..r.end - base)))
-                            }
-                            _ => None,
-                        });
-                        write_batch::<ByteArrayType, _>(&mut out, values)?
-                    }
-                }
-                lo = hi;
+        let level = ZstdLevel::try_new(1).map_err(write_error)?;
+        let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(level));
+        // Doubles (predictions, measurements) rarely repeat: a dictionary would be built
+        // and dropped for every row group.
+        for (name, column) in table.names.iter().zip(&table.columns) {
+            if matches!(column, Column::Double(_)) {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(name.as_str()), false);
             }
-            out.close().map_err(write_error)?;
         }
-        group.close().map_err(write_error)?;
-        start = end;
+        let props = props.build();
+        let mut writer = SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props))
+            .map_err(write_error)?;
+        writer.append_key_value_metadata(KeyValue::new(
+            arrow_schema::KEY.to_string(),
+            arrow_schema::encode(&arrow),
+        ));
+        Ok(ParquetWriter {
+            writer,
+            names: table.names.clone(),
+            types: table.columns.iter().map(Column::column_type).collect(),
+        })
     }
-    writer.close().map_err(write_error)?;
-    Ok(())
+
+    /// Append the rows of `table`, whose columns must be the first table's; an
+    /// integer column where the first had doubles, or a column with no values where
+    /// it had another type, is converted.
+    pub fn write(&mut self, table: &Table) -> Result<()> {
+        table.check()?;
+        if table.names != self.names {
+            return Err(Error::input(format!(
+                "a chunk's columns ({}) differ from the first chunk's ({})",
+                table.names.join(", "),
+                self.names.join(", ")
+            )));
+        }
+        let mut converted = Vec::new();
+        for ((name, column), want) in table.names.iter().zip(&table.columns).zip(&self.types) {
+            converted.push(match (column, *want) {
+                (c, t) if c.column_type() == t => None,
+                (Column::Integer(v), ColumnType::Double) => Some(Column::Double(v.map(f64::from))),
+                (Column::Logical(v), t) if v.iter().all(Option::is_none) => {
+                    Some(Column::missing(t, v.len()))
+                }
+                (c, t) => {
+                    return Err(Error::input(format!(
+                        "column \"{name}\" is {} in this chunk but {} in the first",
+                        c.column_type().name(),
+                        t.name()
+                    )))
+                }
+            });
+        }
+        let columns: Vec<&Column> = converted
+            .iter()
+            .zip(&table.columns)
+            .map(|(c, orig)| c.as_ref().unwrap_or(orig))
+            .collect();
+        let writer = &mut self.writer;
+        let nrow = table.nrow();
+        let mut start = 0;
+        while start < nrow {
+            let end = (start + ROW_GROUP_ROWS).min(nrow);
+            let mut group = writer.next_row_group().map_err(write_error)?;
+            for column in &columns {
+                let mut out = group.next_column().map_err(write_error)?.ok_or_else(|| {
+                    Error::internal("Parquet writer: fewer columns than the schema")
+                })?;
+                let mut lo = start;
+                while lo < end {
+                    let hi = (lo + BATCH_ROWS).min(end);
+                    match column {
+                        Column::Logical(v) => {
+                            write_batch::<BoolType, _>(&mut out, v[lo..hi].iter().copied())?
+                        }
+                        Column::Integer(v) | Column::Date(v) => {
+                            write_batch::<Int32Type, _>(&mut out, v.iter_range(lo, hi))?
+                        }
+                        Column::Double(v) => {
+                            write_batch::<DoubleType, _>(&mut out, v.iter_range(lo, hi))?
+                        }
+                        Column::DateTime(v, _) => {
+                            write_batch::<Int64Type, _>(&mut out, v.iter_range(lo, hi))?
+                        }
+                        Column::Character(v) => {
+                            // One copy of the batch's text; each value a slice of it.
+                            let base = v.span(lo).map_or(0, |r| r.start);
+                            let end = v.span(hi - 1).map_or(base, |r| r.end);
+                            let text = Bytes::copy_from_slice(&v.text().as_bytes()[base..end]);
+                            let values = (lo..hi).map(|i| match (v.is_missing(i), v.span(i)) {
+                                (false, Some(r)) => {
+                                    Some(ByteArray::from(text.slice(r.start - base..r.end - base)))
+                                }
+                                _ => None,
+                            });
+                            write_batch::<ByteArrayType, _>(&mut out, values)?
+                        }
+                    }
+                    lo = hi;
+                }
+                out.close().map_err(write_error)?;
+            }
+            group.close().map_err(write_error)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Write the footer and close the file.
+    pub fn finish(self) -> Result<()> {
+        self.writer.close().map_err(write_error)?;
+        Ok(())
+    }
 }
 
 /// Write one batch of optional values to a column: the present ones, and a
@@ -991,5 +1123,101 @@ mod tests {
         assert_eq!(f16_to_f64(0x7bff), 65504.0);
         assert_eq!(f16_to_f64(0x7c00), f64::INFINITY);
         assert!(f16_to_f64(0x7e00).is_nan());
+    }
+
+    /// The CSV text of tables written one after the other under the first's header.
+    fn csv_text(tables: &[Table]) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::table::write_csv_header(&tables[0], &mut out).unwrap();
+        for t in tables {
+            crate::table::write_csv_rows(t, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_of_a_shard_are_its_rows_once_in_order() {
+        // Five row groups of 200 rows, one per write.
+        let part = sample(200);
+        let mut out = Vec::new();
+        let mut writer = ParquetWriter::new(&mut out, &part).unwrap();
+        for _ in 0..5 {
+            writer.write(&part).unwrap();
+        }
+        writer.finish().unwrap();
+        let file = Bytes::from(out);
+        // 3 shards take whole groups; 7 shards (more than groups) take row ranges.
+        for shards in [1, 3, 7] {
+            for shard in 0..shards {
+                let whole = read_parquet_rows(file.clone(), shard, shards).unwrap();
+                for chunk_bytes in [1, 3000, 20_000, usize::MAX] {
+                    let mut chunks =
+                        ParquetChunks::open(file.clone(), shard, shards, chunk_bytes).unwrap();
+                    let mut got = Vec::new();
+                    while let Some(t) = chunks.next_chunk().unwrap() {
+                        got.push(t);
+                    }
+                    let rows: usize = got.iter().map(Table::nrow).sum();
+                    assert_eq!(rows, whole.nrow(), "{shard}/{shards} at {chunk_bytes}");
+                    assert_eq!(csv_text(&got), csv_text(std::slice::from_ref(&whole)));
+                    if chunk_bytes == usize::MAX {
+                        assert_eq!(got.len(), 1);
+                    } else if chunk_bytes == 1 {
+                        assert_eq!(got.len(), whole.nrow().max(1));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_writer_converts_integers_and_empty_columns_to_the_first_chunks_types() {
+        let first = Table::new(
+            vec!["x".into(), "y".into()],
+            vec![
+                Column::Double([Some(0.5)].into_iter().collect()),
+                Column::Character([Some("a")].into_iter().collect()),
+            ],
+        )
+        .unwrap();
+        let second = Table::new(
+            vec!["x".into(), "y".into()],
+            vec![
+                Column::Integer([Some(2), None].into_iter().collect()),
+                Column::Logical(vec![None, None]),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let mut writer = ParquetWriter::new(&mut out, &first).unwrap();
+        writer.write(&first).unwrap();
+        writer.write(&second).unwrap();
+        writer.finish().unwrap();
+        let back = read_parquet(Bytes::from(out)).unwrap();
+        assert_eq!(
+            back.columns[0],
+            Column::Double([Some(0.5), Some(2.0), None].into_iter().collect())
+        );
+        assert_eq!(
+            back.columns[1],
+            Column::Character([Some("a"), None, None].into_iter().collect())
+        );
+
+        let mut writer = ParquetWriter::new(Vec::new(), &first).unwrap();
+        let text = Table::new(
+            vec!["x".into(), "y".into()],
+            vec![
+                Column::Character([Some("1")].into_iter().collect()),
+                Column::Character([Some("a")].into_iter().collect()),
+            ],
+        )
+        .unwrap();
+        let e = writer.write(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("column \"x\" is character in this chunk but double"),
+            "{e}"
+        );
+        let renamed = Table::new(vec!["x".into()], vec![first.columns[0].clone()]).unwrap();
+        assert!(writer.write(&renamed).is_err());
     }
 }
