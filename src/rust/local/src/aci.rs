@@ -171,16 +171,16 @@ fn validate(body: &Value) -> Result<Vec<Draft>, ArmError> {
         _ => {}
     }
     // ContainerGroupPriority (2023-05-01): "Regular" or "Spot".
-    match &props["priority"] {
-        Value::Null => {}
-        Value::String(p) if ["regular", "spot"].contains(&p.to_ascii_lowercase().as_str()) => {}
-        p => return Err(ArmError::invalid(
+    let priority = &props["priority"];
+    let known = |p: &str| ["regular", "spot"].contains(&p.to_ascii_lowercase().as_str());
+    if !priority.is_null() && !priority.as_str().is_some_and(known) {
+        let shown = priority
+            .as_str()
+            .map_or_else(|| priority.to_string(), str::to_string);
+        return Err(ArmError::invalid(
             "properties.priority",
-            format!(
-                "The value '{}' of 'properties.priority' is not valid. Use 'Regular' or 'Spot'.",
-                p.as_str().map_or_else(|| p.to_string(), str::to_string)
-            ),
-        )),
+            format!("The value '{shown}' of 'properties.priority' is not valid. Use 'Regular' or 'Spot'."),
+        ));
     }
     if let Some(p) = props["restartPolicy"].as_str() {
         if !["always", "onfailure", "never"].contains(&p.to_ascii_lowercase().as_str()) {
