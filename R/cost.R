@@ -234,7 +234,7 @@ spec_workflow <- function(x, trigger, cpu, memory_gb, shards) {
     login_server = "estimate.azurecr.io",
     identity_id = sprintf("/subscriptions/%s/resourceGroups/estimate/providers/Microsoft.ManagedIdentity/userAssignedIdentities/estimate", sub),
     cpu = as.numeric(cpu), memory_gb = as.numeric(memory_gb), env = stats::setNames(list(), character()),
-    storage_account = "estimate", arm_endpoint = "https://management.azure.com",
+    storage_account = "estimate", arm_endpoint = public_arm_endpoint,
     blob_endpoint = "https://estimate.blob.core.windows.net",
     container = "serverless", poll_seconds = as.integer(poll),
     timeout_s = 3600L, template = read_template("workflow.json.hbs"), dry_run = TRUE

@@ -235,8 +235,8 @@ score_input <- function(job, bundle, input, path) {
     gc(verbose = FALSE)
   }
   written <- rust_check(rs_table_write(writer, NULL, TRUE))
-  job_log("scored %s: %.0f rows in %d chunk%s of about %.0f MB in %.2f s", input, rows, count,
-          if (count == 1L) "" else "s", job$chunk_bytes / 1e6, secs(t0))
+  job_log("scored %s: %.0f rows in %d chunk%s of about %.0f MB in %.2f s (%.1f MB of output)", input, rows,
+          count, if (count == 1L) "" else "s", job$chunk_bytes / 1e6, secs(t0), written$bytes / 1e6)
   upload_output(job$target, file, path)
   rows
 }

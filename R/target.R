@@ -20,6 +20,13 @@
 #' @param storage_token Entra ID access token for `https://storage.azure.com`, or `NULL`.
 #' @param blob_endpoint Blob endpoint; defaults to
 #'   `https://<storage_account>.blob.core.windows.net`.
+#' @param arm_endpoint,authority_host Resource Manager and Entra ID sign-in for a
+#'   sovereign cloud, e.g. `"https://management.usgovcloudapi.net"` and
+#'   `"https://login.microsoftonline.us"` (Azure Government), or
+#'   `"https://management.chinacloudapi.cn"` and `"https://login.chinacloudapi.cn"`
+#'   (Azure operated by 21Vianet); `NULL`: the public cloud's. Tokens for Resource
+#'   Manager, the package's and the Logic Apps', are asked for that cloud's audience.
+#'   Give `blob_endpoint` too (`https://<account>.blob.core.usgovcloudapi.net`).
 #' @param credential How to sign in to Azure, from [az_credential()]. It is used for
 #'   Resource Manager, and for Blob Storage when no `storage_*` secret is given. Created
 #'   only when first needed.
@@ -35,6 +42,7 @@
 az_target <- function(subscription, resource_group, location, storage_account,
                       registry = NULL, container = "serverless", storage_key = NULL,
                       storage_sas = NULL, storage_token = NULL, blob_endpoint = NULL,
+                      arm_endpoint = NULL, authority_host = NULL,
                       credential = az_credential()) {
   check_string(subscription)
   check_string(resource_group)
@@ -101,13 +109,26 @@ az_target <- function(subscription, resource_group, location, storage_account,
   if (is.null(blob_endpoint)) {
     blob_endpoint <- sprintf("https://%s.blob.core.windows.net", storage_account)
   }
+  for (arg in c("arm_endpoint", "authority_host")) {
+    value <- get(arg)
+    if (is.null(value)) next
+    check_string(value, arg = arg)
+    if (!grepl("^https://[^/?#@]+/?$", value)) {
+      serverless_abort("{.arg {arg}} must be an https:// address without a path, not {.val {value}}.", "input")
+    }
+  }
   new_target(
     kind = "azure",
     subscription = subscription, resource_group = resource_group, location = location,
     storage_account = storage_account, blob_endpoint = blob_endpoint,
+    arm_endpoint = if (!is.null(arm_endpoint)) sub("/$", "", arm_endpoint),
+    authority_host = if (!is.null(authority_host)) sub("/$", "", authority_host),
     registry = registry, container = container, secrets = secrets
   )
 }
+
+# Resource Manager of Azure's public cloud: where a target without `arm_endpoint` goes.
+public_arm_endpoint <- "https://management.azure.com"
 
 new_target <- function(kind, storage_account, blob_endpoint, container, secrets, ...) {
   structure(

@@ -28,7 +28,9 @@ test_that("az_target() checks Azure's naming rules before any call", {
     storage_account = "Has_Upper",
     storage_account = "ab",
     registry = "r-1",
-    container = "Bad_Container"
+    container = "Bad_Container",
+    arm_endpoint = "http://management.usgovcloudapi.net",
+    authority_host = "https://login.microsoftonline.us/tenant"
   )
   for (i in seq_along(bad)) {
     args <- utils::modifyList(ok, bad[i])
@@ -37,6 +39,17 @@ test_that("az_target() checks Azure's naming rules before any call", {
   }
   expect_error(do.call(az_target, utils::modifyList(ok, list(storage_sas = "sp=r&sig=x"))),
                "at most one", class = "serverless_error_input")
+
+  # A sovereign cloud: its Resource Manager and sign-in hosts reach Rust's endpoints.
+  gov <- do.call(az_target, utils::modifyList(ok, list(
+    arm_endpoint = "https://management.usgovcloudapi.net/",
+    authority_host = "https://login.microsoftonline.us",
+    blob_endpoint = "https://acct123.blob.core.usgovcloudapi.net"
+  )))
+  expect_equal(serveRless:::target_endpoints(gov),
+               list(authority_host = "https://login.microsoftonline.us",
+                    arm = "https://management.usgovcloudapi.net"))
+  expect_null(serveRless:::target_endpoints(do.call(az_target, ok))$arm)
 })
 
 test_that("targets never show secrets in print, format or str", {

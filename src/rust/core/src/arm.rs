@@ -35,7 +35,25 @@ pub mod api {
     pub const AUTHORIZATION: &str = "2022-04-01";
 }
 
-const ARM_SCOPE: &str = "https://management.azure.com/.default";
+/// The token audience of a Resource Manager endpoint, with its trailing slash: a
+/// sovereign cloud's own (Azure Government, Azure operated by 21Vianet, as their
+/// cloud configurations in the Azure SDKs and `az cloud show` give them), else the
+/// public cloud's, which the local Azure's Resource Manager takes too.
+pub fn arm_audience(endpoint: &str) -> String {
+    let host = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match host.as_str() {
+        "management.usgovcloudapi.net" | "management.chinacloudapi.cn" => {
+            format!("https://{host}/")
+        }
+        _ => "https://management.azure.com/".to_string(),
+    }
+}
 
 /// How hard to try before giving up.
 #[derive(Debug, Clone)]
@@ -158,7 +176,8 @@ impl ArmClient {
                 }
             }
         }
-        let t = auth::token(self.credential.as_ref(), ARM_SCOPE).await?;
+        let scope = format!("{}.default", arm_audience(&self.endpoint));
+        let t = auth::token(self.credential.as_ref(), &scope).await?;
         let secret = t.token.secret().to_string();
         *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
         Ok(secret)
@@ -509,6 +528,27 @@ pub fn uuid_v4() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sovereign_clouds_get_their_own_arm_audience() {
+        for (endpoint, audience) in [
+            (
+                "https://management.azure.com",
+                "https://management.azure.com/",
+            ),
+            (
+                "https://management.usgovcloudapi.net/",
+                "https://management.usgovcloudapi.net/",
+            ),
+            (
+                "https://MANAGEMENT.chinacloudapi.cn",
+                "https://management.chinacloudapi.cn/",
+            ),
+            ("https://127.0.0.1:8443", "https://management.azure.com/"),
+        ] {
+            assert_eq!(arm_audience(endpoint), audience, "{endpoint}");
+        }
+    }
 
     #[test]
     fn provider_namespace_is_found() {

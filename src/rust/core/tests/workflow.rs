@@ -164,6 +164,19 @@ fn endpoints_come_from_the_target() {
             "{uri}"
         );
     }
+    // Resource Manager tokens are for that cloud's audience (storage's is the same
+    // in every cloud).
+    let mut audiences = Vec::new();
+    collect_key(&body, "audience", &mut audiences);
+    audiences.sort();
+    audiences.dedup();
+    assert_eq!(
+        audiences,
+        [
+            "https://management.usgovcloudapi.net/",
+            "https://storage.azure.com/"
+        ]
+    );
     req.blob_endpoint = "churnstore".into();
     let e = schedule::render(&req, "Enabled").unwrap_err();
     assert_eq!(e.kind, ErrorKind::Input);
@@ -172,6 +185,22 @@ fn endpoints_come_from_the_target() {
         "{}",
         e.message
     );
+}
+
+/// Every string value of `key` anywhere in `v`.
+fn collect_key(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, x) in map {
+                match (k == key, x.as_str()) {
+                    (true, Some(s)) => out.push(s.to_string()),
+                    _ => collect_key(x, key, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|x| collect_key(x, key, out)),
+        _ => {}
+    }
 }
 
 /// Every `uri` an action of the workflow calls.

@@ -421,7 +421,7 @@ pub fn render(req: &ScheduleRequest, state: &str) -> Result<Value> {
             "logs_path": logs_path,
             "body": spec.body(),
         },
-        "arm_auth": {"type": "ManagedServiceIdentity", "audience": "https://management.azure.com/"},
+        "arm_auth": {"type": "ManagedServiceIdentity", "audience": crate::arm::arm_audience(&req.arm_endpoint)},
         "storage_auth": {"type": "ManagedServiceIdentity", "audience": "https://storage.azure.com/"},
         "until": format!(
             "@or(equals({state_of}, 'Succeeded'), equals({state_of}, 'Failed'), equals({state_of}, 'Stopped'), equals(body('Get_group')?['properties']?['provisioningState'], 'Failed'))"
