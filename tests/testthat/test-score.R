@@ -307,14 +307,14 @@ test_that("retries re-run a killed shard in a new group; model errors are not re
   steady <- deploy_quietly(fits$lm, "steady", target)
   expect_error(score_now(steady, newdata = newdata, priority = "cheap"), class = "serverless_error_input")
   local_azure_faults(target, evict = 1)
-  err <- expect_error(score_quietly(steady, newdata = newdata, priority = "spot", retries = 1),
+  err <- expect_error(score_quietly(steady, newdata = newdata, priority = "spot"),
                       class = "serverless_error_job")
   expect_equal(err$exit_code, 137L)
-  expect_equal(err$run$shards$attempts, 2L)
+  expect_equal(err$run$shards$attempts, 1L)
   expect_match(err$logs, "was evicted", fixed = TRUE)
   j <- local_azure_journal(target)
   puts <- j[grepl("/containerGroups/steady-", j$path) & j$method == "PUT", ]
-  expect_equal(nrow(puts), 2)
+  expect_equal(nrow(puts), 1)
   expect_true(all(vapply(puts$body, function(b) identical(group_property(b, "priority"), "Spot"), TRUE)))
   # Regular groups are never evicted; the evicted run resumes once eviction stops.
   run <- score_quietly(steady, newdata = newdata)
@@ -322,7 +322,7 @@ test_that("retries re-run a killed shard in a new group; model errors are not re
   local_azure_faults(target)
   resumed <- score_quietly(steady, resume = err$run)
   expect_equal(resumed$shards$state, "Succeeded")
-  expect_equal(resumed$shards$attempts, 3L)
+  expect_equal(resumed$shards$attempts, 2L)
   expect_equal(read_predictions(resumed)$.pred, unname(predict(fits$lm, newdata)))
   expect_length(container_groups(target), 0)
 })
