@@ -234,7 +234,7 @@ stop_process <- function(proc) {
 #' before each forwarded chunk, and on every `storage_every`-th connection a clean cut
 #' (`storage_cut_after` bytes) or a reset (`storage_reset_after` bytes) in either
 #' direction. `evict` is the share of Spot container groups
-#' (`score_now(priority = "spot")`) evicted half a second after they start: their
+#' (`score_now(priority = "spot")`) evicted as soon as they start: their
 #' processes are killed, the container ends with exit code 137 and a log line says it
 #' was evicted. Call it with no arguments to switch every fault off.
 #'

@@ -848,6 +848,18 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
         let mut out_of_memory = false;
         let mut evicted = false;
         let (code, killed) = tokio::select! {
+            // In this order, so that an eviction due now wins over the process's end.
+            biased;
+            _ = evict_when_running(ctx.spec.evict) => {
+                // Azure takes a Spot group's capacity back: its processes are killed.
+                kill_process_group(pid);
+                let _ = child.start_kill();
+                evicted = true;
+                let _ = append_log(&log_path, &format!(
+                    "serverless local Azure: Spot container '{}' was evicted", ctx.spec.name
+                ));
+                (exit_code(child.wait().await), false)
+            }
             status = child.wait() => (exit_code(status), false),
             _ = wait_for_kill(&mut kill) => {
                 kill_process_group(pid);
@@ -863,16 +875,6 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
                     "serverless local Azure: container '{}' exceeded its memory ({:.2} GB) and was killed",
                     ctx.spec.name,
                     ctx.spec.memory_bytes as f64 / 1024f64.powi(3)
-                ));
-                (exit_code(child.wait().await), false)
-            }
-            _ = evict_when_running(ctx.spec.evict) => {
-                // Azure takes a Spot group's capacity back: its processes are killed.
-                kill_process_group(pid);
-                let _ = child.start_kill();
-                evicted = true;
-                let _ = append_log(&log_path, &format!(
-                    "serverless local Azure: Spot container '{}' was evicted", ctx.spec.name
                 ));
                 (exit_code(child.wait().await), false)
             }
@@ -913,15 +915,12 @@ async fn run_container(ctx: ContainerCtx, mut kill: watch::Receiver<bool>) {
     }
 }
 
-/// How long an evicted Spot container runs first: long enough to have started work.
-const EVICT_AFTER: Duration = Duration::from_millis(500);
-
-/// Returns when a container chosen for eviction is to be evicted (else never).
+/// Returns at once for a container chosen for eviction (else never): it is evicted
+/// as soon as it runs, so that no timing decides whether it finished first.
 async fn evict_when_running(evict: bool) {
     if !evict {
-        return std::future::pending().await;
+        std::future::pending::<()>().await;
     }
-    tokio::time::sleep(EVICT_AFTER).await;
 }
 
 /// How often a running container's memory is measured.
