@@ -7,7 +7,8 @@
 #'   vCPU-seconds and `memory_gb * duration_s * shards` GB-seconds a run.
 #' - **Logic App** action executions of a schedule, counted from the workflow
 #'   [schedule_scoring()] renders: the trigger, each shard's create, its status polls
-#'   while it runs (one `Wait` and one `GET` each `poll_seconds`), its logs and its
+#'   while it runs (one `Wait` and one `GET` each check, spaced as [schedule_scoring()]
+#'   describes), its logs and its
 #'   clean-up. The count follows a run in which every shard succeeds. A blob trigger
 #'   also bills its checks, one a minute, whether or not a blob arrived.
 #'
@@ -24,7 +25,9 @@
 #'   list with `cpu`, `memory_gb`, `duration_s` and `shards`, and optionally
 #'   `schedule` (a cron line, to price it as a schedule with that trigger),
 #'   `time_zone`, `trigger` (`"schedule"` or `"blob"`), `connector` (`"http"` or
-#'   `"aci"`) and `poll_seconds` (as in [schedule_scoring()]).
+#'   `"aci"`), `poll_seconds` and `first_check` (as in [schedule_scoring()]; a spec's
+#'   `first_check` defaults to its duration, where a schedule's settles after its
+#'   first runs).
 #' @param runs_per_month Runs a month. A schedule's default is how often its cron
 #'   line fires in a 730-hour month; otherwise 30 is assumed (daily).
 #' @param duration_s Seconds each shard's container group runs. The default for a
@@ -68,7 +71,7 @@ estimate_cost <- function(x, runs_per_month = NULL, duration_s = NULL, region = 
     serverless_abort(c("{.arg prices} must come from {.fn fetch_prices}.",
                        i = "Leave it out to use the built-in price table."), "input")
   }
-  shape <- cost_shape(x)
+  shape <- cost_shape(x, duration_s)
   assumed <- character()
   if (is.null(duration_s)) {
     duration_s <- shape$duration_s
@@ -148,7 +151,7 @@ cost_builtin_regions <- c("eastus", "swedencentral")
 
 # What one run looks like: sizes, shards, measured duration, and the workflow of a
 # schedule (whose Recurrence gives the runs a month).
-cost_shape <- function(x) {
+cost_shape <- function(x, duration_s = NULL) {
   if (inherits(x, "serverless_schedule")) {
     measured <- NULL
     runs <- scoring_runs(x)
@@ -173,16 +176,16 @@ cost_shape <- function(x) {
                 region = x$target$location))
   }
   if (is.list(x) && !is.object(x)) {
-    return(cost_spec_shape(x))
+    return(cost_spec_shape(x, duration_s))
   }
   serverless_abort(c("Cannot price {.cls {class(x)[1]}}.",
                      i = "Give a deployment, a schedule, a run, or {.code list(cpu =, memory_gb =, duration_s =, shards =)}."),
                    "input")
 }
 
-cost_spec_shape <- function(x) {
+cost_spec_shape <- function(x, duration_s = NULL) {
   known <- c("cpu", "memory_gb", "duration_s", "shards", "schedule", "time_zone", "trigger",
-             "connector", "poll_seconds")
+             "connector", "poll_seconds", "first_check")
   unknown <- setdiff(names(x), known)
   if (length(unknown) || is.null(names(x)) && length(x)) {
     serverless_abort(c("Unknown field{?s} in the spec: {.val {unknown}}.",
@@ -199,7 +202,10 @@ cost_spec_shape <- function(x) {
   check_choice(trigger, c("none", "schedule", "blob"), arg = "trigger")
   workflow <- NULL
   if (trigger != "none") {
-    workflow <- spec_workflow(x, trigger, cpu, memory_gb, shards)
+    # A schedule's first check comes at its shards' usual duration once it has run
+    # (see schedule_scoring()): the steady state is what a month costs.
+    first_check <- x$first_check %||% ceiling(duration_s %||% x$duration_s %||% 60)
+    workflow <- spec_workflow(x, trigger, cpu, memory_gb, shards, first_check)
   }
   what <- switch(trigger, none = "ad hoc runs",
                  schedule = sprintf("a schedule, cron \"%s\"", x$schedule),
@@ -211,7 +217,7 @@ cost_spec_shape <- function(x) {
 
 # The workflow schedule_scoring() would write for this spec, rendered without any
 # resource (placeholders for names and ids do not change what it executes).
-spec_workflow <- function(x, trigger, cpu, memory_gb, shards) {
+spec_workflow <- function(x, trigger, cpu, memory_gb, shards, first_check) {
   if (trigger == "schedule") {
     if (is.null(x$schedule)) {
       serverless_abort("A spec with {.code trigger = \"schedule\"} needs {.field schedule}, a cron line.",
@@ -226,6 +232,7 @@ spec_workflow <- function(x, trigger, cpu, memory_gb, shards) {
   check_choice(connector, c("http", "aci"), arg = "connector")
   poll <- x$poll_seconds %||% 10
   check_whole(poll, 1, 3600, arg = "poll_seconds")
+  check_whole(first_check, 1, 24 * 3600, arg = "first_check")
   sub <- "00000000-0000-0000-0000-000000000000"
   rust_check(rs_schedule_render(list(
     subscription = sub, resource_group = "estimate", location = "eastus",
@@ -236,7 +243,7 @@ spec_workflow <- function(x, trigger, cpu, memory_gb, shards) {
     cpu = as.numeric(cpu), memory_gb = as.numeric(memory_gb), env = stats::setNames(list(), character()),
     storage_account = "estimate", arm_endpoint = public_arm_endpoint,
     blob_endpoint = "https://estimate.blob.core.windows.net",
-    container = "serverless", poll_seconds = as.integer(poll),
+    container = "serverless", poll_seconds = as.integer(poll), first_check_s = as.integer(first_check),
     timeout_s = 3600L, template = read_template("workflow.json.hbs"), dry_run = TRUE
   )))
 }

@@ -115,6 +115,11 @@ rs_get_deployment <- function(storage, container, name) .Call(wrap__rs_get_deplo
 #' @noRd
 rs_score_run <- function(config, request, wait, keep, timeout_s) .Call(wrap__rs_score_run, config, request, wait, keep, timeout_s)
 
+#' Groups to run at once by default: 10, or fewer when the region's Container
+#' Instances quota has less room. Returns `list(max_parallel, reason)`.
+#' @noRd
+rs_score_default_parallel <- function(config, subscription, location, cpu, spot) .Call(wrap__rs_score_default_parallel, config, subscription, location, cpu, spot)
+
 #' One step of a run: refresh its shards; finished ones have their logs collected
 #' and groups deleted (unless `keep`), retryable failures are queued again, and queued
 #' shards start while there is room.
@@ -179,6 +184,10 @@ rs_local_journal <- function(handle) .Call(wrap__rs_local_journal, handle)
 
 #' @noRd
 rs_local_faults <- function(handle, faults) .Call(wrap__rs_local_faults, handle, faults)
+
+#' Set the local Azure's Container Instances quota (every region).
+#' @noRd
+rs_local_aci_quota <- function(handle, container_groups, standard_cores) .Call(wrap__rs_local_aci_quota, handle, container_groups, standard_cores)
 
 #' Stop the emulator and every process it started.
 #' @noRd

@@ -238,7 +238,14 @@ stop_process <- function(proc) {
 #' processes are killed, the container ends with exit code 137 and a log line says it
 #' was evicted. Call it with no arguments to switch every fault off.
 #'
+#' `local_azure_quota()` sets the Container Instances quota of every region: how many
+#' container groups may exist and how many vCPUs regular-priority groups that have
+#' not ended may request (ACI's defaults: 100 and 100). The usages API reports it
+#' (which [score_now()] and [schedule_scoring()] read for their default
+#' `max_parallel`), and a create over it is refused with a 409, as ACI refuses it.
+#'
 #' @param target A target from [local_azure()].
+#' @param container_groups,cores The quota: container groups, and standard vCPUs.
 #' @param throttle,server_errors,resets Shares of calls, between 0 and 1.
 #' @param latency Seconds added to every call.
 #' @param seed Seed of the fault dice, for reproducible tests.
@@ -249,7 +256,7 @@ stop_process <- function(proc) {
 #' @param evict Share of Spot container groups evicted, between 0 and 1.
 #' @return `local_azure_journal()`: a data frame with columns `time`, `method`, `path`,
 #'   `query` (the query string, secrets redacted; `NA` if none), `api_version`, `status`
-#'   and `body` (JSON text). `local_azure_faults()`: `target`,
+#'   and `body` (JSON text). `local_azure_faults()`, `local_azure_quota()`: `target`,
 #'   invisibly.
 #' @examples
 #' # Starts Azurite and the control-plane emulator (`make setup` installs Azurite).
@@ -312,6 +319,16 @@ local_azure_faults <- function(target, throttle = 0, server_errors = 0, latency 
     throttle = throttle, server_errors = server_errors, latency_ms = round(latency * 1000),
     resets = resets, seed = as.numeric(seed), evict = evict
   )))
+  invisible(target)
+}
+
+#' @rdname local_azure_journal
+#' @export
+local_azure_quota <- function(target, container_groups = 100, cores = 100) {
+  handle <- local_handle(target)
+  check_whole(container_groups, 0, 1e6)
+  check_number(cores, 0)
+  rust_result(rs_local_aci_quota(handle, as.numeric(container_groups), as.numeric(cores)))
   invisible(target)
 }
 

@@ -171,6 +171,10 @@ format.serverless_schedule <- function(x, ...) {
             if (x$trigger == "schedule") x$input else "the new blob", x$output),
     sprintf("            logs and summary in %s/runs/%s/<run id>/; groups deleted after each run",
             x$target$container, x$deployment),
+    if (length(x$poll_waits)) {
+      sprintf("  checks:   first %d s after a group is created, then after %s s",
+              x$poll_waits[1], paste(c(x$poll_waits[-1], "..."), collapse = ", "))
+    },
     sprintf("  workflow: %s (%s connector)", x$workflow_id, x$connector)
   )
 }

@@ -23,8 +23,17 @@
 #' is refused with a `serverless_error_input` naming the part, never approximated.
 #' A monthly line (days of the month restricted) must name one hour and one minute:
 #' a monthly Recurrence runs at one time of day, that of its start time.
-#' `poll_seconds` and `timeout` must leave at most 5,000 checks per shard (an Until
-#' loop's limit).
+#'
+#' **Checks.** Each run polls each shard's container group, and every check is two
+#' billed Logic App actions, so checks are spaced to cost little: the first comes
+#' `first_check` seconds after the group is created (by default the median time a
+#' shard of this deployment took in its recent scheduled runs, from its group's
+#' creation to its end), then `poll_seconds` later, then twice that, and so on up to
+#' one minute apart (or `poll_seconds`, if longer). A shard that takes as long as
+#' usual is seen done at its first check; one that takes longer is seen at most a
+#' minute late, which costs no compute (a stopped group is not billed).
+#' `estimate_cost()` of a schedule counts these checks. `timeout` must leave at
+#' most 5,000 checks per shard (an Until loop's limit).
 #'
 #' **Blob trigger.** `trigger = "blob"` scores each blob added to (or changed in)
 #' the folder `input` (`container/folder/`), one run per blob. It uses the Blob
@@ -53,12 +62,17 @@
 #' @param shards Container groups per run, 1 to 50.
 #' @param chunk_mb How much of an input each job scores at a time: see [score_now()].
 #' @param max_parallel Groups running at once (the workflow's Foreach concurrency); the
-#'   other shards wait for a free one. `NULL`: 10, as in [score_now()].
+#'   other shards wait for a free one. `NULL`: as in [score_now()], 10 or fewer if the
+#'   region's quota has less room when the schedule is made.
 #' @param connector How the workflow calls Container Instances: `"http"` (Http
 #'   actions with its managed identity) or `"aci"` (the managed ACI connector).
 #' @param name The workflow's name; by default `<deployment>-<trigger>`.
 #' @param cpu,memory_gb Each group's size; by default the deployment's.
-#' @param poll_seconds Seconds between checks of a running group.
+#' @param poll_seconds Seconds between the first checks of a running group (see
+#'   Checks).
+#' @param first_check Seconds from creating a shard's group to its first check. `NULL`:
+#'   the median shard duration of the deployment's newest scheduled runs (up to 10),
+#'   or `poll_seconds` when it has none.
 #' @param timeout Seconds a shard may run before it is stopped and deleted.
 #' @param dry_run If `TRUE`, return the plan (a `serverless_plan` whose `workflow`
 #'   element is the rendered workflow) and write nothing.
@@ -86,7 +100,8 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
                              trigger = c("schedule", "blob"), time_zone = "UTC",
                              shards = 1, connector = c("http", "aci"), name = NULL,
                              cpu = NULL, memory_gb = NULL, poll_seconds = 10,
-                             timeout = 3600, max_parallel = NULL, chunk_mb = NULL, dry_run = FALSE) {
+                             timeout = 3600, max_parallel = NULL, chunk_mb = NULL,
+                             first_check = NULL, dry_run = FALSE) {
   check_deployment(dep)
   trigger <- check_choice(trigger, c("schedule", "blob"))
   connector <- check_choice(connector, c("http", "aci"))
@@ -101,6 +116,7 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
   if (!is.null(max_parallel)) check_whole(max_parallel, 1, max_shards)
   check_whole(poll_seconds, 1, 3600)
   check_whole(timeout, poll_seconds, 24 * 3600)
+  if (!is.null(first_check)) check_whole(first_check, 1, timeout)
   if (!is.null(chunk_mb)) check_whole(chunk_mb, 1, 4096)
   check_resources(cpu %||% dep$cpu, memory_gb %||% dep$memory_gb)
   input <- storage_path(input, target)
@@ -165,6 +181,7 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
       blob_endpoint = target$blob_endpoint,
       container = target$container,
       poll_seconds = as.integer(poll_seconds),
+      first_check_s = if (!is.null(first_check)) as.integer(first_check),
       timeout_s = as.integer(timeout),
       template = read_template("workflow.json.hbs"),
       dry_run = dry_run
@@ -181,6 +198,14 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
     # Every run would fail writing (or finding nothing) in a missing container.
     check_containers(target, c(input, output))
   }
+  # Read as for the real thing, so a dry run shows what would be written.
+  if (is.null(first_check)) {
+    usual <- usual_shard_seconds(target, live$name)
+    if (!is.null(usual)) first_check <- min(max(1, ceiling(usual)), timeout)
+  }
+  if (is.null(max_parallel) && shards > 1) {
+    max_parallel <- quota_parallel(target, list(cpu = cpu %||% live$cpu, spot = FALSE), shards)
+  }
   request <- make_request(live)
   out <- rust_wait(rs_schedule_apply(target_arm(target), request))
   plan <- new_plan(out$plan$items, sprintf("schedule_scoring(%s)", name))
@@ -193,7 +218,9 @@ schedule_scoring <- function(dep, input, output, schedule = NULL,
     workflow_id = out$workflow_id, trigger = trigger, trigger_name = out$trigger_name,
     cron = schedule, time_zone = time_zone, recurrence = recurrence,
     input = input, output = output, shards = as.integer(shards), connector = connector,
-    cpu = request$cpu, memory_gb = request$memory_gb, plan = plan, target = target
+    cpu = request$cpu, memory_gb = request$memory_gb,
+    poll_waits = as.integer(unlist(out$workflow$properties$definition$parameters$pollWaitSeconds$defaultValue)),
+    plan = plan, target = target
   )
 }
 
@@ -448,21 +475,44 @@ read_run_log <- function(target, deployment, run_id, shard) {
   paste(readLines(file, warn = FALSE, encoding = "UTF-8"), collapse = "\n")
 }
 
-# The summary's shards as a data frame, in shard order.
+# The summary's shards as a data frame, in shard order. `duration_s` is the
+# container's run; `lifetime_s` runs from the group's creation (older summaries
+# lack it) to the container's end.
 summary_shards <- function(summary) {
   s <- summary$shards %||% list()
   num <- function(x) if (is.null(x)) NA_real_ else as.numeric(x)
+  time <- function(x, field) parse_time(x[[field]] %||% NA_character_)
+  since <- function(field) {
+    vapply(s, function(x) as.numeric(difftime(time(x, "finished"), time(x, field), units = "secs")), 0)
+  }
   out <- data.frame(
     shard = vapply(s, function(x) as.integer(num(x$shard)), 0L),
     state = vapply(s, function(x) x$state %||% "Unknown", ""),
     exit_code = vapply(s, function(x) as.integer(num(x$exit_code)), 0L),
-    duration_s = vapply(s, function(x) {
-      as.numeric(difftime(parse_time(x$finished %||% NA_character_),
-                          parse_time(x$started %||% NA_character_), units = "secs"))
-    }, 0),
+    duration_s = since("started"),
+    lifetime_s = since("created"),
     stringsAsFactors = FALSE
   )
   out[order(out$shard), , drop = FALSE]
+}
+
+# Seconds a succeeded shard of `deployment` usually takes from its group's creation
+# to its end: the median over the newest `runs` scheduled runs' summaries, or NULL.
+usual_shard_seconds <- function(target, deployment, runs = 10) {
+  listing <- tryCatch(blob_list(target, runs_prefix(target, deployment, "")),
+                      serverless_error = function(e) NULL)
+  if (is.null(listing)) return(NULL)
+  summaries <- listing[grepl("/summary[.]json$", listing$path), , drop = FALSE]
+  if (!nrow(summaries)) return(NULL)
+  summaries <- utils::head(summaries[order(summaries$last_modified, decreasing = TRUE), , drop = FALSE], runs)
+  seconds <- unlist(lapply(summaries$path, function(path) {
+    summary <- tryCatch(read_json_blob(target, path), serverless_error = function(e) NULL)
+    shards <- summary_shards(summary)
+    shards <- shards[shards$state == "Succeeded", , drop = FALSE]
+    ifelse(is.na(shards$lifetime_s), shards$duration_s, shards$lifetime_s)
+  }))
+  seconds <- seconds[is.finite(seconds) & seconds > 0]
+  if (length(seconds)) stats::median(seconds)
 }
 
 run_records <- function(target, output, run_id, shards) {

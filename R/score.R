@@ -89,7 +89,9 @@ credential_token_info <- function(target, credential = target_credential(target)
 #' @param timeout Seconds to wait before the run is stopped and its groups deleted.
 #' @param max_parallel Container groups running at once; the other shards queue and
 #'   start as groups finish (with `wait = FALSE`, as [run_status()] finds room).
-#'   `NULL`: 10, what ACI's smallest regional quota allows for one-vCPU groups.
+#'   `NULL`: 10, or fewer when the region's Container Instances quota (its container
+#'   groups and standard vCPUs not in use, read before the run) has room for fewer
+#'   groups of this size; a message then says so.
 #' @param retries How many times a shard is run again, in a new group, when it fails
 #'   in a way a second try may mend: killed (exit 137, also out of memory), a storage
 #'   error (exit 4), or a group that failed to start. Bad input (2) and model errors
@@ -196,12 +198,23 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
     retries = as.integer(retries),
     spot = identical(priority, "spot")
   )
-  if (!is.null(max_parallel)) request$max_parallel <- as.integer(max_parallel)
+  request$max_parallel <- as.integer(max_parallel %||% quota_parallel(target, request, length(plan)))
   shards_state <- rust_wait(rs_score_run(target_arm(target), request, wait, keep, as.numeric(timeout)))
   run <- new_run(run_id, live, target, shards_state, output = output, inputs = plan,
                  request = request, keep = keep)
   if (wait) run <- finish_run(run)
   run
+}
+
+# The default max_parallel: 10, fewer when the region's quota has room for fewer
+# groups of this size (the message says why, when it limits this run).
+quota_parallel <- function(target, request, shards) {
+  room <- rust_wait(rs_score_default_parallel(target_arm(target), target$subscription, target$location,
+                                              as.numeric(request$cpu), isTRUE(request$spot)))
+  if (!is.null(room$reason) && shards > room$max_parallel) {
+    cli::cli_inform(c(i = "At most {room$max_parallel} container group{?s} at once: {room$reason}."))
+  }
+  room$max_parallel
 }
 
 # score_now(resume = run): the shards of a finished run without a succeeded run
@@ -233,7 +246,6 @@ resume_run <- function(dep, run, newdata, input, output, wait, keep, timeout, ma
   }
   request <- run$request
   request$retries <- as.integer(retries)
-  request$max_parallel <- if (!is.null(max_parallel)) as.integer(max_parallel)
   tries <- run$shards$attempts
   request$shards <- lapply(which(!done), function(i) {
     shard <- run$request$shards[[i]]
@@ -241,6 +253,7 @@ resume_run <- function(dep, run, newdata, input, output, wait, keep, timeout, ma
     shard
   })
   cli::cli_inform("Resuming run {.val {run$run_id}}: shard{?s} {which(!done)} of {length(done)}.")
+  request$max_parallel <- as.integer(max_parallel %||% quota_parallel(run$target, request, length(request$shards)))
   states <- rust_wait(rs_score_run(target_arm(run$target), request, wait, keep, as.numeric(timeout)),
                       call = call)
   run$shards_state[!done] <- states

@@ -74,6 +74,8 @@ step runtime_images Rscript bench/runtime_images.R
 step score Rscript bench/score.R
 # A 2 GB CSV and its Parquet in 1 GB containers, 1 and 4 shards: memory and bytes.
 step scale Rscript bench/scale.R
+# Logic App actions a run of an every-minute schedule costs, before and after issue 17.
+step orchestration Rscript bench/orchestration.R
 # CSV and Parquet read/write of a 1e6-row data frame, against base R and data.table.
 step table_io Rscript bench/table_io.R
 # 200 concurrent container-group creates against the control-plane emulator.

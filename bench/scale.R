@@ -6,7 +6,7 @@
 # most 1.05 x the file. The peer is the job before issue 17, which read its whole
 # input into R and downloaded the whole file in every shard: its figures are
 # computed (the file's size, 4 x the file's size), not run, since that job is gone.
-# Then the Logic App actions one run of an every-minute schedule costs, for a 2 s job.
+# (The Logic App actions a run of a schedule costs are bench/orchestration.R's.)
 #
 # Usage: R_LIBS=.build/lib Rscript bench/scale.R [GB]   (GB of CSV, default 2)
 suppressMessages(library(serveRless))
@@ -82,14 +82,3 @@ for (format in names(files)) {
   }
 }
 
-# Orchestration: built-in actions one run of an every-minute schedule costs, for a 2 s
-# job (the workflow's own definition, as estimate_cost() counts it).
-sch <- suppressMessages(schedule_scoring(dep, "serverless/scale-in/*.csv", "serverless/scale-out/sch/",
-                                         schedule = "* * * * *"))
-pause_schedule(sch)
-cost <- estimate_cost(sch, duration_s = 2, region = "eastus")
-actions <- cost$per_run$builtin_actions + cost$per_run$standard_actions
-cat(sprintf("every-minute schedule, 2 s job: %s actions a run\n", format(actions)))
-bench_record("scale", "Logic App actions per run, every-minute schedule of a 2 s job", actions, "actions",
-             note = "unchanged: the cheaper orchestration of issue 17 is not done")
-unschedule(sch)

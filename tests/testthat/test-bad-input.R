@@ -96,9 +96,13 @@ test_that("the bad-input catalogue: classed, naming the value, saying what to do
     list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", name = "Bad_Name")), "Bad_Name", "lowercase"),
     list(quote(schedule_scoring(fake_deployment(off, image = ""), in_csv, out_dir, schedule = "0 3 * * *")),
          "mpg", "deploy_model"),
-    # more polls than an Until loop may make (limit.count at most 5,000)
-    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", poll_seconds = 1, timeout = 86400)),
-         "86401", "poll_seconds = 18"),
+    # a first check never, or after the timeout
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", first_check = 0)),
+         "first_check", "from 1 to 3600"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", timeout = 600, first_check = 601)),
+         "first_check", "from 1 to 600"),
+    list(quote(schedule_scoring(dep, in_csv, out_dir, schedule = "0 3 * * *", first_check = "soon")),
+         "first_check", "from 1 to 3600"),
     list(quote(trigger_now(list())), "sch", "schedule_scoring"),
     # paths a URL would resolve elsewhere, numbers R would pass on, a local file for a blob
     list(quote(blob_upload(off, csv, "serverless/../other/x.csv")), "serverless/../other/x.csv", "segment"),

@@ -29,42 +29,58 @@ test_that("a daily 2-shard schedule counts the workflow's actions, polls include
   x <- estimate_cost(list(cpu = 1, memory_gb = 1.5, duration_s = 600, shards = 2,
                           schedule = "0 3 * * *", time_zone = "Europe/Vienna"),
                      region = "eastus")
-  # Per shard: Create_group, Until + 60 polls x (Delay + Get_group), Get_logs,
-  # Write_logs, Record_shard, If_shard_failed, Delete_group = 1 + 121 + 5 = 127.
+  # A schedule that has run checks first at its usual duration (the spec's 600 s):
+  # per shard Create_group, Until + 1 check x (Delay + Get_group), Get_logs,
+  # Write_logs, Record_shard, If_shard_failed, Delete_group = 1 + 3 + 5 = 9.
   # Two shards, 5 top-level actions (2 variables, Foreach, Write_summary, If) and
-  # the Recurrence firing: 254 + 5 + 1 = 260 built-in actions a run.
-  expect_equal(x$per_run$builtin_actions, 260)
+  # the Recurrence firing: 18 + 5 + 1 = 24 built-in actions a run. (Checking every
+  # 10 s, as before issue 17, was 60 checks a shard: 260 actions.)
+  expect_equal(x$per_run$builtin_actions, 24)
   expect_equal(x$per_run$standard_actions, 0)
-  expect_equal(x$per_run$logic_cost, 260 * 0.000025)
-  expect_equal(x$per_run$total, 1200 * vcpu_s + 1800 * gb_s + 260 * 0.000025)
+  expect_equal(x$per_run$logic_cost, 24 * 0.000025)
+  expect_equal(x$per_run$total, 1200 * vcpu_s + 1800 * gb_s + 24 * 0.000025)
   # Daily: 730 / 24 runs a month, from the cron line.
   expect_equal(x$inputs$runs_per_month, 730 / 24)
-  expect_equal(x$per_month$builtin_actions, 260 * 730 / 24)
+  expect_equal(x$per_month$builtin_actions, 24 * 730 / 24)
   expect_equal(x$per_month$total, x$per_run$total * 730 / 24)
   expect_equal(x$inputs$assumed, character())
-  # Polls follow the duration: a 60 s run polls 6 times, so 2 * (127 - 108) + 6.
+  # A new schedule (first check after poll_seconds) backs off: waits of 10, 10, 20,
+  # 30, 40, 50, 60 s, then a minute each. A 600 s run is seen at the 14th check
+  # (220 s after 7, then 7 more): per shard 1 + (1 + 2 * 14) + 5 = 35.
+  fresh <- estimate_cost(list(cpu = 1, memory_gb = 1.5, duration_s = 600, shards = 2,
+                              schedule = "0 3 * * *", first_check = 10), region = "eastus")
+  expect_equal(fresh$per_run$builtin_actions, 2 * 35 + 6)
+  # A 60 s run is seen at the 4th (10 + 10 + 20 + 30 = 70 s).
   short <- estimate_cost(list(cpu = 1, memory_gb = 1.5, duration_s = 60, shards = 2,
-                              schedule = "0 3 * * *"), region = "eastus")
-  expect_equal(short$per_run$builtin_actions, 2 * 19 + 6)
-  # Polling every 30 s instead of 10 s: 20 polls a shard.
+                              schedule = "0 3 * * *", first_check = 10), region = "eastus")
+  expect_equal(short$per_run$builtin_actions, 2 * (1 + 1 + 2 * 4 + 5) + 6)
+  # poll_seconds = 30: waits of 30, 30, 60, then a minute: 600 s at the 11th check.
   slow <- estimate_cost(list(cpu = 1, memory_gb = 1.5, duration_s = 600, shards = 2,
-                             schedule = "0 3 * * *", poll_seconds = 30), region = "eastus")
-  expect_equal(slow$per_run$builtin_actions, 2 * (1 + 1 + 20 * 2 + 5) + 6)
+                             schedule = "0 3 * * *", poll_seconds = 30, first_check = 30),
+                        region = "eastus")
+  expect_equal(slow$per_run$builtin_actions, 2 * (1 + 1 + 11 * 2 + 5) + 6)
+  # The estimate's duration (here an argument) sets the spec's first check.
+  settled <- estimate_cost(list(cpu = 1, memory_gb = 1.5, shards = 2, schedule = "0 3 * * *"),
+                           duration_s = 300, region = "eastus")
+  expect_equal(settled$per_run$builtin_actions, 24)
+  expect_error(estimate_cost(list(cpu = 1, schedule = "0 3 * * *", first_check = 0), region = "eastus"),
+               class = "serverless_error_input")
 })
 
 test_that("a blob trigger with the aci connector bills its checks every month", {
   # No duration given: 60 s is assumed, and the printout says so.
   x <- estimate_cost(list(cpu = 1, memory_gb = 1.5, shards = 2, trigger = "blob", connector = "aci"),
                      runs_per_month = 10, region = "eastus")
-  # Per shard: built-in Until + 6 Delays, Write_logs, Record_shard, If = 10; standard
-  # Create_group, 6 Get_group, Get_logs, Delete_group = 9. Plus 5 built-in at the top.
-  expect_equal(x$per_run$builtin_actions, 25)
-  expect_equal(x$per_run$standard_actions, 18)
+  # Per shard, one check at the 60 s: built-in Until + 1 Delay, Write_logs,
+  # Record_shard, If = 5; standard Create_group, 1 Get_group, Get_logs, Delete_group
+  # = 4. Plus 5 built-in at the top.
+  expect_equal(x$per_run$builtin_actions, 15)
+  expect_equal(x$per_run$standard_actions, 8)
   # One check a minute: 730 * 60 standard actions whether or not a blob arrives.
   expect_equal(x$fixed_per_month, 43800 * 0.000125)
-  expect_equal(x$per_month$standard_actions, 43800 + 18 * 10)
+  expect_equal(x$per_month$standard_actions, 43800 + 8 * 10)
   expect_equal(x$per_month$total,
-               5.475 + 10 * (120 * vcpu_s + 180 * gb_s + 25 * 0.000025 + 18 * 0.000125))
+               5.475 + 10 * (120 * vcpu_s + 180 * gb_s + 15 * 0.000025 + 8 * 0.000125))
   expect_equal(x$alternatives$break_even_runs[1], (0.0207 * 730 - 5.475) / x$per_run$total)
   out <- format(x)
   expect_match(out, "of which trigger checks +\\$5\\.48", all = FALSE)
@@ -77,8 +93,8 @@ test_that("the printout is short, complete and readable", {
   out <- cli::ansi_strip(format(x))
   expect_lte(length(out), 14)
   expect_match(out[1], "<serverless_cost>")
-  expect_match(out, "total +\\$0\\.0222 +\\$0\\.6760", all = FALSE)
-  expect_match(out, "Standard_B1ms.*\\$15\\.11 a month; cheaper above 680 runs a month", all = FALSE)
+  expect_match(out, "total +\\$0\\.0163 +\\$0\\.4966", all = FALSE) # 0.016325 a run, x 730 / 24
+  expect_match(out, "Standard_B1ms.*\\$15\\.11 a month; cheaper above 926 runs a month", all = FALSE) # 15.111 / 0.016325
   expect_match(out, "Prices: eastus, USD, built-in table of 2026-01", all = FALSE)
   expect_false(any(grepl("NA", out)))
   sweden <- cli::ansi_strip(format(estimate_cost(list(cpu = 1, duration_s = 60), region = "swedencentral")))

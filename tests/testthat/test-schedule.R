@@ -119,11 +119,21 @@ test_that("a schedule runs on its own, can be paused and resumed, and a failing 
   expect_setequal(plan$items$action, "create")
   expect_equal(plan$workflow$properties$definition$triggers$Recurrence$recurrence$frequency, "Minute")
   expect_equal(arm_writes(target), writes_before)
+  # Checks back off to a minute apart, so a day-long timeout polled from every second
+  # fits an Until loop's 5,000 iterations: 1 + 1 + 2 + ... + 60 = 1,831 s in 61
+  # checks, 1,410 a minute apart to 86,400 s, and one more.
+  long <- quietly(schedule_scoring(dep, "serverless/in/*.csv", "serverless/out/",
+                                   schedule = "* * * * *", poll_seconds = 1, timeout = 86400, dry_run = TRUE))
+  until <- long$workflow$properties$definition$actions$For_each_shard$actions$Until_terminated
+  expect_equal(until$limit$count, 1472)
 
   sch <- quietly(schedule_scoring(dep, "serverless/in/*.csv", "serverless/out/",
                                   schedule = "* * * * *", shards = 2, poll_seconds = 1))
   expect_s3_class(sch, "serverless_schedule")
   expect_match(paste(format(sch), collapse = "\n"), "next:")
+  # No run of mpg yet: the first check comes after poll_seconds, then they back off.
+  expect_equal(sch$poll_waits, c(1L, 1:60))
+  expect_match(paste(format(sch), collapse = "\n"), "checks:   first 1 s after a group is created, then after 1, 2, 3")
 
   # Within two minutes the Recurrence trigger (never fired by hand here) starts a
   # run that succeeds, and its predictions are local predict()'s.
@@ -166,12 +176,31 @@ test_that("a schedule runs on its own, can be paused and resumed, and a failing 
   expect_true(wait_for(function() nrow(scoring_runs(sch)) > n_paused, 75, every = 2))
   expect_true(all(scoring_runs(sch)$start[seq_len(nrow(scoring_runs(sch)) - n_paused)] > resumed_at))
   quietly(pause_schedule(sch))
+  # The run just started ends, so its summary is there for what follows.
+  expect_true(wait_for(function() all(scoring_runs(sch)$status != "Running"), 60))
 
   # A run whose job fails (the input lacks a column the model needs): Failed, with
   # the exit code and the job's log; its groups are deleted.
   upload_csv(target, data.frame(wt = 1:3), "serverless/bad/x.csv")
   bad <- quietly(schedule_scoring(dep, "serverless/bad/*.csv", "serverless/bad-out/",
                                   schedule = "0 3 * * *", name = "mpg-bad", poll_seconds = 1))
+  # mpg has run now: this schedule's first check comes when mpg's shards usually
+  # end, the median over its scheduled runs' summaries of a group's creation (the
+  # workflow records it) to its container's end.
+  lifetimes <- unlist(lapply(scoring_runs(sch)$run_id, function(id) {
+    shards <- serveRless:::read_run_summary(sch, id)$shards
+    vapply(shards, function(x) {
+      if (!identical(x$state, "Succeeded")) return(NA_real_)
+      as.numeric(difftime(serveRless:::parse_time(x$finished), serveRless:::parse_time(x$created), units = "secs"))
+    }, 0)
+  }))
+  lifetimes <- lifetimes[!is.na(lifetimes)]
+  expect_true(length(lifetimes) >= 2)
+  expect_true(all(lifetimes > 0 & lifetimes < 60))
+  expect_equal(bad$poll_waits, c(as.integer(ceiling(stats::median(lifetimes))), 1:60))
+  expect_true(bad$poll_waits[1] >= 2) # R starting, loading and scoring takes seconds
+  bad_waits <- bad$plan$workflow$properties$definition$parameters$pollWaitSeconds$defaultValue
+  expect_equal(as.integer(unlist(bad_waits)), bad$poll_waits)
   err <- expect_error(trigger_now(bad), class = "serverless_error_job")
   expect_equal(err$exit_code, 2L)
   expect_match(conditionMessage(err), "hp")

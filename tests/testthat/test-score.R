@@ -233,8 +233,9 @@ test_that("an input bigger than the container's memory is scored in chunks, as p
 })
 
 # Container groups that existed at once, at most, by the journal's PUTs and DELETEs.
-groups_at_once <- function(target) {
+groups_at_once <- function(target, since = 0) {
   j <- local_azure_journal(target)
+  j <- j[seq_len(nrow(j)) > since, , drop = FALSE]
   g <- j[grepl("/containerGroups/[^/]+$", j$path) & j$method %in% c("PUT", "DELETE"), ]
   list(created = sum(g$method == "PUT"), max = max(cumsum(ifelse(g$method == "PUT", 1, -1))))
 }
@@ -248,6 +249,32 @@ test_that("max_parallel queues shards: never more groups at once than asked", {
   expect_equal(run$shards$state, rep("Succeeded", 4))
   expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, newdata)))
   expect_equal(groups_at_once(target), list(created = 4, max = 2))
+  expect_length(container_groups(target), 0)
+
+  # Without max_parallel the region's quota sets it when it has room for fewer than
+  # 10 groups: here 3 vCPUs for groups of 1, read from the usages API before the run.
+  local_azure_quota(target, cores = 3)
+  since <- nrow(local_azure_journal(target))
+  said <- character()
+  run <- withCallingHandlers(score_now(dep, newdata = newdata, shards = 4), message = function(m) {
+    said <<- c(said, conditionMessage(m))
+    invokeRestart("muffleMessage")
+  })
+  expect_match(said, "At most 3 container groups at once: the Container Instances quota in .* has room for 3 more groups of 1 vCPU",
+               all = FALSE)
+  expect_equal(run$shards$state, rep("Succeeded", 4))
+  expect_equal(read_predictions(run)$.pred, unname(predict(fits$lm, newdata)))
+  expect_equal(groups_at_once(target, since), list(created = 4, max = 3))
+  j <- local_azure_journal(target)
+  expect_true(any(grepl("/providers/Microsoft.ContainerInstance/locations/[^/]+/usages$", j$path) & j$method == "GET"))
+  # Asked for more than the quota has room for: the create over it is refused, as
+  # ACI refuses it, the run fails to start with ACI's message, and the group it had
+  # created is deleted.
+  local_azure_quota(target, cores = 1)
+  err <- expect_error(score_quietly(dep, newdata = newdata, shards = 2, max_parallel = 2),
+                      class = "serverless_error_azure")
+  expect_match(conditionMessage(err), "409 ContainerGroupQuotaReached.*'StandardCores'.*Limit: '1'")
+  local_azure_quota(target)
   expect_length(container_groups(target), 0)
 
   # Without waiting, run_status() starts the queued shards as room frees up.

@@ -192,6 +192,56 @@ pub async fn ensure_resource_group(
     .await
 }
 
+/// Room left in a region's Container Instances quota.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuotaRoom {
+    /// Container groups that may still be created.
+    pub groups: Option<f64>,
+    /// Standard (regular priority) vCPUs not in use.
+    pub cores: Option<f64>,
+}
+
+impl QuotaRoom {
+    /// How many groups of `cpu` vCPUs fit; `spot` groups count only against the
+    /// group quota (their cores have a quota of their own, not read here).
+    pub fn groups_of(&self, cpu: f64, spot: bool) -> Option<u32> {
+        let by_cores = if spot {
+            None
+        } else {
+            self.cores.map(|c| (c / cpu.max(0.01)).floor())
+        };
+        let room = match (self.groups, by_cores) {
+            (Some(g), Some(c)) => g.min(c),
+            (g, c) => g.or(c)?,
+        };
+        Some(room.clamp(0.0, f64::from(u32::MAX)) as u32)
+    }
+}
+
+/// The region's Container Instances usage against its quota: `limit - currentValue`
+/// of `ContainerGroups` and `StandardCores` (Location_ListUsage,
+/// `GET /subscriptions/{s}/providers/Microsoft.ContainerInstance/locations/{l}/usages`,
+/// Microsoft.ContainerInstance 2023-05-01; the usage names from ACI's "quotas and
+/// limits" page, cited from memory). `None` when it cannot be read (no permission,
+/// an older API): the caller keeps its documented default.
+pub async fn quota_room(arm: &ArmClient, subscription: &str, location: &str) -> Option<QuotaRoom> {
+    let path = format!(
+        "/subscriptions/{subscription}/providers/Microsoft.ContainerInstance/locations/{location}/usages"
+    );
+    let usages = arm.get(&path, api::CONTAINER_INSTANCE).await.ok()?;
+    let room = |name: &str| {
+        usages["value"].as_array()?.iter().find_map(|u| {
+            let named = u["name"]["value"].as_str()?.eq_ignore_ascii_case(name);
+            let left = u["limit"].as_f64()? - u["currentValue"].as_f64()?;
+            named.then_some(left.max(0.0))
+        })
+    };
+    Some(QuotaRoom {
+        groups: room("ContainerGroups"),
+        cores: room("StandardCores"),
+    })
+}
+
 pub async fn create_group(arm: &ArmClient, spec: &GroupSpec) -> Result<Value> {
     spec.validate()?;
     arm.put(&spec.path(), api::CONTAINER_INSTANCE, &spec.body())

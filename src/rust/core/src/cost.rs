@@ -433,11 +433,23 @@ pub struct TriggerCount {
 
 /// Actions one run executes (its trigger excluded), for a run lasting `duration_s`.
 pub fn count_run_actions(workflow: &Value, duration_s: f64) -> Result<Actions> {
-    let actions = definition(workflow)?
+    let definition = definition(workflow)?;
+    let actions = definition
         .get("actions")
         .and_then(Value::as_object)
         .ok_or_else(|| Error::input("the workflow has no actions"))?;
-    count_scope(actions, duration_s)
+    let run = RunShape {
+        duration_s,
+        parameters: definition.get("parameters"),
+    };
+    count_scope(actions, &run)
+}
+
+/// What a count needs beside the actions: how long the run lasts, and the
+/// definition's parameters (a Wait's interval may read its waits from one).
+struct RunShape<'a> {
+    duration_s: f64,
+    parameters: Option<&'a Value>,
 }
 
 /// What the workflow's trigger costs.
@@ -514,7 +526,7 @@ pub fn fires_per_month(r: &Recurrence) -> f64 {
 }
 
 /// The actions of one scope on the success path, in `runAfter` order.
-fn count_scope(actions: &serde_json::Map<String, Value>, duration_s: f64) -> Result<Actions> {
+fn count_scope(actions: &serde_json::Map<String, Value>, run: &RunShape) -> Result<Actions> {
     // Status of each action on the success path: Succeeded or Skipped.
     let mut ran: std::collections::HashMap<&str, bool> = Default::default();
     let mut total = Actions::default();
@@ -545,7 +557,7 @@ fn count_scope(actions: &serde_json::Map<String, Value>, duration_s: f64) -> Res
                 })
             });
             if runs {
-                total += count_action(action, duration_s)?;
+                total += count_action(action, run)?;
             }
             ran.insert(name.as_str(), runs);
         }
@@ -560,11 +572,11 @@ fn count_scope(actions: &serde_json::Map<String, Value>, duration_s: f64) -> Res
     Ok(total)
 }
 
-fn count_action(action: &Value, duration_s: f64) -> Result<Actions> {
+fn count_action(action: &Value, run: &RunShape) -> Result<Actions> {
     let kind = action["type"].as_str().unwrap_or_default();
     let scope = |pointer: &str| -> Result<Actions> {
         match action.pointer(pointer).and_then(Value::as_object) {
-            Some(a) => count_scope(a, duration_s),
+            Some(a) => count_scope(a, run),
             None => Ok(Actions::default()),
         }
     };
@@ -572,7 +584,7 @@ fn count_action(action: &Value, duration_s: f64) -> Result<Actions> {
     let mut n = Actions::one(kind);
     match kind {
         "Foreach" => n += body()? * foreach_count(action),
-        "Until" => n += body()? * until_count(action, duration_s),
+        "Until" => n += body()? * until_count(action, run),
         "Scope" => n += body()?,
         "If" => {
             let (yes, no) = (body()?, scope("/else/actions")?);
@@ -593,32 +605,66 @@ fn foreach_count(action: &Value) -> f64 {
         .unwrap_or(1.0)
 }
 
-/// Polls of an `Until` whose body waits: enough to cover `duration_s`, at most
-/// its `limit.count`.
-fn until_count(action: &Value, duration_s: f64) -> f64 {
-    let wait = action["actions"].as_object().and_then(|a| {
+/// Polls of an `Until` whose body waits: enough waits to cover the run's duration,
+/// at most its `limit.count`.
+fn until_count(action: &Value, run: &RunShape) -> f64 {
+    let waits = action["actions"].as_object().and_then(|a| {
         a.values()
             .find(|x| x["type"] == "Wait")
-            .map(|w| wait_seconds(&w["inputs"]["interval"]))
+            .map(|w| wait_sequence(&w["inputs"]["interval"], run.parameters))
     });
     let limit = action.pointer("/limit/count").and_then(Value::as_f64);
-    let polls = match wait {
-        Some(w) if w > 0.0 => (duration_s / w).ceil().max(1.0),
+    let polls = match waits {
+        Some(w) if w.iter().all(|s| *s > 0.0) && !w.is_empty() => {
+            let last = w[w.len() - 1];
+            let (mut covered, mut polls) = (0.0, 0.0);
+            for s in &w {
+                if covered >= run.duration_s && polls > 0.0 {
+                    break;
+                }
+                covered += s;
+                polls += 1.0;
+            }
+            polls + ((run.duration_s - covered).max(0.0) / last).ceil()
+        }
         _ => 1.0,
     };
     limit.map_or(polls, |l| polls.min(l))
 }
 
+/// The seconds a Wait waits before each check of its loop: its fixed interval, or
+/// the array a `parameters('name')[...]` count indexes by iteration (the last
+/// entry repeating), as `logic::schedule` renders backing-off checks.
+fn wait_sequence(interval: &Value, parameters: Option<&Value>) -> Vec<f64> {
+    let unit = unit_seconds(interval);
+    if let Some(expr) = interval["count"].as_str() {
+        let name = expr
+            .strip_prefix("@parameters('")
+            .and_then(|s| s.split('\'').next());
+        let waits = name
+            .and_then(|n| parameters?.get(n)?.get("defaultValue")?.as_array().cloned())
+            .unwrap_or_default();
+        return waits
+            .iter()
+            .filter_map(Value::as_f64)
+            .map(|w| w * unit)
+            .collect();
+    }
+    vec![wait_seconds(interval)]
+}
+
 fn wait_seconds(interval: &Value) -> f64 {
-    let count = interval["count"].as_f64().unwrap_or(0.0);
-    let unit = match interval["unit"].as_str().unwrap_or_default() {
+    interval["count"].as_f64().unwrap_or(0.0) * unit_seconds(interval)
+}
+
+fn unit_seconds(interval: &Value) -> f64 {
+    match interval["unit"].as_str().unwrap_or_default() {
         "Second" => 1.0,
         "Minute" => 60.0,
         "Hour" => 3600.0,
         "Day" => 86400.0,
         _ => 0.0,
-    };
-    count * unit
+    }
 }
 
 // ---------------------------------------------------------------------------

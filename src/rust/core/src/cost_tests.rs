@@ -65,21 +65,23 @@ fn container_instances_only_by_hand() {
 
 #[test]
 fn http_schedule_actions_by_hand() {
-    // The snapshot: 2 shards, Wait 10 s, weekdays at 03:00.
-    // Per shard with a 60 s run: Create_group 1, Until 1 + 6 polls x (Delay + Get_group) = 13,
-    // Get_logs 1, Write_logs 1, Record_shard 1, If_shard_failed 1 (empty branch),
-    // Delete_group 1 = 19; the Record_*_failure actions are skipped.
+    // The snapshot: 2 shards, checks after 10, 10, 20, 30, 40, 50, 60 s (the
+    // parameter pollWaitSeconds), weekdays at 03:00.
+    // Per shard with a 60 s run: Create_group 1, Until 1 + 4 checks (10 + 10 + 20 + 30
+    // = 70 s) x (Delay + Get_group) = 9, Get_logs 1, Write_logs 1, Record_shard 1,
+    // If_shard_failed 1 (empty branch), Delete_group 1 = 15; the Record_*_failure
+    // actions are skipped.
     // Top level: 2 Initialize + Foreach + Write_summary + If_any_shard_failed = 5.
     let w = snapshot("workflow-http-schedule.json");
     let a = count_run_actions(&w, 60.0).unwrap();
     assert_eq!(
         a,
         Actions {
-            builtin: 5.0 + 2.0 * 19.0,
+            builtin: 5.0 + 2.0 * 15.0,
             standard: 0.0
         }
     );
-    // A shorter run polls less: 30 s is 3 polls, so 2 x (19 - 6) + 5.
+    // A shorter run checks less: 30 s is 3 checks (40 s), so 2 x (15 - 2) + 5.
     assert_eq!(
         count_run_actions(&w, 30.0).unwrap().builtin,
         5.0 + 2.0 * 13.0
@@ -97,27 +99,52 @@ fn http_schedule_actions_by_hand() {
     let p = builtin_prices("eastus").unwrap();
     let req = request(60.0, None, Some(w));
     let e = estimate(&req, &p).unwrap();
-    close(e.per_run.builtin_actions, 44.0); // 43 + the Recurrence firing
-    close(e.per_run.logic_cost, 44.0 * 0.000025); // 0.0011
+    close(e.per_run.builtin_actions, 36.0); // 35 + the Recurrence firing
+    close(e.per_run.logic_cost, 36.0 * 0.000025); // 0.0009
     close(e.per_run.aci_vcpu_cost, 120.0 * 0.0405 / 3600.0); // 0.00135
     close(e.per_run.aci_gb_cost, 180.0 * 0.00445 / 3600.0); // 0.0002225
-    close(e.per_run.total, 0.0011 + 0.00135 + 0.0002225);
+    close(e.per_run.total, 0.0009 + 0.00135 + 0.0002225);
     close(e.runs_per_month, 730.0 / 168.0 * 5.0);
     close(e.per_month.total, e.per_run.total * 730.0 / 168.0 * 5.0);
 }
 
+/// A Wait whose interval indexes a parameter's array by iteration: the checks follow
+/// the array, its last entry repeating; a fixed interval, the same every check.
+#[test]
+fn backing_off_checks_by_hand() {
+    let waits = json!({"pollWaitSeconds": {"type": "Array", "defaultValue": [95, 10, 20, 60]}});
+    let count = "@parameters('pollWaitSeconds')[min(iterationIndexes('U'), 3)]";
+    let until = |count: Value| {
+        json!({"properties": {"definition": {"parameters": waits.clone(), "actions": {
+            "U": {"type": "Until", "expression": "@true", "limit": {"count": 100}, "actions": {
+                "Delay": {"type": "Wait", "inputs": {"interval": {"count": count, "unit": "Second"}}},
+                "Get": {"type": "Http", "runAfter": {"Delay": ["Succeeded"]}}}}}}}})
+    };
+    let checks = |w: &Value, d: f64| (count_run_actions(w, d).unwrap().builtin - 1.0) / 2.0;
+    let w = until(json!(count));
+    // 95 s: seen at the first check; 96 s: at the second (105 s); 200 s: 95 + 10 + 20
+    // + 60 = 185, and one more minute.
+    assert_eq!(checks(&w, 95.0), 1.0);
+    assert_eq!(checks(&w, 96.0), 2.0);
+    assert_eq!(checks(&w, 200.0), 5.0);
+    // The Until's limit still caps them.
+    assert_eq!(checks(&w, 1e6), 100.0);
+    assert_eq!(checks(&until(json!(10)), 200.0), 20.0);
+}
+
 #[test]
 fn aci_connector_blob_trigger_by_hand() {
-    // Per shard, 60 s: Create_group (std), Until (b) + 6 x (Delay b + Get_group std),
-    // Get_logs (std), Write_logs (b), Record_shard (b), If (b), Delete_group (std):
-    // builtin 1 + 6 + 1 + 1 + 1 = 10, standard 1 + 6 + 1 + 1 = 9. Top level: 5 built-in.
+    // Per shard, 60 s: Create_group (std), Until (b) + 4 checks x (Delay b + Get_group
+    // std), Get_logs (std), Write_logs (b), Record_shard (b), If (b), Delete_group
+    // (std): builtin 1 + 4 + 1 + 1 + 1 = 8, standard 1 + 4 + 1 + 1 = 7. Top level: 5
+    // built-in.
     let w = snapshot("workflow-aci-blob.json");
     let a = count_run_actions(&w, 60.0).unwrap();
     assert_eq!(
         a,
         Actions {
-            builtin: 5.0 + 20.0,
-            standard: 18.0
+            builtin: 5.0 + 16.0,
+            standard: 14.0
         }
     );
     // The blob trigger polls every minute, run or not: 730 * 60 standard checks a month.
@@ -136,10 +163,10 @@ fn aci_connector_blob_trigger_by_hand() {
     let req = request(60.0, Some(10.0), Some(w.clone()));
     let e = estimate(&req, &p).unwrap();
     close(e.fixed_per_month, 43_800.0 * 0.000125); // 5.475
-    close(e.per_run.logic_cost, 25.0 * 0.000025 + 18.0 * 0.000125); // 0.002875
+    close(e.per_run.logic_cost, 21.0 * 0.000025 + 14.0 * 0.000125); // 0.002275
     close(
         e.per_month.total,
-        5.475 + 10.0 * (0.002875 + 120.0 * 0.0405 / 3600.0 + 180.0 * 0.00445 / 3600.0),
+        5.475 + 10.0 * (0.002275 + 120.0 * 0.0405 / 3600.0 + 180.0 * 0.00445 / 3600.0),
     );
     // Break-even against B1ms: (15.111 - 5.475) / per run.
     close(

@@ -429,6 +429,32 @@ pub async fn delete_all(arm: &ArmClient, shards: &[ShardState]) -> Result<()> {
         .collect()
 }
 
+/// Groups to run at once when the caller does not say: [`DEFAULT_MAX_PARALLEL`],
+/// or fewer when the region's quota has room for fewer groups of `cpu` vCPUs (at
+/// least 1: a create over the quota then fails with ACI's own error). With the
+/// reason, when the quota lowered it.
+pub async fn default_parallel(
+    arm: &ArmClient,
+    subscription: &str,
+    location: &str,
+    cpu: f64,
+    spot: bool,
+) -> (u32, Option<String>) {
+    let room = aci::quota_room(arm, subscription, location)
+        .await
+        .and_then(|r| r.groups_of(cpu, spot));
+    match room {
+        Some(r) if r < DEFAULT_MAX_PARALLEL => (
+            r.max(1),
+            Some(format!(
+                "the Container Instances quota in {location} has room for {r} more group{} of {cpu} vCPU",
+                if r == 1 { "" } else { "s" }
+            )),
+        ),
+        _ => (DEFAULT_MAX_PARALLEL, None),
+    }
+}
+
 /// Starts a run and, with `wait`, follows it to the end: progress counts shards done,
 /// retries and queued shards start as room frees up. Timeouts and cancellation delete
 /// every group.

@@ -7,6 +7,7 @@ use serde_json::json;
 use serverless_core::aci::{self, ContainerSpec, GroupSpec};
 use serverless_core::arm::{api, ArmClient};
 use serverless_core::auth::{self, CredentialSpec, Endpoints};
+use serverless_core::score;
 use serverless_core::ErrorKind;
 use serverless_local::{Config, Faults, LocalAzure};
 use std::collections::BTreeMap;
@@ -455,6 +456,76 @@ async fn an_existing_resource_group_keeps_its_tags() {
         .await
         .unwrap();
     assert_eq!(group["tags"], json!({"serverless-deployment": "mpg"}));
+}
+
+/// The default `max_parallel` follows the region's quota (the usages API): 10 when
+/// it has room, fewer when its free vCPUs or groups allow fewer, at least 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_parallel_follows_the_quota() {
+    let env = start("quota", &[]).await;
+    let arm = env.arm();
+    let sub = env.config.subscription_id.clone();
+    let at_once = |cpu: f64, spot: bool| {
+        let (arm, sub) = (&arm, &sub);
+        async move { score::default_parallel(arm, sub, "westeurope", cpu, spot).await }
+    };
+    assert_eq!(at_once(1.0, false).await, (10, None));
+    env.local.set_aci_quota(serverless_local::AciQuota {
+        container_groups: 100,
+        standard_cores: 3.0,
+    });
+    let (n, why) = at_once(1.0, false).await;
+    assert_eq!(n, 3);
+    assert!(why.unwrap().contains("room for 3 more groups of 1 vCPU"));
+    assert_eq!(at_once(2.0, false).await.0, 1);
+    // Spot groups count against the group quota only.
+    assert_eq!(at_once(2.0, true).await, (10, None));
+    // A running group uses its cores; the usages API says so.
+    aci::ensure_resource_group(&arm, &sub, "rg-quota", "westeurope", &BTreeMap::new())
+        .await
+        .unwrap();
+    let spec = env.group("rg-quota", "job-quota", "sleep 30");
+    aci::create_group(&arm, &spec).await.unwrap();
+    let usages = arm
+        .get(
+            &format!("/subscriptions/{sub}/providers/Microsoft.ContainerInstance/locations/westeurope/usages"),
+            "2023-05-01",
+        )
+        .await
+        .unwrap();
+    let current = |name: &str| {
+        usages["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"]["value"] == name)
+            .map(|u| {
+                (
+                    u["currentValue"].as_f64().unwrap(),
+                    u["limit"].as_f64().unwrap(),
+                )
+            })
+    };
+    assert_eq!(current("ContainerGroups"), Some((1.0, 100.0)));
+    assert_eq!(
+        current("StandardCores"),
+        Some((spec.containers[0].cpu, 3.0))
+    );
+    // No room at all: still 1 (the create then fails with ACI's quota error).
+    env.local.set_aci_quota(serverless_local::AciQuota {
+        container_groups: 1,
+        standard_cores: 3.0,
+    });
+    assert_eq!(at_once(1.0, false).await.0, 1);
+    let second = env.group("rg-quota", "job-quota-2", "true");
+    let err = aci::create_group(&arm, &second).await.unwrap_err();
+    assert!(
+        err.message.contains("ContainerGroupQuotaReached"),
+        "{}",
+        err.message
+    );
+    aci::delete_group(&arm, &spec.path()).await.unwrap();
+    env.local.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

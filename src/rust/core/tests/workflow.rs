@@ -61,6 +61,7 @@ fn request(subscription: &str, trigger: Trigger, connector: Connector) -> Schedu
         blob_endpoint: "https://churnstore.blob.core.windows.net/".into(),
         container: "models".into(),
         poll_seconds: 10,
+        first_check_s: None,
         timeout_s: 3600,
         template: std::fs::read_to_string(repo_file("inst/templates/workflow.json.hbs")).unwrap(),
         dry_run: false,
@@ -243,17 +244,62 @@ fn refusals_are_input_errors() {
     req.name = "Bad_Name".into();
     let e = schedule::render(&req, "Enabled").unwrap_err();
     assert!(e.message.contains("Bad_Name"), "{}", e.message);
-    // An Until loop's limit.count is at most 5,000: 86,400 s polled every second is
-    // refused, every 18 s (4,801 polls) is rendered.
+    // An Until loop's limit.count is at most 5,000 (Logic Apps limits). Checks back
+    // off to a minute, so a day polled from every second needs 1,472 of them; only a
+    // longer timeout than R allows is refused.
     req.name = "churn-nightly".into();
     (req.poll_seconds, req.timeout_s) = (1, 86_400);
+    let body = schedule::render(&req, "Enabled").unwrap();
+    let until = &body["properties"]["definition"]["actions"]["For_each_shard"]["actions"]
+        ["Until_terminated"];
+    assert_eq!(until["limit"]["count"], 1472);
+    req.timeout_s = 400_000;
     let e = schedule::render(&req, "Enabled").unwrap_err();
     assert_eq!(e.kind, ErrorKind::Input);
-    assert!(e.message.contains("86401 checks"), "{}", e.message);
-    req.poll_seconds = 18;
+    assert!(e.message.contains("6699 checks"), "{}", e.message);
+    req.poll_seconds = 81;
     let body = schedule::render(&req, "Enabled").unwrap();
-    let text = body.to_string();
-    assert!(text.contains(r#""count":4801"#), "{text}");
+    let until = &body["properties"]["definition"]["actions"]["For_each_shard"]["actions"]
+        ["Until_terminated"];
+    assert_eq!(until["limit"]["count"], 4940);
+    req.first_check_s = Some(0);
+    let e = schedule::render(&req, "Enabled").unwrap_err();
+    assert!(e.message.contains("first check"), "{}", e.message);
+}
+
+/// The waits before each check: the first after the shard's usual duration, then
+/// backing off by `poll_seconds` to a minute; the Wait reads them by iteration.
+#[test]
+fn checks_start_at_the_usual_duration_and_back_off() {
+    let mut req = request(SUB, weekdays(), Connector::Http);
+    assert_eq!(req.poll_waits(), vec![10, 10, 20, 30, 40, 50, 60]);
+    req.first_check_s = Some(95);
+    assert_eq!(req.poll_waits(), vec![95, 10, 20, 30, 40, 50, 60]);
+    req.poll_seconds = 25;
+    assert_eq!(req.poll_waits(), vec![95, 25, 50, 60]);
+    req.poll_seconds = 300;
+    assert_eq!(req.poll_waits(), vec![95, 300]);
+    // The first check is never after the timeout.
+    req.first_check_s = Some(100_000);
+    assert_eq!(req.poll_waits()[0], 3600);
+
+    let mut req = request(SUB, weekdays(), Connector::Http);
+    req.first_check_s = Some(95);
+    let body = schedule::render(&req, "Enabled").unwrap();
+    let def = &body["properties"]["definition"];
+    assert_eq!(
+        def["parameters"]["pollWaitSeconds"],
+        serde_json::json!({"type": "Array", "defaultValue": [95, 10, 20, 30, 40, 50, 60]})
+    );
+    let until = &def["actions"]["For_each_shard"]["actions"]["Until_terminated"];
+    let delay = &until["actions"]["Delay"]["inputs"]["interval"];
+    assert_eq!(delay["unit"], "Second");
+    assert_eq!(
+        delay["count"],
+        "@parameters('pollWaitSeconds')[min(iterationIndexes('Until_terminated'), sub(length(parameters('pollWaitSeconds')), 1))]"
+    );
+    // 95 + 10 + ... + 60 = 305 s in 7 checks, then 55 a minute apart to 3,600 s, and one more.
+    assert_eq!(until["limit"]["count"], 63);
 }
 
 #[test]

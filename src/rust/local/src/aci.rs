@@ -582,6 +582,9 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
             spec.evict = true;
         }
     }
+    if existing.is_none() {
+        check_quota(req, &location, requested_cpu(&body), spot)?;
+    }
     if existing.is_some() {
         stop_processes(&req.inner, &r.key).await;
     }
@@ -666,6 +669,112 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
     set_header(&mut resp, "azure-asyncoperation", &url);
     set_header(&mut resp, "retry-after", "1");
     Ok(resp)
+}
+
+/// What a subscription's container groups in one region use of its quota: how many
+/// exist, and the vCPUs that regular-priority groups not yet ended request.
+fn aci_usage(world: &crate::state::World, subscription: &str, location: &str) -> (u64, f64) {
+    let prefix = format!("/subscriptions/{}/", subscription.to_ascii_lowercase());
+    let mut groups = 0;
+    let mut cores = 0.0;
+    for (key, rt) in &world.groups {
+        let Some(res) = world.resources.get(key) else {
+            continue;
+        };
+        let here = res["location"]
+            .as_str()
+            .is_some_and(|l| l.eq_ignore_ascii_case(location));
+        if !key.starts_with(&prefix) || !here {
+            continue;
+        }
+        groups += 1;
+        let spot = res["properties"]["priority"]
+            .as_str()
+            .is_some_and(|p| p.eq_ignore_ascii_case("spot"));
+        if !spot && matches!(group_state(rt), "Pending" | "Running") {
+            cores += requested_cpu(res);
+        }
+    }
+    (groups, cores)
+}
+
+/// The vCPUs a group's containers request (`resources.requests.cpu`).
+fn requested_cpu(group: &Value) -> f64 {
+    group["properties"]["containers"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["properties"]["resources"]["requests"]["cpu"].as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A new group over the region's quota is refused, as ACI refuses it. The code and
+/// message are from memory of ACI's quota errors (not in the swagger).
+fn check_quota(req: &ArmRequest, location: &str, cpu: f64, spot: bool) -> Result<(), ArmError> {
+    let world = req.inner.world();
+    let quota = world.aci_quota.unwrap_or_default();
+    let (groups, cores) = aci_usage(&world, req.subscription_id(), location);
+    let refuse = |what: &str, limit: String, usage: String, requested: String| {
+        ArmError::new(
+            StatusCode::CONFLICT,
+            "ContainerGroupQuotaReached",
+            format!(
+                "Resource type 'Microsoft.ContainerInstance/containerGroups' has reached the quota '{what}' in region '{location}'. Limit: '{limit}', Usage: '{usage}', Requested: '{requested}'."
+            ),
+        )
+    };
+    if groups + 1 > quota.container_groups {
+        return Err(refuse(
+            "ContainerGroups",
+            quota.container_groups.to_string(),
+            groups.to_string(),
+            "1".into(),
+        ));
+    }
+    if !spot && cores + cpu > quota.standard_cores + 1e-9 {
+        return Err(refuse(
+            "StandardCores",
+            quota.standard_cores.to_string(),
+            cores.to_string(),
+            cpu.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /subscriptions/{s}/providers/Microsoft.ContainerInstance/locations/{l}/usages`
+/// (Location_ListUsage, Microsoft.ContainerInstance 2023-05-01): `UsageListResult`
+/// with one `Usage` (unit, currentValue, limit, name.value/localizedValue) per quota.
+pub fn usages(req: &ArmRequest, location: &str) -> ArmResult {
+    let versions = crate::arm::resource_type("microsoft.containerinstance/containergroups")
+        .map(|t| t.api_versions)
+        .unwrap_or(&[]);
+    check_api_version(
+        req,
+        "resource type 'Microsoft.ContainerInstance/locations/usages'",
+        versions,
+    )?;
+    let world = req.inner.world();
+    let quota = world.aci_quota.unwrap_or_default();
+    let (groups, cores) = aci_usage(&world, req.subscription_id(), location);
+    let usage = |name: &str, label: &str, current: f64, limit: f64| {
+        json!({
+            "id": format!("/subscriptions/{}/providers/Microsoft.ContainerInstance/locations/{location}/usages/{name}", req.subscription_id()),
+            "unit": "Count",
+            "currentValue": current,
+            "limit": limit,
+            "name": {"value": name, "localizedValue": label},
+        })
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"value": [
+            usage("ContainerGroups", "Container Groups", groups as f64, quota.container_groups as f64),
+            usage("StandardCores", "Standard Cores", cores, quota.standard_cores),
+        ]}),
+    ))
 }
 
 /// The identities a group's containers may ask tokens for.
@@ -1092,7 +1201,7 @@ async fn stop_processes(inner: &Arc<Inner>, key: &str) {
             return;
         };
         if let Some(kill) = rt.kill.take() {
-            let _ = kill.send(true);
+            let _ = kill.send_replace(true);
         }
         let secret = rt.msi_secret.take();
         let tasks: Vec<JoinHandle<()>> = rt.tasks.drain(..).collect();
@@ -1125,7 +1234,7 @@ pub fn kill_all_now(inner: &Inner) {
     let mut world = inner.world();
     for rt in world.groups.values_mut() {
         if let Some(kill) = rt.kill.take() {
-            let _ = kill.send(true);
+            let _ = kill.send_replace(true);
         }
         for c in &rt.containers {
             kill_process_group(c.pid);

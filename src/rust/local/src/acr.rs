@@ -317,7 +317,7 @@ async fn ensure_runtime(inner: &Arc<Inner>, r: &ResourceRef) -> Result<(), ArmEr
 }
 
 async fn stop(mut rt: RegistryRuntime) {
-    let _ = rt.shutdown.send(true);
+    let _ = rt.shutdown.send_replace(true);
     if let Some(h) = rt.listener.take() {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
     }
@@ -358,7 +358,7 @@ pub async fn stop_all(inner: &Inner) {
 /// Drop: tells every registry listener to stop.
 pub fn stop_all_now(inner: &Inner) {
     for rt in inner.world().registries.values() {
-        let _ = rt.shutdown.send(true);
+        let _ = rt.shutdown.send_replace(true);
     }
 }
 

@@ -515,6 +515,11 @@ async fn dispatch(req: &ArmRequest) -> ArmResult {
         {
             aci::async_operation(req, id)
         }
+        ["providers", "microsoft.containerinstance", "locations", _, "usages"]
+            if m == Method::GET =>
+        {
+            aci::usages(req, &req.segs[5])
+        }
         ["operationresults", id] if m == Method::GET => resources::location_operation(req, id),
         ["resourcegroups", _, "providers", ns, ty, ..] => {
             let key = format!("{ns}/{ty}");

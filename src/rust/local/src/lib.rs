@@ -62,6 +62,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::Faults;
 pub use journal::JournalEntry;
+pub use state::AciQuota;
 
 use state::{Inner, World};
 
@@ -311,6 +312,11 @@ impl LocalAzure {
             faults::FaultState::new(faults);
     }
 
+    /// Sets the Container Instances quota of every region (usages and creates follow it).
+    pub fn set_aci_quota(&self, quota: state::AciQuota) {
+        self.inner.world().aci_quota = Some(quota);
+    }
+
     /// When true, the client secret is refused as expired (AADSTS7000222).
     pub fn set_secret_expired(&self, expired: bool) {
         self.inner.secret_expired.store(expired, Ordering::SeqCst);
@@ -330,7 +336,7 @@ impl LocalAzure {
     /// Stops every listener (registries' too) and kills every container process,
     /// waiting for them to end.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown_tx.send(true);
+        let _ = self.shutdown_tx.send_replace(true);
         for handle in self.listeners.drain(..) {
             let _ = handle.await;
         }
@@ -342,7 +348,7 @@ impl LocalAzure {
 
 impl Drop for LocalAzure {
     fn drop(&mut self) {
-        let _ = self.shutdown_tx.send(true);
+        let _ = self.shutdown_tx.send_replace(true);
         acr::stop_all_now(&self.inner);
         aci::kill_all_now(&self.inner);
         self.inner.reaper.stop();

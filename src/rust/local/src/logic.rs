@@ -57,7 +57,7 @@ pub fn workflow(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
                 let mut world = req.inner.world();
                 for run in world.workflow_runs.remove(&r.key).unwrap_or_default() {
                     if let Some(cancel) = run.cancel {
-                        let _ = cancel.send(true);
+                        let _ = cancel.send_replace(true);
                     }
                 }
                 world.workflow_access.retain(|_, (wf, _)| *wf != r.key);

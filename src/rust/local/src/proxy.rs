@@ -98,7 +98,7 @@ impl TcpProxy {
     }
 
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send_replace(true);
     }
 }
 

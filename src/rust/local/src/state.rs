@@ -71,6 +71,27 @@ pub struct World {
     /// Live side of registries (data-plane listener, uploads, runs, images) keyed by
     /// lowercased registry id.
     pub registries: HashMap<String, crate::acr::RegistryRuntime>,
+    /// Container Instances quota of every region; `None` is ACI's default.
+    pub aci_quota: Option<AciQuota>,
+}
+
+/// A region's Container Instances quota (per subscription and region).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AciQuota {
+    pub container_groups: u64,
+    pub standard_cores: f64,
+}
+
+impl Default for AciQuota {
+    /// ACI's defaults for a pay-as-you-go subscription ("Resource availability and
+    /// quota limits for ACI": 100 standard container groups and 100 standard cores
+    /// per region; cited from memory, not verified).
+    fn default() -> Self {
+        AciQuota {
+            container_groups: 100,
+            standard_cores: 100.0,
+        }
+    }
 }
 
 /// Who a refresh token signs in again, with the extra claims of their tokens.

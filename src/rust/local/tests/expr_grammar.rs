@@ -49,6 +49,9 @@ impl Context for Ctx {
     fn item(&self, loop_name: &str) -> Option<Value> {
         (loop_name == "Loop").then(|| json!({"id": 7, "tags": ["a", "b"]}))
     }
+    fn iteration(&self, loop_name: &str) -> Option<usize> {
+        (loop_name == "Poll").then_some(2)
+    }
     fn variable(&self, name: &str) -> Option<Value> {
         match name {
             "count" => Some(json!(2)),
@@ -73,6 +76,7 @@ fn string_literal() -> impl Strategy<Value = String> {
             "Get",
             "Failed",
             "Loop",
+            "Poll",
             "Scope",
             "n",
             "s",

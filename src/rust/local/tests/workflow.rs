@@ -279,6 +279,67 @@ impl Env {
     }
 }
 
+/// A Wait inside an Until can read its interval from an array parameter by
+/// `iterationIndexes()` (0 for the first iteration), as the scoring workflow's
+/// backing-off checks do; the last entry repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_waits_follow_the_iteration_index() {
+    let env = start().await;
+    let mut def = manual(json!({
+        "Init": {"type": "InitializeVariable", "inputs": {"variables": [{"name": "seen", "type": "array", "value": []}]}},
+        "Poll": {"type": "Until", "runAfter": {"Init": ["Succeeded"]},
+            "expression": "@equals(length(variables('seen')), 4)", "limit": {"count": 10, "timeout": "PT1M"},
+            "actions": {
+                "Delay": {"type": "Wait", "inputs": {"interval": {
+                    "count": "@parameters('waits')[min(iterationIndexes('Poll'), sub(length(parameters('waits')), 1))]",
+                    "unit": "Second"}}},
+                "Note": {"type": "AppendToArrayVariable", "runAfter": {"Delay": ["Succeeded"]},
+                    "inputs": {"name": "seen", "value": "@mul(iterationIndexes('Poll'), 10)"}}
+            }},
+    }));
+    def["parameters"] = json!({"waits": {"type": "Array", "defaultValue": [1, 0, 2]}});
+    def["outputs"] = json!({"seen": {"type": "Array", "value": "@variables('seen')"}});
+    let (status, body) = env.put_workflow("waits", def).await;
+    assert_eq!(status, 201, "{body}");
+    let run = env.run_now("waits", "manual", None).await;
+    let done = env.wait_run("waits", &run).await;
+    assert_eq!(done["properties"]["status"], "Succeeded", "{done}");
+    assert_eq!(
+        done["properties"]["outputs"]["seen"]["value"],
+        json!([0, 10, 20, 30])
+    );
+    let mut waits: Vec<(String, Value)> = env
+        .repetitions("waits", &run, "Delay")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["properties"]["inputs"]["interval"]["count"].clone(),
+            )
+        })
+        .collect();
+    waits.sort_by(|a, b| a.0.cmp(&b.0));
+    let counts: Vec<Value> = waits.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(counts, vec![json!(1), json!(0), json!(2), json!(2)]);
+    // Outside an Until that holds it, iterationIndexes is refused when saved.
+    let (status, err) = env
+        .put_workflow(
+            "loose",
+            manual(json!({"C": {"type": "Compose", "inputs": "@iterationIndexes('Poll')"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'until'"),
+        "{err}"
+    );
+    env.azure.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_run_executes_the_control_flow() {
     let env = start().await;
@@ -293,7 +354,7 @@ async fn manual_run_executes_the_control_flow() {
             "actions": {
                 "Inc": {"type": "IncrementVariable", "inputs": {"name": "n", "value": "@items('Loop')"}},
                 "Append": {"type": "AppendToArrayVariable", "runAfter": {"Inc": ["Succeeded"]},
-                    "inputs": {"name": "list", "value": "@mul(1)"}}
+                    "inputs": {"name": "list", "value": "@xpath(1)"}}
             }},
         "Pause": {"type": "Wait", "runAfter": {"Loop": ["Succeeded"]}, "inputs": {"interval": {"count": 1, "unit": "Second"}}},
         "Poll": {"type": "Until", "expression": "@greater(variables('n'), 13)", "limit": {"count": 10, "timeout": "PT1M"},
@@ -306,10 +367,13 @@ async fn manual_run_executes_the_control_flow() {
         "Never": {"type": "Compose", "inputs": 1, "runAfter": {"Compose": ["Failed"]}},
         "After_never": {"type": "Compose", "inputs": "@outputs('Yes')", "runAfter": {"Never": ["Skipped"], "Check": ["Succeeded"]}},
     }));
-    // `mul` is not a supported function: the PUT is refused; then fixed.
+    // `xpath` is not a supported function: the PUT is refused; then fixed.
     let (status, err) = env.put_workflow("flow", def.clone()).await;
     assert_eq!(status, 400, "{err}");
-    assert!(err["error"]["message"].as_str().unwrap().contains("'mul'"));
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'xpath'"));
     def["actions"]["Loop"]["actions"]["Append"]["inputs"]["value"] = json!("@items('Loop')");
     def["outputs"] = json!({"n": {"type": "Int", "value": "@variables('n')"}, "list": {"type": "Array", "value": "@variables('list')"}});
     let (status, body) = env.put_workflow("flow", def).await;
@@ -389,6 +453,33 @@ async fn manual_run_executes_the_control_flow() {
         .await;
     assert_eq!(status, 404);
     assert_eq!(err["error"]["code"], "WorkflowRunActionNotFound");
+    env.azure.shutdown().await;
+}
+
+/// A Terminate that ends the run while nothing else is running stops the actions
+/// that would start after it. (The stop signal once was lost when no action was
+/// waiting on it, and a 1-hour Wait started after the Terminate: CI of the
+/// orchestration change saw `terminate_and_failure_paths` hang so.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_stops_actions_that_have_not_started() {
+    let env = start().await;
+    let (status, body) = env
+        .put_workflow(
+            "stop-first",
+            manual(json!({
+                "Stop": {"type": "Terminate", "inputs": {"runStatus": "Cancelled"}},
+                "A": {"type": "Compose", "inputs": "a"},
+                "Slow": {"type": "Wait", "runAfter": {"A": ["Succeeded"]},
+                    "inputs": {"interval": {"count": 1, "unit": "Hour"}}},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for _ in 0..5 {
+        let run = env.run_now("stop-first", "manual", None).await;
+        let done = env.wait_run("stop-first", &run).await;
+        assert_eq!(done["properties"]["status"], "Cancelled", "{done}");
+    }
     env.azure.shutdown().await;
 }
 

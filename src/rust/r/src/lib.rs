@@ -578,6 +578,29 @@ fn rs_score_run(config: Robj, request: Robj, wait: bool, keep: bool, timeout_s: 
     })
 }
 
+/// Groups to run at once by default: 10, or fewer when the region's Container
+/// Instances quota has less room. Returns `list(max_parallel, reason)`.
+/// @noRd
+#[extendr]
+fn rs_score_default_parallel(
+    config: Robj,
+    subscription: &str,
+    location: &str,
+    cpu: f64,
+    spot: bool,
+) -> Robj {
+    let (subscription, location) = (subscription.to_string(), location.to_string());
+    guard(move || {
+        let config = arm_config(&config);
+        start_job(move |progress| async move {
+            let arm = arm_client(&config?, &progress)?;
+            let (at_once, reason) =
+                score::default_parallel(&arm, &subscription, &location, cpu, spot).await;
+            Ok(serde_json::json!({"max_parallel": at_once, "reason": reason}))
+        })
+    })
+}
+
 /// One step of a run: refresh its shards; finished ones have their logs collected
 /// and groups deleted (unless `keep`), retryable failures are queued again, and queued
 /// shards start while there is room.
@@ -897,6 +920,19 @@ fn rs_local_faults(handle: Robj, faults: Robj) -> Robj {
     })
 }
 
+/// Set the local Azure's Container Instances quota (every region).
+/// @noRd
+#[extendr]
+fn rs_local_aci_quota(handle: Robj, container_groups: f64, standard_cores: f64) -> Robj {
+    guard(move || {
+        let quota = serverless_local::AciQuota {
+            container_groups: container_groups as u64,
+            standard_cores,
+        };
+        result_to_robj(with_local(handle, |l| l.set_aci_quota(quota)).map(|_| Value::Null))
+    })
+}
+
 /// The loopback TCP proxy in front of Azurite, held by R in the target.
 struct ProxyHandle(serverless_local::proxy::TcpProxy);
 
@@ -1065,6 +1101,7 @@ extendr_module! {
     fn rs_deploy_model;
     fn rs_get_deployment;
     fn rs_score_run;
+    fn rs_score_default_parallel;
     fn rs_score_status;
     fn rs_arm_get;
     fn rs_cron_recurrence;
@@ -1080,6 +1117,7 @@ extendr_module! {
     fn rs_local_alive;
     fn rs_local_journal;
     fn rs_local_faults;
+    fn rs_local_aci_quota;
     fn rs_local_stop;
     fn rs_local_proxy_start;
     fn rs_local_proxy_faults;

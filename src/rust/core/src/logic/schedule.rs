@@ -29,6 +29,11 @@ const LOOP: &str = "For_each_shard";
 /// configuration, "Until iterations").
 const MAX_UNTIL_COUNT: u32 = 5000;
 
+/// The longest wait between two checks of a running group once checks back off.
+const MAX_BACKOFF_S: u32 = 60;
+/// The workflow parameter holding the Until loop's waits, in seconds.
+const WAITS_PARAMETER: &str = "pollWaitSeconds";
+
 /// Azure's limit on a Foreach's concurrency.
 const MAX_SHARDS: u32 = 50;
 
@@ -100,8 +105,12 @@ pub struct ScheduleRequest {
     pub blob_endpoint: String,
     /// The container holding models, run logs and summaries.
     pub container: String,
-    /// Seconds between polls of a running group.
+    /// Seconds between the first checks of a running group; later checks back off.
     pub poll_seconds: u32,
+    /// Seconds from creating a group to its first check (a shard's usual duration):
+    /// `None` is `poll_seconds`.
+    #[serde(default)]
+    pub first_check_s: Option<u32>,
     /// How long one shard may run before the run gives up on it (and deletes it).
     pub timeout_s: u32,
     /// The text of `workflow.json.hbs`.
@@ -204,13 +213,18 @@ impl ScheduleRequest {
                 )));
             }
         }
+        if self.first_check_s == Some(0) {
+            return Err(Error::input(
+                "the first check must be at least 1 s after the group is created",
+            ));
+        }
         let polls = self.poll_count();
         if polls > MAX_UNTIL_COUNT {
             return Err(Error::input(format!(
-                "polling every {} s for up to {} s takes {polls} checks; a Logic App's Until loop allows at most {MAX_UNTIL_COUNT}: use poll_seconds = {} or more, or a shorter timeout",
+                "checking every {} s (backing off to {} s) for up to {} s takes {polls} checks; a Logic App's Until loop allows at most {MAX_UNTIL_COUNT}: use a larger poll_seconds or a shorter timeout",
                 self.poll_seconds,
+                self.poll_seconds.max(MAX_BACKOFF_S),
                 self.timeout_s,
-                self.timeout_s.div_ceil(MAX_UNTIL_COUNT - 1)
             )));
         }
         if let Trigger::Blob { folder, .. } = &self.trigger {
@@ -224,9 +238,45 @@ impl ScheduleRequest {
         self.group_spec().validate()
     }
 
-    /// How many times the Until loop checks a shard: once per poll, and once more.
+    /// The Until loop's waits before each check: the first check after
+    /// `first_check_s`, then `poll_seconds`, twice it, three times, ... up to
+    /// [`MAX_BACKOFF_S`] (or `poll_seconds` if longer); the last wait repeats. A shard
+    /// that runs as long as usual is seen done at its first check, and a long one
+    /// costs a few checks, not one every `poll_seconds`.
+    pub fn poll_waits(&self) -> Vec<u32> {
+        let poll = self.poll_seconds.max(1);
+        let cap = poll.max(MAX_BACKOFF_S);
+        let first = self
+            .first_check_s
+            .unwrap_or(poll)
+            .clamp(1, self.timeout_s.max(1));
+        let mut waits = vec![first];
+        let mut next = poll;
+        loop {
+            waits.push(next.min(cap));
+            if next >= cap {
+                break waits;
+            }
+            next += poll;
+        }
+    }
+
+    /// How many times the Until loop may check a shard: enough waits to cover the
+    /// timeout, and once more.
     fn poll_count(&self) -> u32 {
-        self.timeout_s.div_ceil(self.poll_seconds.max(1)) + 1
+        let waits = self.poll_waits();
+        let last = *waits.last().unwrap_or(&1);
+        let (mut covered, mut checks) = (0u64, 0u32);
+        for w in &waits {
+            if covered >= u64::from(self.timeout_s) {
+                break;
+            }
+            covered += u64::from(*w);
+            checks += 1;
+        }
+        let rest = u64::from(self.timeout_s).saturating_sub(covered);
+        let more = u32::try_from(rest.div_ceil(u64::from(last))).unwrap_or(u32::MAX);
+        checks.saturating_add(more).saturating_add(1)
     }
 
     fn workflow_path(&self) -> String {
@@ -427,7 +477,12 @@ pub fn render(req: &ScheduleRequest, state: &str) -> Result<Value> {
             "@or(equals({state_of}, 'Succeeded'), equals({state_of}, 'Failed'), equals({state_of}, 'Stopped'), equals(body('Get_group')?['properties']?['provisioningState'], 'Failed'))"
         ),
         "poll": {
-            "seconds": req.poll_seconds,
+            "parameter": WAITS_PARAMETER,
+            "waits": req.poll_waits(),
+            // The n-th check waits the n-th entry (the last one repeats).
+            "wait": format!(
+                "@parameters('{WAITS_PARAMETER}')[min(iterationIndexes('Until_terminated'), sub(length(parameters('{WAITS_PARAMETER}')), 1))]"
+            ),
             "count": poll_count,
             "timeout": format!("PT{}S", req.timeout_s),
         },
@@ -442,6 +497,9 @@ pub fn render(req: &ScheduleRequest, state: &str) -> Result<Value> {
                 "shard": format!("@items('{LOOP}')"),
                 "group": format!("@{name_expr}"),
                 "state": format!("@coalesce({state_of}, 'Unknown')"),
+                // When the group was created: with `finished`, how long a shard
+                // usually takes, for the first check of later schedules.
+                "created": "@actions('Create_group')?['endTime']",
                 "exit_code": format!("@{container_state}?['exitCode']"),
                 "started": format!("@{container_state}?['startTime']"),
                 "finished": format!("@{container_state}?['finishTime']"),

@@ -35,6 +35,9 @@ impl Context for ParamsOnly {
     fn item(&self, _: &str) -> Option<Value> {
         None
     }
+    fn iteration(&self, _: &str) -> Option<usize> {
+        None
+    }
     fn variable(&self, _: &str) -> Option<Value> {
         None
     }

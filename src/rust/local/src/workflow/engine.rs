@@ -181,6 +181,19 @@ impl Context for Ctx<'_> {
             .map(|(_, v)| v.clone())
     }
 
+    fn iteration(&self, loop_name: &str) -> Option<usize> {
+        let key = loop_name.to_ascii_lowercase();
+        if self.run.types.get(&key) != Some(&"Until") {
+            return None;
+        }
+        self.frame
+            .indexes
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&key))
+            .map(|(_, i)| *i)
+    }
+
     fn variable(&self, name: &str) -> Option<Value> {
         lock(&self.run.variables)
             .get(&name.to_ascii_lowercase())
@@ -418,7 +431,7 @@ pub fn cancel_run(inner: &Inner, wf_key: &str, run_name: &str) -> Option<bool> {
         .find(|r| r.name().eq_ignore_ascii_case(run_name))?;
     Some(match &rec.cancel {
         Some(tx) => {
-            let _ = tx.send(true);
+            let _ = tx.send_replace(true);
             true
         }
         None => false,
@@ -437,7 +450,9 @@ impl Run {
 
     fn halt(&self, why: Stop) {
         lock(&self.stop).get_or_insert(why);
-        let _ = self.stop_tx.send(true);
+        // `send` leaves the value unchanged when no receiver exists (no action is
+        // waiting yet): an action started after the halt would then never see it.
+        let _ = self.stop_tx.send_replace(true);
     }
 
     fn with_record(&self, f: impl FnOnce(&mut RunRecord)) {

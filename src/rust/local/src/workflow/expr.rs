@@ -42,6 +42,10 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("less", 2, 2),
     ("add", 2, 2),
     ("sub", 2, 2),
+    ("mul", 2, 2),
+    ("min", 1, usize::MAX),
+    ("max", 1, usize::MAX),
+    ("iterationIndexes", 1, 1),
     ("if", 3, 3),
     ("empty", 1, 1),
     ("length", 1, 1),
@@ -81,6 +85,9 @@ pub trait Context {
     fn trigger(&self) -> Option<Value>;
     /// The current item of the enclosing `Foreach` called `loop_name`.
     fn item(&self, loop_name: &str) -> Option<Value>;
+    /// `iterationIndexes(loop_name)`: the 0-based index of the current iteration of
+    /// the enclosing `Until` called `loop_name`.
+    fn iteration(&self, loop_name: &str) -> Option<usize>;
     fn variable(&self, name: &str) -> Option<Value>;
     /// `workflow()`: `id`, `name`, `type`, `location`, `run`.
     fn workflow(&self) -> Value;
@@ -793,7 +800,14 @@ fn compare(a: &Value, b: &Value, function: &str, src: &str) -> Result<std::cmp::
     })
 }
 
-fn arith(a: &Value, b: &Value, subtract: bool, function: &str, src: &str) -> Result<Value, String> {
+#[derive(Clone, Copy)]
+enum Arith {
+    Add,
+    Sub,
+    Mul,
+}
+
+fn arith(a: &Value, b: &Value, op: Arith, function: &str, src: &str) -> Result<Value, String> {
     let (Value::Number(x), Value::Number(y)) = (a, b) else {
         return Err(bad_argument(
             src,
@@ -806,22 +820,65 @@ fn arith(a: &Value, b: &Value, subtract: bool, function: &str, src: &str) -> Res
         ));
     };
     if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
-        let r = if subtract {
-            x.checked_sub(y)
-        } else {
-            x.checked_add(y)
+        let r = match op {
+            Arith::Add => x.checked_add(y),
+            Arith::Sub => x.checked_sub(y),
+            Arith::Mul => x.checked_mul(y),
         };
         return r
             .map(Value::from)
             .ok_or_else(|| bad_argument(src, function, "overflowed the integer range."));
     }
     let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-    let r = if subtract { x - y } else { x + y };
+    let r = match op {
+        Arith::Add => x + y,
+        Arith::Sub => x - y,
+        Arith::Mul => x * y,
+    };
     Number::from_f64(r).map(Value::Number).ok_or_else(|| {
         bad_argument(
             src,
             function,
             "produced a value that is not a finite number.",
+        )
+    })
+}
+
+/// `min`/`max`: of one array's numbers, or of several numbers (the reference's two
+/// forms).
+fn extreme(a: &[Value], largest: bool, function: &str, src: &str) -> Result<Value, String> {
+    let values: &[Value] = match a {
+        [Value::Array(items)] => items,
+        _ => a,
+    };
+    let mut best: Option<&Value> = None;
+    for v in values {
+        if !v.is_number() {
+            return Err(bad_argument(
+                src,
+                function,
+                &format!(
+                    "expects numbers or an array of numbers. The provided value is of type '{}'.",
+                    type_name(v)
+                ),
+            ));
+        }
+        let wanted = if largest {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Less
+        };
+        if best.map_or(Ok(true), |b| {
+            compare(v, b, function, src).map(|o| o == wanted)
+        })? {
+            best = Some(v);
+        }
+    }
+    best.cloned().ok_or_else(|| {
+        bad_argument(
+            src,
+            function,
+            "expects at least one number; the array is empty.",
         )
     })
 }
@@ -864,6 +921,16 @@ fn call(name: &str, a: &[Value], ctx: &dyn Context, src: &str) -> Result<Value, 
                     src,
                     name,
                     &format!("must have a single parameter that refers to a 'foreach' action that contains the current action; '{n}' is not one."),
+                )
+            })
+        }
+        "iterationIndexes" => {
+            let n = want_str(arg(0), name, src)?;
+            ctx.iteration(n).map(Value::from).ok_or_else(|| {
+                bad_argument(
+                    src,
+                    name,
+                    &format!("must have a single parameter that refers to an 'until' action that contains the current action; '{n}' is not one."),
                 )
             })
         }
@@ -942,8 +1009,11 @@ fn call(name: &str, a: &[Value], ctx: &dyn Context, src: &str) -> Result<Value, 
         "not" => Ok(Value::Bool(!want_bool(arg(0), name, src)?)),
         "greater" => Ok(Value::Bool(compare(arg(0), arg(1), name, src)?.is_gt())),
         "less" => Ok(Value::Bool(compare(arg(0), arg(1), name, src)?.is_lt())),
-        "add" => arith(arg(0), arg(1), false, name, src),
-        "sub" => arith(arg(0), arg(1), true, name, src),
+        "add" => arith(arg(0), arg(1), Arith::Add, name, src),
+        "sub" => arith(arg(0), arg(1), Arith::Sub, name, src),
+        "mul" => arith(arg(0), arg(1), Arith::Mul, name, src),
+        "min" => extreme(a, false, name, src),
+        "max" => extreme(a, true, name, src),
         "if" => {
             // Azure evaluates every argument of `if` before choosing (no short circuit):
             // so do we, so a branch that fails here fails there too.
@@ -1422,6 +1492,9 @@ mod tests {
         fn item(&self, loop_name: &str) -> Option<Value> {
             self.items.get(loop_name).cloned()
         }
+        fn iteration(&self, loop_name: &str) -> Option<usize> {
+            (loop_name == "Poll").then_some(4)
+        }
         fn variable(&self, name: &str) -> Option<Value> {
             self.vars.get(name).cloned()
         }
@@ -1481,6 +1554,24 @@ mod tests {
         assert!(!is_expression("@@x"));
         assert!(is_expression("@x()"));
         assert!(is_expression("x @{y}"));
+    }
+
+    #[test]
+    fn arithmetic_extremes_and_until_indexes() {
+        assert_eq!(ev("@mul(6, 7)"), json!(42));
+        assert_eq!(ev("@mul(1.5, 2)"), json!(3.0));
+        assert_eq!(ev("@min(3, 1, 2)"), json!(1));
+        assert_eq!(ev("@max(createArray(3, 9, 2))"), json!(9));
+        assert_eq!(ev("@min(createArray(2.5, 4))"), json!(2.5));
+        assert!(err("@min(json('[]'))").contains("empty"));
+        assert!(err("@max(1, 'two')").contains("numbers"));
+        assert!(err("@mul(9223372036854775807, 2)").contains("overflowed"));
+        assert_eq!(ev("@iterationIndexes('Poll')"), json!(4));
+        assert_eq!(
+            ev("@createArray(30, 10, 20)[min(iterationIndexes('Poll'), 2)]"),
+            json!(20)
+        );
+        assert!(err("@iterationIndexes('Loop')").contains("'until'"));
     }
 
     #[test]

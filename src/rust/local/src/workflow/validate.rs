@@ -112,7 +112,7 @@ pub fn canonical_type(ty: &str, known: &[&'static str]) -> Option<&'static str> 
 /// What one action is, for reference checks.
 struct ActionInfo {
     ty: &'static str,
-    /// Names (lowercase) of the enclosing Foreach loops.
+    /// Names (lowercase) of the enclosing Foreach and Until loops.
     loops: Vec<String>,
 }
 
@@ -331,7 +331,7 @@ impl Walker<'_> {
                 }
             }
             let mut inner_loops = loops.to_vec();
-            if ty == "Foreach" {
+            if matches!(ty, "Foreach" | "Until") {
                 inner_loops.push(lower);
             }
             for key in ["actions"] {
@@ -389,8 +389,19 @@ impl Walker<'_> {
                     )));
                 }
             }
+            let encloses = |target: &str, ty: &str| {
+                let lower = target.to_ascii_lowercase();
+                loops.contains(&lower) && self.actions.get(&lower).is_some_and(|a| a.ty == ty)
+            };
+            for target in literal_references(s, "iterationIndexes") {
+                if !encloses(&target, "Until") {
+                    return Err(invalid_template(format!(
+                        "The template language function 'iterationIndexes' in '{owner}' must refer to an 'until' action that contains it; '{target}' does not."
+                    )));
+                }
+            }
             for target in literal_references(s, "items") {
-                if !loops.contains(&target.to_ascii_lowercase()) {
+                if !encloses(&target, "Foreach") {
                     return Err(invalid_template(format!(
                         "The template language function 'items' in '{owner}' must refer to a 'foreach' action that contains it; '{target}' does not."
                     )));
@@ -1258,6 +1269,21 @@ mod tests {
             err(json!({"S": {"type": "SetVariable", "inputs": {"name": "v", "value": 1}}}));
         assert!(msg.contains("not initialized"), "{msg}");
         let (_, msg) = err(json!({"C": {"type": "Compose", "inputs": "@items('L')"}}));
+        assert!(msg.contains("foreach"), "{msg}");
+        // iterationIndexes names an Until that holds it, not a Foreach or a sibling.
+        let until = |inner: &str| {
+            json!({
+                "L": {"type": "Foreach", "foreach": "@createArray(1)", "actions": {
+                    "U": {"type": "Until", "expression": "@true", "limit": {"count": 2}, "actions": {
+                        "W": {"type": "Wait", "inputs": {"interval": {"count": inner, "unit": "Second"}}}}}}},
+            })
+        };
+        let (_, msg) = err(until("@iterationIndexes('L')"));
+        assert!(msg.contains("'until'"), "{msg}");
+        let (_, msg) = err(json!({"C": {"type": "Compose", "inputs": "@iterationIndexes('C')"}}));
+        assert!(msg.contains("'until'"), "{msg}");
+        assert!(validate(&props(until("@iterationIndexes('u')")), &Value::Null).is_ok());
+        let (_, msg) = err(until("@items('U')"));
         assert!(msg.contains("foreach"), "{msg}");
         let (code, _) =
             err(json!({"W": {"type": "Wait", "inputs": {"until": {"timestamp": "2025-01-01"}}}}));
