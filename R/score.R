@@ -209,6 +209,7 @@ score_now <- function(dep, newdata = NULL, input = NULL, output = NULL, shards =
 # The default max_parallel: 10, fewer when the region's quota has room for fewer
 # groups of this size (the message says why, when it limits this run).
 quota_parallel <- function(target, request, shards) {
+  if (shards <= 1) return(1L) # one group at a time whatever the quota: no call
   room <- rust_wait(rs_score_default_parallel(target_arm(target), target$subscription, target$location,
                                               as.numeric(request$cpu), isTRUE(request$spot)))
   if (!is.null(room$reason) && shards > room$max_parallel) {

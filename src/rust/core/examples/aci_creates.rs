@@ -38,6 +38,12 @@ async fn main() {
     aci::ensure_resource_group(&arm, &sub, "rg-bench", "westeurope", &BTreeMap::new())
         .await
         .unwrap();
+    // A subscription whose quota was raised for this: ACI's default (100 groups, 100
+    // cores a region) would refuse half of the creates.
+    local.set_aci_quota(serverless_local::AciQuota {
+        container_groups: 1000,
+        standard_cores: 1000.0,
+    });
     local.set_faults(Faults {
         throttle: 0.2,
         server_errors: 0.05,

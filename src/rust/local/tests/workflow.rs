@@ -1369,9 +1369,15 @@ async fn a_running_run_can_be_cancelled() {
         .await;
     assert_eq!(status, 201, "{body}");
     let run = env.run_now("slow", "manual", None).await;
-    // The first iteration is running.
-    for _ in 0..50 {
-        if env.repetitions("slow", &run, "Nap").await.len() == 1 {
+    // Wait (bounded: 30 s) until the first iteration runs; until Nap has started, its
+    // repetitions are a 404 (a loaded machine once asked before it had).
+    let reps = format!(
+        "{}/runs/{run}/actions/Nap/repetitions?{LOGIC}",
+        env.wf("slow")
+    );
+    for _ in 0..600 {
+        let (status, body) = env.arm(Method::GET, &reps, None).await;
+        if status == 200 && body["value"].as_array().is_some_and(|v| v.len() == 1) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
