@@ -616,16 +616,7 @@ fn until_count(action: &Value, run: &RunShape) -> f64 {
     let limit = action.pointer("/limit/count").and_then(Value::as_f64);
     let polls = match waits {
         Some(w) if w.iter().all(|s| *s > 0.0) && !w.is_empty() => {
-            let last = w[w.len() - 1];
-            let (mut covered, mut polls) = (0.0, 0.0);
-            for s in &w {
-                if covered >= run.duration_s && polls > 0.0 {
-                    break;
-                }
-                covered += s;
-                polls += 1.0;
-            }
-            polls + ((run.duration_s - covered).max(0.0) / last).ceil()
+            crate::logic::schedule::checks_to_cover(&w, run.duration_s)
         }
         _ => 1.0,
     };

@@ -264,19 +264,9 @@ impl ScheduleRequest {
     /// How many times the Until loop may check a shard: enough waits to cover the
     /// timeout, and once more.
     fn poll_count(&self) -> u32 {
-        let waits = self.poll_waits();
-        let last = *waits.last().unwrap_or(&1);
-        let (mut covered, mut checks) = (0u64, 0u32);
-        for w in &waits {
-            if covered >= u64::from(self.timeout_s) {
-                break;
-            }
-            covered += u64::from(*w);
-            checks += 1;
-        }
-        let rest = u64::from(self.timeout_s).saturating_sub(covered);
-        let more = u32::try_from(rest.div_ceil(u64::from(last))).unwrap_or(u32::MAX);
-        checks.saturating_add(more).saturating_add(1)
+        let waits: Vec<f64> = self.poll_waits().into_iter().map(f64::from).collect();
+        let checks = checks_to_cover(&waits, f64::from(self.timeout_s)) + 1.0;
+        checks.min(f64::from(u32::MAX)) as u32
     }
 
     fn workflow_path(&self) -> String {
@@ -394,6 +384,24 @@ impl ScheduleRequest {
         }
         Value::Object(c)
     }
+}
+
+/// Checks an Until loop makes before `seconds` have passed, when the wait before
+/// the n-th check is `waits[n]` and the last wait repeats: at least one. Shared by
+/// the loop's limit and `estimate_cost()`'s count, so both read the waits alike.
+pub fn checks_to_cover(waits: &[f64], seconds: f64) -> f64 {
+    let Some(&last) = waits.last() else {
+        return 1.0;
+    };
+    let (mut covered, mut checks) = (0.0, 0.0);
+    for w in waits {
+        if covered >= seconds && checks > 0.0 {
+            return checks;
+        }
+        covered += w;
+        checks += 1.0;
+    }
+    checks + ((seconds - covered).max(0.0) / last).ceil()
 }
 
 /// Renders the workflow resource body (location, tags, identity, definition,
