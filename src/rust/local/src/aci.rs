@@ -582,9 +582,6 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
             spec.evict = true;
         }
     }
-    if existing.is_none() {
-        check_quota(req, &location, requested_cpu(&body), spot)?;
-    }
     if existing.is_some() {
         stop_processes(&req.inner, &r.key).await;
     }
@@ -619,6 +616,15 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
     let identities = msi_identities(&req.inner, &identity);
     let generation = {
         let mut world = req.inner.world();
+        if existing.is_none() {
+            check_quota(
+                &world,
+                req.subscription_id(),
+                &location,
+                requested_cpu(&body),
+                spot,
+            )?;
+        }
         let generation = world.groups.get(&r.key).map_or(1, |g| g.generation + 1);
         world.resources.insert(r.key.clone(), stored);
         world.groups.insert(
@@ -712,10 +718,17 @@ fn requested_cpu(group: &Value) -> f64 {
 
 /// A new group over the region's quota is refused, as ACI refuses it. The code and
 /// message are from memory of ACI's quota errors (not in the swagger).
-fn check_quota(req: &ArmRequest, location: &str, cpu: f64, spot: bool) -> Result<(), ArmError> {
-    let world = req.inner.world();
+/// Checked under the same lock that stores the group, so creates at once cannot both
+/// take the last room.
+fn check_quota(
+    world: &crate::state::World,
+    subscription: &str,
+    location: &str,
+    cpu: f64,
+    spot: bool,
+) -> Result<(), ArmError> {
     let quota = world.aci_quota.unwrap_or_default();
-    let (groups, cores) = aci_usage(&world, req.subscription_id(), location);
+    let (groups, cores) = aci_usage(world, subscription, location);
     let refuse = |what: &str, limit: String, usage: String, requested: String| {
         ArmError::new(
             StatusCode::CONFLICT,
