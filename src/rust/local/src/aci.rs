@@ -544,6 +544,13 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
         ));
     }
     let body = req.json_body()?;
+    // ContainerGroups_CreateOrUpdate's body is a ContainerGroup (swagger of
+    // Microsoft.ContainerInstance 2023-05-01, through the SDK's models: see schema.rs).
+    if req.api_version == crate::schema::CONTAINER_INSTANCE_API {
+        crate::schema::container_instance()
+            .check("ContainerGroup", &body)
+            .map_err(|m| ArmError::bad_request("InvalidRequestContent", m.to_string()))?;
+    }
     let location = required_location(&body)?;
     let tags = tags_of(&body)?;
     let drafts = validate(&body)?;

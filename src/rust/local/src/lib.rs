@@ -43,6 +43,7 @@ pub mod proxy;
 pub mod reaper;
 mod registry;
 mod resources;
+mod schema;
 mod server;
 mod state;
 mod tls;
