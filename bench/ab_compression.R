@@ -3,8 +3,8 @@
 # compared alternately on the same machine, e.g.
 #   for i in 1 2 3; do for lib in /tmp/before-lib .build/lib; do
 #     R_LIBS=$lib Rscript bench/ab_compression.R; done; done
-# Prints Parquet write and read times (5 runs each, 1,000,000 rows x 5 columns, with
-# missing values) and store_model() times of an lm (3 runs; the first warms up).
+# Prints Parquet and CSV write and read times (5 runs each, 1,000,000 rows x 5 columns,
+# with missing values) and store_model() times of an lm (3 runs; the first warms up).
 suppressMessages(library(serveRless))
 set.seed(1)
 n <- 1e6
@@ -19,10 +19,18 @@ pq <- replicate(5, system.time(
 pq_read <- replicate(5, system.time(
   serveRless:::rust_check(serveRless:::rs_read_table(f, "parquet", NULL, 1L, 1L))
 )[["elapsed"]])
+f_csv <- tempfile(fileext = ".csv")
+csv <- replicate(5, system.time(
+  serveRless:::rust_result(serveRless:::rs_write_table(as.list(df), f_csv, "csv"))
+)[["elapsed"]])
+csv_read <- replicate(5, system.time(
+  serveRless:::rust_check(serveRless:::rs_read_table(f_csv, "csv", NULL, 1L, 1L))
+)[["elapsed"]])
 x <- rnorm(2e6)
 fit <- lm(x ~ 1, data = data.frame(x = x))
 target <- local_azure()
 st <- replicate(3, system.time(suppressMessages(store_model(fit, "abbench", target)))[["elapsed"]])
 cat(format(packageVersion("serveRless")), .libPaths()[1], "\n")
 cat("parquet write", sprintf("%.3f", pq), "\nparquet read", sprintf("%.3f", pq_read),
+    "\ncsv write", sprintf("%.3f", csv), "\ncsv read", sprintf("%.3f", csv_read),
     "\nstore_model", sprintf("%.3f", st), "\n")

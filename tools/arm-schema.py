@@ -13,6 +13,13 @@ wheel's name, version and sha256.
     pip download --no-deps azure-mgmt-containerinstance==10.1.0
     python3 tools/arm-schema.py azure_mgmt_containerinstance-10.1.0-py3-none-any.whl \
         2023-05-01 ContainerGroup > src/rust/local/schemas/containerinstance-2023-05-01.json
+
+A multi-api wheel (one package per api-version, e.g. azure-mgmt-authorization 4.0.0's
+`v2022_04_01/`) is read from the given api-version's package; `--package` picks one of a
+wheel's clients first (azure-mgmt-resource has several):
+
+    python3 tools/arm-schema.py --package azure/mgmt/resource/resources \
+        azure_mgmt_resource-23.1.1-py3-none-any.whl 2021-04-01 ResourceGroup
 """
 
 import ast
@@ -24,21 +31,27 @@ import zipfile
 
 
 def literal_dicts(cls):
-    """The class's `_validation` and `_attribute_map` (literal dicts in generated code)."""
+    """The class's `_validation`, `_attribute_map` and `_subtype_map` (literal dicts in
+    generated code), and its constants."""
     out = {}
     for node in cls.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
             if isinstance(target, ast.Name) and target.id in ("_validation", "_attribute_map", "_subtype_map"):
                 out[target.id] = ast.literal_eval(node.value)
+            elif isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+                # A constant property's value: `type = "Microsoft.ContainerRegistry/registries"`.
+                out.setdefault("_constants", {})[target.id] = node.value.value
     return out
 
 
 def enum_classes(tree):
     enums = {}
     for node in tree.body:
+        # `class X(str, Enum, metaclass=...)`, or in older SDKs
+        # `class X(with_metaclass(CaseInsensitiveEnumMeta, str, Enum))`.
         if isinstance(node, ast.ClassDef) and any(
-            isinstance(b, ast.Name) and b.id == "Enum" for b in node.bases
+            isinstance(n, ast.Name) and n.id == "Enum" for b in node.bases for n in ast.walk(b)
         ):
             values = [
                 stmt.value.value
@@ -63,11 +76,21 @@ def enum_of_attributes(cls, enums):
 
 
 def main():
-    wheel, api_version, *roots = sys.argv[1:]
+    args = sys.argv[1:]
+    package = None
+    if args[0] == "--package":
+        package, args = args[1], args[2:]
+    wheel, api_version, *roots = args
     with open(wheel, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
+        # A multi-api wheel has one package per api-version (`v2022_04_01/`): take that one.
+        folder = "/v" + re.sub(r"[-.]", "_", api_version) + "/"
+        if package:
+            names = [n for n in names if n.startswith(package.rstrip("/") + "/")]
+        if any(folder in n for n in names):
+            names = [n for n in names if folder in n]
         models_files = [n for n in names if re.search(r"/models/_models(_py3)?\.py$", n)]
         enum_files = [n for n in names if re.search(r"/models/_\w*enums\.py$", n)]
         if len(models_files) != 1:
@@ -77,7 +100,7 @@ def main():
         for n in enum_files:
             enums.update(enum_classes(ast.parse(z.read(n).decode())))
         config = [n for n in names if n.endswith("/_configuration.py") and "/aio/" not in n]
-        pinned = re.findall(r'kwargs\.pop\("api_version", "([^"]+)"\)', z.read(config[0]).decode())
+        pinned = re.findall(r"""kwargs\.pop\(["']api_version["'], "([^"]+)"\)""", z.read(config[0]).decode())
     if api_version not in pinned:
         sys.exit(f"{wheel} is generated for api-version {pinned}, not {api_version}")
 
@@ -96,9 +119,11 @@ def main():
         for attr, spec in dicts.get("_attribute_map", {}).items():
             rule = validation.get(attr, {})
             field = {"key": spec["key"], "type": spec["type"]}
-            for flag in ("required", "readonly", "constant"):
+            for flag in ("required", "readonly"):
                 if rule.get(flag):
                     field[flag] = True
+            if rule.get("constant"):
+                field["constant"] = dicts["_constants"][attr]
             constraints = {k: v for k, v in rule.items() if k not in ("required", "readonly", "constant")}
             if constraints:
                 field["constraints"] = constraints

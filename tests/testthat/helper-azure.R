@@ -1,9 +1,19 @@
-# One local Azure (Azurite) for the whole test run, stopped at the end.
+# One local Azure (Azurite) for the whole test run, stopped at the end. Files run in
+# parallel (DESCRIPTION's Config/testthat/parallel): each worker has its own, stopped
+# when the worker's R ends, because a worker ends testthat's teardown_env() after its
+# first file.
 shared <- new.env(parent = emptyenv())
 
 test_target <- function() {
   if (is.null(shared$target)) {
-    shared$target <- local_azure(.local_envir = testthat::teardown_env())
+    scope <- if (identical(Sys.getenv("TESTTHAT_IS_PARALLEL"), "true")) {
+      worker <- new.env(parent = emptyenv())
+      reg.finalizer(shared, function(e) withr::deferred_run(worker), onexit = TRUE)
+      worker
+    } else {
+      testthat::teardown_env()
+    }
+    shared$target <- local_azure(.local_envir = scope)
   }
   shared$target
 }

@@ -106,7 +106,13 @@ test_that("bad schedule input is refused before any network call, naming the val
 test_that("a schedule runs on its own, can be paused and resumed, and a failing run is reported", {
   target <- local_azure()
   fit <- lm(mpg ~ wt + hp, data = mtcars)
-  dep <- deploy_quietly(fit, "mpg", target)
+  # Scoring takes at least 2 s, so the shards' usual lifetime, which a later schedule's
+  # first check learns, can never be the 1 s a new schedule starts from.
+  slow_predict <- local(function(model, newdata) {
+    Sys.sleep(2)
+    stats::predict(model, newdata)
+  }, envir = new.env(parent = baseenv()))
+  dep <- deploy_quietly(fit, "mpg", target, predict_fun = slow_predict)
   cars <- mtcars[, c("wt", "hp")]
   upload_csv(target, cars[1:20, ], "serverless/in/a.csv")
   upload_csv(target, cars[21:32, ], "serverless/in/b.csv")
@@ -198,7 +204,8 @@ test_that("a schedule runs on its own, can be paused and resumed, and a failing 
   expect_true(length(lifetimes) >= 2)
   expect_true(all(lifetimes > 0 & lifetimes < 60))
   expect_equal(bad$poll_waits, c(as.integer(ceiling(stats::median(lifetimes))), 1:60))
-  expect_true(bad$poll_waits[1] >= 2) # R starting, loading and scoring takes seconds
+  expect_true(all(lifetimes > 2)) # the job sleeps 2 s
+  expect_true(bad$poll_waits[1] >= 3)
   bad_waits <- bad$plan$workflow$properties$definition$parameters$pollWaitSeconds$defaultValue
   expect_equal(as.integer(unlist(bad_waits)), bad$poll_waits)
   err <- expect_error(trigger_now(bad), class = "serverless_error_job")

@@ -543,14 +543,8 @@ async fn put_group(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
             format!("The container group name '{}' is invalid. The container group name must contain no more than 63 characters and must match the regex '[a-z0-9]([-a-z0-9]*[a-z0-9])?' (e.g. 'my-name').", r.name),
         ));
     }
-    let body = req.json_body()?;
-    // ContainerGroups_CreateOrUpdate's body is a ContainerGroup (swagger of
-    // Microsoft.ContainerInstance 2023-05-01, through the SDK's models: see schema.rs).
-    if req.api_version == crate::schema::CONTAINER_INSTANCE_API {
-        crate::schema::container_instance()
-            .check("ContainerGroup", &body)
-            .map_err(|m| ArmError::bad_request("InvalidRequestContent", m.to_string()))?;
-    }
+    // ContainerGroups_CreateOrUpdate's body is a ContainerGroup (see schema.rs).
+    let body = req.checked_body("Microsoft.ContainerInstance/containerGroups")?;
     let location = required_location(&body)?;
     let tags = tags_of(&body)?;
     let drafts = validate(&body)?;

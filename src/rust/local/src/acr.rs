@@ -242,7 +242,8 @@ pub async fn registry(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResul
     match req.method {
         Method::PUT => {
             // Everything that can refuse the PUT is checked before a listener starts.
-            let body = req.json_body()?;
+            // Registries_Create's body is a Registry (see schema.rs).
+            let body = req.checked_body("Microsoft.ContainerRegistry/registries")?;
             required_location(&body)?;
             tags_of(&body)?;
             resources::validate_registry(&r.name, &body)?;
@@ -452,7 +453,8 @@ fn parse_image_name(name: &str, run_id: &str) -> Result<(String, String), ArmErr
 /// `POST .../registries/{r}/scheduleRun` with a `DockerBuildRequest`.
 pub fn schedule_run(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
     let r = existing_registry(req, rg, ty)?;
-    let body = req.json_body()?;
+    // Registries_ScheduleRun's body is a RunRequest (see schema.rs).
+    let body = req.checked_body("Microsoft.ContainerRegistry/registries/scheduleRun")?;
     match body["type"].as_str() {
         None => return Err(ArmError::missing("type")),
         Some("DockerBuildRequest") => {}

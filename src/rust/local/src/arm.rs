@@ -193,6 +193,16 @@ impl ArmRequest {
         Ok(value)
     }
 
+    /// The JSON body, checked against Microsoft's model of `operation`'s body at this
+    /// request's api-version when it is vendored (see `schema.rs`); a body that does not
+    /// match gets ARM's 400 `InvalidRequestContent`.
+    pub fn checked_body(&self, operation: &str) -> Result<Value, ArmError> {
+        let body = self.json_body()?;
+        crate::schema::check_request(operation, &self.api_version, &body)
+            .map_err(|m| ArmError::bad_request("InvalidRequestContent", m.to_string()))?;
+        Ok(body)
+    }
+
     pub fn subscription_id(&self) -> &str {
         &self.inner.config.subscription_id
     }

@@ -75,7 +75,8 @@ pub fn workflow(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResult {
         }
         Method::PATCH => patch_tags(req, existing, &r, rg, ty),
         Method::PUT => {
-            let body = req.json_body()?;
+            // Workflows_CreateOrUpdate's body is a Workflow (see schema.rs).
+            let body = req.checked_body("Microsoft.Logic/workflows")?;
             let location = required_location(&body)?;
             let tags = tags_of(&body)?;
             let state = validate(&body)?;

@@ -233,7 +233,8 @@ pub async fn resource_group(req: &ArmRequest) -> ArmResult {
                     format!("Resource group name '{name}' is invalid. It must be 1-90 characters of letters, digits, '-', '_', '.', '(' and ')', and must not end with '.'."),
                 ));
             }
-            let body = req.json_body()?;
+            // ResourceGroups_CreateOrUpdate's body is a ResourceGroup (see schema.rs).
+            let body = req.checked_body("Microsoft.Resources/resourceGroups")?;
             let location = required_location(&body)?;
             let tags = tags_of(&body)?;
             let (status, name) = match &existing {
@@ -796,7 +797,7 @@ pub fn simple_resource(req: &ArmRequest, rg: &str, ty: &ResourceType) -> ArmResu
         }),
         Method::PATCH => patch_tags(req, existing, &r, rg, ty),
         Method::PUT => {
-            let body = req.json_body()?;
+            let body = req.checked_body(&ty.full_name())?;
             let location = required_location(&body)?;
             let tags = tags_of(&body)?;
             let mut v = match ty.type_name {
@@ -1145,7 +1146,8 @@ pub async fn role_assignment(req: &ArmRequest, i: usize) -> ArmResult {
                     format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."),
                 ));
             }
-            let body = req.json_body()?;
+            // RoleAssignments_Create's body is RoleAssignmentCreateParameters.
+            let body = req.checked_body("Microsoft.Authorization/roleAssignments")?;
             let props = &body["properties"];
             let Some(role) = props["roleDefinitionId"].as_str() else {
                 return Err(ArmError::missing("properties.roleDefinitionId"));

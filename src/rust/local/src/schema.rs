@@ -4,7 +4,9 @@
 //! of Azure/azure-rest-api-specs (see `schemas/README.md` for which wheel, version and
 //! sha256, and `tools/arm-schema.py` for how they were extracted). A body is refused when
 //! it lacks a required property, has a property of the wrong type, an enum value the spec
-//! does not list, a read-only property, or a property the model does not have.
+//! does not list, a value outside the spec's constraints (lengths, ranges, counts,
+//! pattern, constant), a read-only property, or a property the model does not have. A
+//! polymorphic model (ACR's RunRequest) is checked as the subtype its discriminator names.
 //!
 //! Azure itself ignores read-only and unknown properties (the SDK's own words: "ignored
 //! when sending a request"). We refuse them: a client that sends them has a bug (a typo,
@@ -27,6 +29,10 @@ struct SchemaFile {
 #[derive(Deserialize)]
 struct ModelFile {
     fields: Vec<Field>,
+    /// A polymorphic model's discriminator property and its values' models
+    /// (`{"type": {"DockerBuildRequest": "DockerBuildRequest", ...}}`).
+    #[serde(default)]
+    subtypes: Option<HashMap<String, HashMap<String, String>>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -42,6 +48,9 @@ struct Field {
     enum_name: Option<String>,
     #[serde(default)]
     constraints: Option<Constraints>,
+    /// The only value the property may have.
+    #[serde(default)]
+    constant: Option<Value>,
 }
 
 #[derive(Deserialize, Clone, Default)]
@@ -53,12 +62,67 @@ struct Constraints {
     maximum: Option<f64>,
     min_items: Option<usize>,
     max_items: Option<usize>,
+    pattern: Option<Pattern>,
+}
+
+/// A swagger `pattern` of the one shape the vendored files use: a whole string of
+/// characters from one class, `^[a-zA-Z0-9]*$` (or `+`). Any other pattern fails when the
+/// schema is loaded, so a new file that needs more says so in the tests.
+#[derive(Clone)]
+struct Pattern {
+    source: String,
+    ranges: Vec<(char, char)>,
+    at_least_one: bool,
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let source = String::deserialize(d)?;
+        Pattern::parse(&source)
+            .ok_or_else(|| serde::de::Error::custom(format!("unsupported pattern {source:?}")))
+    }
+}
+
+impl Pattern {
+    fn parse(source: &str) -> Option<Pattern> {
+        let inner = source.strip_prefix("^[")?;
+        let (class, at_least_one) = match inner.strip_suffix("]*$") {
+            Some(c) => (c, false),
+            None => (inner.strip_suffix("]+$")?, true),
+        };
+        let chars: Vec<char> = class.chars().collect();
+        if chars.is_empty() || chars.iter().any(|c| matches!(c, '\\' | '[' | ']' | '^')) {
+            return None;
+        }
+        let mut ranges = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            if i + 2 < chars.len() && chars[i + 1] == '-' {
+                ranges.push((chars[i], chars[i + 2]));
+                i += 3;
+            } else {
+                ranges.push((chars[i], chars[i]));
+                i += 1;
+            }
+        }
+        Some(Pattern {
+            source: source.to_string(),
+            ranges,
+            at_least_one,
+        })
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        (!self.at_least_one || !s.is_empty())
+            && s.chars()
+                .all(|c| self.ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi))
+    }
 }
 
 /// A model's properties as the JSON nests them: `properties.image` (a flattened key) is
 /// the member `image` of the object `properties`.
 enum Node {
-    Leaf(Field),
+    Leaf(Box<Field>),
     Object(BTreeMap<String, Node>),
 }
 
@@ -75,6 +139,8 @@ impl Node {
 pub struct Schema {
     name: &'static str,
     models: HashMap<String, BTreeMap<String, Node>>,
+    /// Polymorphic models: their discriminator property and its values' models.
+    subtypes: HashMap<String, (String, HashMap<String, String>)>,
     enums: HashMap<String, Vec<String>>,
 }
 
@@ -116,7 +182,7 @@ fn key_segments(key: &str) -> Vec<String> {
 fn insert(members: &mut BTreeMap<String, Node>, segments: &[String], field: Field) {
     let (first, rest) = segments.split_first().expect("a key has a segment");
     if rest.is_empty() {
-        members.insert(first.clone(), Node::Leaf(field));
+        members.insert(first.clone(), Node::Leaf(Box::new(field)));
         return;
     }
     let node = members
@@ -132,28 +198,57 @@ impl Schema {
     fn parse(name: &'static str, json: &str) -> Schema {
         let file: SchemaFile =
             serde_json::from_str(json).unwrap_or_else(|e| panic!("schema {name}: {e}"));
-        let models = file
-            .models
-            .into_iter()
-            .map(|(model, m)| {
-                let mut members = BTreeMap::new();
-                for field in m.fields {
-                    insert(&mut members, &key_segments(&field.key), field);
-                }
-                (model, members)
-            })
-            .collect();
+        let mut models = HashMap::new();
+        let mut subtypes = HashMap::new();
+        for (model, m) in file.models {
+            let mut members = BTreeMap::new();
+            for field in m.fields {
+                insert(&mut members, &key_segments(&field.key), field);
+            }
+            if let Some(map) = m.subtypes {
+                let (key, values) = map
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| panic!("schema {name}: {model}'s subtypes are empty"));
+                subtypes.insert(model.clone(), (key, values));
+            }
+            models.insert(model, members);
+        }
         Schema {
             name,
             models,
+            subtypes,
             enums: file.enums,
         }
     }
 
     /// Checks `body` against `model`; the first mismatch found is the answer.
     pub fn check(&self, model: &str, body: &Value) -> Result<(), Mismatch> {
-        let members = self.model(model);
-        self.check_object(model, members, body, "")
+        self.check_model(model, body, "")
+    }
+
+    /// A polymorphic model's body is checked as the model its discriminator names
+    /// (`"type": "DockerBuildRequest"`), as AutoRest's deserializer does.
+    fn check_model(&self, model: &str, value: &Value, path: &str) -> Result<(), Mismatch> {
+        if let Some((key, values)) = self.subtypes.get(model) {
+            let named = value.get(key).and_then(Value::as_str);
+            match named.and_then(|v| values.get(v)) {
+                Some(sub) if sub != model => return self.check_model(sub, value, path),
+                Some(_) => {}
+                None => {
+                    let mut known: Vec<&str> = values.keys().map(String::as_str).collect();
+                    known.sort_unstable();
+                    return Err(mismatch(
+                        &join(path, key),
+                        format!(
+                            "Could not create an instance of type '{model}': '{key}' must be one of {}.",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        self.check_object(model, self.model(model), value, path)
     }
 
     fn model(&self, model: &str) -> &BTreeMap<String, Node> {
@@ -213,6 +308,14 @@ impl Schema {
 
     fn check_field(&self, field: &Field, value: &Value, path: &str) -> Result<(), Mismatch> {
         self.check_type(&field.ty, value, path)?;
+        if let Some(constant) = &field.constant {
+            if value != constant {
+                return Err(mismatch(
+                    path,
+                    format!("The value {value} is not valid: it must be {constant}."),
+                ));
+            }
+        }
         if let Some(name) = &field.enum_name {
             let values = &self.enums[name];
             if !value
@@ -263,7 +366,7 @@ impl Schema {
             "float" => value.is_number(),
             "bool" => value.is_boolean(),
             "object" => true,
-            model => return self.check_object(model, self.model(model), value, path),
+            model => return self.check_model(model, value, path),
         };
         if ok {
             Ok(())
@@ -279,6 +382,12 @@ fn check_constraints(c: &Constraints, value: &Value, path: &str) -> Result<(), M
         let n = s.chars().count();
         if c.min_length.is_some_and(|m| n < m) || c.max_length.is_some_and(|m| n > m) {
             return fail(format!("The length {n} is outside the allowed range."));
+        }
+        if let Some(p) = c.pattern.as_ref().filter(|p| !p.matches(s)) {
+            return fail(format!(
+                "The value does not match the pattern '{}'.",
+                p.source
+            ));
         }
     }
     if let Some(x) = value.as_f64() {
@@ -325,18 +434,115 @@ fn mismatch(path: &str, message: String) -> Mismatch {
     }
 }
 
-/// The api-version of the vendored Microsoft.ContainerInstance models.
-pub const CONTAINER_INSTANCE_API: &str = "2023-05-01";
+/// The request bodies checked: the operation (a resource type, or a resource type and
+/// its action), its api-version, the vendored file and the body's model. Each api-version is
+/// the one `serverless_core::arm::api` sends; a request at another accepted api-version is
+/// not checked.
+const VENDORED: &[(&str, &str, &str, &str)] = &[
+    // ResourceGroups_CreateOrUpdate.
+    (
+        "Microsoft.Resources/resourceGroups",
+        "2021-04-01",
+        "resources-2021-04-01",
+        "ResourceGroup",
+    ),
+    // ContainerGroups_CreateOrUpdate.
+    (
+        "Microsoft.ContainerInstance/containerGroups",
+        "2023-05-01",
+        "containerinstance-2023-05-01",
+        "ContainerGroup",
+    ),
+    // Registries_Create. (Registries_CheckNameAvailability's RegistryNameCheckRequest is
+    // vendored but not applied: the operation exists to answer an invalid name with
+    // `nameAvailable: false, reason: Invalid`, not with a 400 for the swagger's pattern.)
+    (
+        "Microsoft.ContainerRegistry/registries",
+        "2025-04-01",
+        "containerregistry-2025-04-01",
+        "Registry",
+    ),
+    // Registries_ScheduleRun (a RunRequest: DockerBuildRequest and its siblings).
+    (
+        "Microsoft.ContainerRegistry/registries/scheduleRun",
+        "2019-04-01",
+        "containerregistry-2019-04-01",
+        "RunRequest",
+    ),
+    // Workflows_CreateOrUpdate.
+    (
+        "Microsoft.Logic/workflows",
+        "2019-05-01",
+        "logic-2019-05-01",
+        "Workflow",
+    ),
+    // UserAssignedIdentities_CreateOrUpdate.
+    (
+        "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "2023-01-31",
+        "msi-2023-01-31",
+        "Identity",
+    ),
+    // RoleAssignments_Create.
+    (
+        "Microsoft.Authorization/roleAssignments",
+        "2022-04-01",
+        "authorization-2022-04-01",
+        "RoleAssignmentCreateParameters",
+    ),
+];
 
-/// Microsoft.ContainerInstance 2023-05-01 (azure-mgmt-containerinstance 10.1.0).
-pub fn container_instance() -> &'static Schema {
-    static SCHEMA: OnceLock<Schema> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        Schema::parse(
-            "containerinstance-2023-05-01",
-            include_str!("../schemas/containerinstance-2023-05-01.json"),
-        )
+/// The vendored files, parsed once.
+fn schemas() -> &'static HashMap<&'static str, Schema> {
+    static SCHEMAS: OnceLock<HashMap<&'static str, Schema>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let files: [(&'static str, &str); 7] = [
+            (
+                "resources-2021-04-01",
+                include_str!("../schemas/resources-2021-04-01.json"),
+            ),
+            (
+                "containerinstance-2023-05-01",
+                include_str!("../schemas/containerinstance-2023-05-01.json"),
+            ),
+            (
+                "containerregistry-2025-04-01",
+                include_str!("../schemas/containerregistry-2025-04-01.json"),
+            ),
+            (
+                "containerregistry-2019-04-01",
+                include_str!("../schemas/containerregistry-2019-04-01.json"),
+            ),
+            (
+                "logic-2019-05-01",
+                include_str!("../schemas/logic-2019-05-01.json"),
+            ),
+            (
+                "msi-2023-01-31",
+                include_str!("../schemas/msi-2023-01-31.json"),
+            ),
+            (
+                "authorization-2022-04-01",
+                include_str!("../schemas/authorization-2022-04-01.json"),
+            ),
+        ];
+        files
+            .into_iter()
+            .map(|(name, json)| (name, Schema::parse(name, json)))
+            .collect()
     })
+}
+
+/// Checks the body of `operation` at `api_version` against its vendored model, when the
+/// pair is vendored.
+pub fn check_request(operation: &str, api_version: &str, body: &Value) -> Result<(), Mismatch> {
+    let found = VENDORED
+        .iter()
+        .find(|(op, api, _, _)| op.eq_ignore_ascii_case(operation) && *api == api_version);
+    match found {
+        Some((_, _, file, model)) => schemas()[file].check(model, body),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -362,17 +568,15 @@ mod tests {
         })
     }
 
+    const ACI: (&str, &str) = ("Microsoft.ContainerInstance/containerGroups", "2023-05-01");
+
     fn refused(body: &Value) -> Mismatch {
-        container_instance()
-            .check("ContainerGroup", body)
-            .expect_err("the body should be refused")
+        check_request(ACI.0, ACI.1, body).expect_err("the body should be refused")
     }
 
     #[test]
     fn a_minimal_group_conforms() {
-        container_instance()
-            .check("ContainerGroup", &group())
-            .unwrap();
+        check_request(ACI.0, ACI.1, &group()).unwrap();
     }
 
     #[test]
@@ -420,6 +624,94 @@ mod tests {
         assert!(refused(&b)
             .message
             .contains("Required property 'properties'"));
+    }
+
+    #[test]
+    fn every_vendored_request_names_a_model_of_its_file() {
+        for (op, api, file, model) in VENDORED {
+            let schema = &schemas()[file];
+            assert!(
+                schema.models.contains_key(*model),
+                "{op} {api}: no {model} in {file}"
+            );
+            assert!(
+                file.ends_with(api),
+                "{op}: {file} is not of api-version {api}"
+            );
+        }
+        // Not vendored: not checked.
+        check_request(
+            "Microsoft.Web/connections",
+            "2018-07-01-preview",
+            &json!({"x": 1}),
+        )
+        .unwrap();
+        check_request(ACI.0, "2022-09-01", &json!({"x": 1})).unwrap();
+    }
+
+    #[test]
+    fn a_run_request_is_checked_as_the_model_its_type_names() {
+        const RUN: (&str, &str) = (
+            "Microsoft.ContainerRegistry/registries/scheduleRun",
+            "2019-04-01",
+        );
+        let run = json!({
+            "type": "DockerBuildRequest",
+            "sourceLocation": "source/x.tar.gz",
+            "dockerFilePath": "Dockerfile",
+            "imageNames": ["r:1"],
+            "isPushEnabled": true,
+            "platform": {"os": "Linux", "architecture": "amd64"}
+        });
+        check_request(RUN.0, RUN.1, &run).unwrap();
+        let mut b = run.clone();
+        b.as_object_mut().unwrap().remove("dockerFilePath");
+        let m = check_request(RUN.0, RUN.1, &b).unwrap_err();
+        assert!(
+            m.message.contains("Required property 'dockerFilePath'"),
+            "{m}"
+        );
+        let mut b = run.clone();
+        b["platform"]["architecture"] = json!("arm64"); // not in 2019-04-01's Architecture
+        assert_eq!(
+            check_request(RUN.0, RUN.1, &b).unwrap_err().path,
+            "platform.architecture"
+        );
+        let mut b = run.clone();
+        b["type"] = json!("QuickBuild");
+        let m = check_request(RUN.0, RUN.1, &b).unwrap_err();
+        assert_eq!(m.path, "type");
+        assert!(
+            m.message
+                .contains("DockerBuildRequest, EncodedTaskRunRequest"),
+            "{m}"
+        );
+        let mut b = run;
+        b["timeout"] = json!(60); // 300 to 28800
+        assert!(check_request(RUN.0, RUN.1, &b)
+            .unwrap_err()
+            .message
+            .contains("outside"));
+    }
+
+    #[test]
+    fn constants_and_patterns_are_the_specs() {
+        // Not applied to requests (see VENDORED), but a vendored model all the same.
+        let acr = &schemas()["containerregistry-2025-04-01"];
+        let check = |b: &Value| acr.check("RegistryNameCheckRequest", b);
+        let ok = json!({"name": "serverless123", "type": "Microsoft.ContainerRegistry/registries"});
+        check(&ok).unwrap();
+        let mut b = ok.clone();
+        b["type"] = json!("Microsoft.ContainerRegistry/registry");
+        assert!(check(&b).unwrap_err().message.contains("must be"));
+        let mut b = ok;
+        b["name"] = json!("server-less");
+        let m = check(&b).unwrap_err();
+        assert!(m.message.contains("^[a-zA-Z0-9]*$"), "{m}");
+
+        let p = Pattern::parse("^[a-z0-9-]+$").unwrap();
+        assert!(p.matches("a-1") && !p.matches("") && !p.matches("A"));
+        assert!(Pattern::parse("^[a-z](x)?$").is_none());
     }
 
     #[test]

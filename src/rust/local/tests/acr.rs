@@ -1110,10 +1110,24 @@ async fn uploads_and_logs_need_their_sas_and_runs_are_validated() {
         async move { env.arm(Method::POST, &path, Some(body)).await }
     };
     let good = json!({"type": "DockerBuildRequest", "imageNames": ["app:1"], "isPushEnabled": true,
-        "sourceLocation": rel, "platform": {"os": "Linux"}});
-    let mut bad_type = good.clone();
-    bad_type["type"] = json!("FileTaskRunRequest");
+        "sourceLocation": rel, "dockerFilePath": "Dockerfile", "platform": {"os": "Linux"}});
+    // A FileTaskRunRequest is checked as one (the spec's RunRequest subtypes): without
+    // its taskFilePath it is an invalid body; with it, one the local Azure cannot run.
+    let bad_type = json!({"type": "FileTaskRunRequest", "sourceLocation": rel,
+        "platform": {"os": "Linux"}});
     let (status, err) = schedule(bad_type).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "InvalidRequestContent", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("taskFilePath"),
+        "{err}"
+    );
+    let file_task = json!({"type": "FileTaskRunRequest", "taskFilePath": "acb.yaml",
+        "sourceLocation": rel, "platform": {"os": "Linux"}});
+    let (status, err) = schedule(file_task).await;
     assert_eq!(status, 400);
     assert!(err["error"]["message"]
         .as_str()
@@ -1128,12 +1142,31 @@ async fn uploads_and_logs_need_their_sas_and_runs_are_validated() {
         ("platform", json!({})),
         ("dockerFilePath", json!("../Dockerfile")),
         ("isPushEnabled", json!("yes")),
+        // 2019-04-01's Architecture has amd64, x86 and arm only.
+        ("platform", json!({"os": "Linux", "architecture": "arm64"})),
+        ("timeout", json!(60)),
     ] {
         let mut body = good.clone();
         body[field] = value.clone();
         let (status, err) = schedule(body).await;
         assert_eq!(status, 400, "{field}={value}: {err}");
     }
+    // The spec requires dockerFilePath (there is no default Dockerfile).
+    let mut no_dockerfile = good.clone();
+    no_dockerfile
+        .as_object_mut()
+        .unwrap()
+        .remove("dockerFilePath");
+    let (status, err) = schedule(no_dockerfile).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "InvalidRequestContent", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Required property 'dockerFilePath'"),
+        "{err}"
+    );
     let (status, err) = env
         .arm(Method::GET, &format!("{reg}/runs/cb1?{TASKS}"), None)
         .await;
