@@ -60,9 +60,12 @@ test_that("a script using local_azure(dir =) at top level keeps its blobs for th
     sprintf("target <- local_azure(dir = %s)", deparse(dir)),
     "cat(blob_list(target, 'serverless/kept/')$path, sep = '\\n')"
   ), reader)
-  wrote <- processx::run(rscript(), writer, error_on_status = FALSE, timeout = 120)
+  # R CMD check sets R_TESTS=startup.Rs, a path relative to tests/; a parallel test
+  # worker runs in tests/testthat, where a child Rscript would fail to source it.
+  env <- c("current", R_TESTS = "")
+  wrote <- processx::run(rscript(), writer, error_on_status = FALSE, timeout = 120, env = env)
   expect_equal(wrote$status, 0L, info = wrote$stderr)
-  read <- processx::run(rscript(), reader, error_on_status = FALSE, timeout = 120)
+  read <- processx::run(rscript(), reader, error_on_status = FALSE, timeout = 120, env = env)
   expect_equal(read$status, 0L, info = read$stderr)
   expect_equal(strsplit(trimws(read$stdout), "\n")[[1]],
                sprintf("serverless/kept/%d.csv", 1:3))
