@@ -24,6 +24,11 @@ azurite_key <- paste0(
 #' allows (`memory_gb` of the deployment) is killed with exit code 137 ("OOMKilled"),
 #' and its shard fails; the emulator measures resident memory five times a second
 #' (Linux only), so a short spike between two measurements may pass.
+#' A container runs this session's R (by its absolute path, so `R CMD check
+#' --as-cran`'s stub `Rscript` on the `PATH` is never run) with a library of only
+#' the packages its runtime image installed (R's own and serveRless's, and the
+#' model's pinned packages): a model that needs a package its image lacks fails
+#' locally as it would in Azure, even when this session has the package.
 #' Azurite is found on the `PATH`, or through the environment variable
 #' `SERVERLESS_AZURITE`; the project's `make setup` installs it.
 #'
@@ -61,8 +66,10 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   emulator <- rust_result(rs_local_start(list(
     work_dir = file.path(dir, "control-plane"),
     taken_registry_names = taken_registry_names,
-    # Locally a runtime image runs as this R with these libraries.
-    r_library_paths = as.list(.libPaths())
+    # Locally a runtime image runs as this R, by absolute path, and sees the packages
+    # of these libraries that its build installed.
+    r_library_paths = as.list(.libPaths()),
+    r_bin_dir = R.home("bin")
   )))
   running$emulator <- emulator$handle
   # Azurite serves HTTPS with a certificate from the emulator's CA, so Entra ID tokens

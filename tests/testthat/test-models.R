@@ -178,3 +178,38 @@ test_that("the pre-flight refuses a list predict_fun and a missing package befor
   pinned <- vapply(dep$record$spec$packages, function(p) p$name, "")
   expect_true("randomForest" %in% pinned)
 })
+
+test_that("a model needing a package its image lacks fails locally as it would in Azure", {
+  skip_if_not_installed("randomForest")
+  target <- local_azure()
+  set.seed(1)
+  # The package is named only inside the model, where nothing can find it to pin, and
+  # there are no example rows for a pre-flight: the deploy goes through.
+  dynamic <- structure(list(fit = randomForest::randomForest(mpg ~ wt + hp, mtcars, ntree = 10),
+                            pkg = "randomForest"),
+                       class = "dynamic_forest")
+  pf <- function(model, newdata) {
+    loadNamespace(model$pkg)
+    stats::predict(model$fit, newdata)
+  }
+  dep <- deploy_quietly(dynamic, "dynamic", target, predict_fun = pf)
+  pinned <- vapply(dep$record$spec$packages, function(p) p$name, "")
+  expect_false("randomForest" %in% pinned)
+  # This session has randomForest, the image does not: its container cannot load it,
+  # as R in the image in Azure could not (exit 3, the model's error).
+  err <- expect_error(score_quietly(dep, newdata = mtcars[1:5, c("wt", "hp")]),
+                      class = "serverless_error_job")
+  expect_match(conditionMessage(err), "exit code 3", fixed = TRUE)
+  expect_match(err$logs, "there is no package called .randomForest.")
+
+  # caret predicts with its method's packages: they are in the spec, so it scores.
+  withr::local_timezone("UTC") # caret's dependencies ask for it (timedatectl warns without systemd)
+  skip_if_not_installed("caret")
+  fit <- caret::train(mpg ~ wt + hp, data = mtcars, method = "rf", ntree = 10,
+                      trControl = caret::trainControl(method = "none"))
+  dep <- deploy_quietly(fit, "caret-rf", target)
+  pinned <- vapply(dep$record$spec$packages, function(p) p$name, "")
+  expect_true(all(c("caret", "randomForest") %in% pinned))
+  run <- score_quietly(dep, newdata = mtcars[1:5, ])
+  expect_equal(read_predictions(run)$.pred, unname(predict(fit, mtcars[1:5, ])))
+})

@@ -441,26 +441,50 @@ fn resolve_images(
                 argv
             }
         };
-        // The image runs the host's programs and R: R finds the host library the build
-        // checked, and an image PATH keeps the host's PATH behind it. Then the image's
-        // ENV, which the group's variables override.
+        // The image runs the host's programs and the host's R, by absolute path, with a
+        // library of only the R packages its build installed (R's own are in R's
+        // `.Library`). An image PATH keeps the host's PATH behind it, R's bin first.
+        // Then the image's ENV, which the group's variables override.
         let mut env = Vec::new();
-        let libs = &inner.config.r_library_paths;
-        if !libs.is_empty() {
-            let joined: Vec<String> = libs
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect();
-            env.push(("R_LIBS".to_string(), joined.join(":")));
+        if let Some(lib) = image_library(inner, image).map_err(|e| {
+            ArmError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "LocalAzureImageLibrary",
+                format!(
+                    "Container '{}': the local Azure could not lay out the R library of '{}': {e}",
+                    d.name, d.image
+                ),
+            )
+        })? {
+            let lib = lib.to_string_lossy().into_owned();
+            for var in ["R_LIBS", "R_LIBS_USER", "R_LIBS_SITE"] {
+                env.push((var.to_string(), lib.clone()));
+            }
+        }
+        let r_bin = inner.config.r_bin_dir.as_ref();
+        let host_path = std::env::var("PATH").unwrap_or_default();
+        let host_path = match r_bin {
+            Some(bin) => format!("{}:{host_path}", bin.to_string_lossy()),
+            None => host_path,
+        };
+        let image_path = image.config.env.iter().any(|(k, _)| k == "PATH");
+        if !image_path {
+            env.push(("PATH".to_string(), host_path.clone()));
         }
         for (k, v) in &image.config.env {
-            let v = match (k.as_str(), std::env::var("PATH")) {
-                ("PATH", Ok(host)) if !host.is_empty() => format!("{v}:{host}"),
+            let v = match k.as_str() {
+                "PATH" if !host_path.is_empty() => format!("{v}:{host_path}"),
                 _ => v.clone(),
             };
             env.push((k.clone(), v));
         }
         env.extend(d.env);
+        let mut command = command;
+        if let (Some(bin), Some(first)) = (r_bin, command.first_mut()) {
+            if first == "R" || first == "Rscript" {
+                *first = bin.join(&*first).to_string_lossy().into_owned();
+            }
+        }
         specs.push(ContainerSpec {
             name: d.name,
             command,
@@ -470,6 +494,40 @@ fn resolve_images(
         });
     }
     Ok(specs)
+}
+
+/// The R library a container of `image` sees: a directory of links to the host's copy
+/// of each R package the image's build installed, made once per image. A package the
+/// image lacks is then missing here as in Azure. `None` without a host library.
+fn image_library(inner: &Inner, image: &crate::acr::Image) -> std::io::Result<Option<PathBuf>> {
+    let libs = &inner.config.r_library_paths;
+    if libs.is_empty() {
+        return Ok(None);
+    }
+    let id = image.digest.trim_start_matches("sha256:");
+    let dir = inner
+        .config
+        .work_dir
+        .join("r-libraries")
+        .join(&id[..id.len().min(16)]);
+    if dir.is_dir() {
+        return Ok(Some(dir));
+    }
+    // Laid out aside and renamed into place, so a container never sees half of it.
+    let partial = dir.with_extension(format!("partial-{}", &util::new_uuid()[..8]));
+    std::fs::create_dir_all(&partial)?;
+    for (pkg, _) in &image.config.pins {
+        if let Some((_, lib)) = crate::dockerfile::host_version(libs, pkg) {
+            std::os::unix::fs::symlink(lib.join(pkg), partial.join(pkg))?;
+        }
+    }
+    if let Err(e) = std::fs::rename(&partial, &dir) {
+        let _ = std::fs::remove_dir_all(&partial);
+        if !dir.is_dir() {
+            return Err(e);
+        }
+    }
+    Ok(Some(dir))
 }
 
 /// The body as Azure stores and returns it: no secure values, no registry passwords.

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 pub struct ImageConfig {
     /// External base images (`FROM`s that are not earlier stages), in order.
     pub base_images: Vec<String>,
-    /// R package pins (`pkg==version` in `RUN`), in order.
+    /// The R packages its RUN steps install beyond R's own: pins (`pkg==version`) and
+    /// `R CMD INSTALL`ed tarballs, in order. Locally its containers see only these.
     pub pins: Vec<(String, String)>,
     pub labels: Vec<(String, String)>,
     pub env: Vec<(String, String)>,
@@ -739,7 +740,7 @@ fn same_version(a: &str, b: &str) -> bool {
 }
 
 /// The `Version:` of `<lib>/<pkg>/DESCRIPTION` in the first library that has it.
-fn host_version(libs: &[PathBuf], pkg: &str) -> Option<(String, PathBuf)> {
+pub(crate) fn host_version(libs: &[PathBuf], pkg: &str) -> Option<(String, PathBuf)> {
     for lib in libs {
         let path = lib.join(pkg).join("DESCRIPTION");
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -990,6 +991,11 @@ fn step(
         });
         return Ok(());
     }
+    let carried = if kw == "COPY" {
+        copied_r_packages(&ins.args, stages)
+    } else {
+        Vec::new()
+    };
     let Some(stage) = stages.last_mut() else {
         return Err(fail(format!(
             "dockerfile parse error line {}: {} before the first FROM: no build stage in current context",
@@ -1091,6 +1097,10 @@ fn step(
                     }
                 }
             }
+            for (pkg, version) in carried {
+                stage.config.pins.retain(|(p, _)| *p != pkg);
+                stage.config.pins.push((pkg, version));
+            }
         }
         "RUN" => {
             let (_, rest) = split_flags(&ins.args);
@@ -1123,7 +1133,10 @@ fn step(
                     ]));
                 }
             }
-            check_tarball_steps(rest, ctx, lines).map_err(failed)?;
+            for (pkg, version) in check_tarball_steps(rest, ctx, lines).map_err(failed)? {
+                stage.config.pins.retain(|(p, _)| *p != pkg);
+                stage.config.pins.push((pkg, version));
+            }
             let installer_repo = tokens
                 .iter()
                 .position(|t| t.ends_with("install-pinned.R"))
@@ -1211,12 +1224,14 @@ fn step(
 
 /// `sha256sum -c` of `"<hex>  <path>"` and `R CMD INSTALL <tarball>` in a RUN: the
 /// tarball must be in the context under that file name, match the checksum, and be an
-/// R package. Installing serveRless from its source compiles its Rust library.
+/// R package. Installing serveRless from its source compiles its Rust library. The
+/// packages installed, with their versions.
 fn check_tarball_steps(
     run: &str,
     ctx: &Context,
     lines: &mut Vec<String>,
-) -> Result<(), Vec<String>> {
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let mut installed = Vec::new();
     for part in run.split("&&") {
         let part = part.trim();
         if part.contains("sha256sum") && part.contains("-c") {
@@ -1269,8 +1284,37 @@ fn check_tarball_steps(
                     .into(),
             );
         }
+        installed.push((pkg, version));
     }
-    Ok(())
+    Ok(installed)
+}
+
+/// The R packages a `COPY --from=<stage> .../<pkg> <dest>` carries: each source whose
+/// last segment is a package that stage installed (the base Dockerfile compiles
+/// serveRless in a stage of its own and copies its installed directory).
+fn copied_r_packages(args: &str, stages: &[Stage]) -> Vec<(String, String)> {
+    let (flags, rest) = split_flags(args);
+    let Some(from) = flags.iter().find_map(|f| f.strip_prefix("--from=")) else {
+        return Vec::new();
+    };
+    let from = from.to_ascii_lowercase();
+    let Some(source) = stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some(from.as_str()))
+    else {
+        return Vec::new();
+    };
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let Some((_, sources)) = words.split_last() else {
+        return Vec::new();
+    };
+    sources
+        .iter()
+        .filter_map(|src| {
+            let name = src.trim_end_matches('/').rsplit('/').next()?;
+            source.config.pins.iter().find(|(p, _)| p == name).cloned()
+        })
+        .collect()
 }
 
 /// `NAME[=default]`

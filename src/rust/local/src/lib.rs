@@ -90,8 +90,13 @@ pub struct Config {
     /// as `AlreadyExists` and a registry PUT of one fails.
     pub taken_registry_names: Vec<String>,
     /// The host's R library paths. Images built by ACR Tasks run the host's R with
-    /// these libraries, so a build that pins a package missing here fails.
+    /// these libraries, so a build that pins a package missing here fails; a
+    /// container of an image sees only the packages its build installed.
     pub r_library_paths: Vec<PathBuf>,
+    /// The `bin` directory of the R that images run, so containers start `R` and
+    /// `Rscript` by absolute path (under `R CMD check --as-cran` the ones on PATH are
+    /// stubs that fail). `None`: whatever PATH finds.
+    pub r_bin_dir: Option<PathBuf>,
 }
 
 /// A storage account seeded at start (`Microsoft.Storage/storageAccounts/{name}`).
@@ -122,6 +127,7 @@ impl Config {
             storage_accounts: Vec::new(),
             taken_registry_names: Vec::new(),
             r_library_paths: Vec::new(),
+            r_bin_dir: None,
         }
     }
 }

@@ -1517,6 +1517,91 @@ async fn pull_role_on_the_resource_group_covers_its_registries() {
     env.azure.shutdown().await;
 }
 
+/// Locally a container sees only the R packages its image's build installed (pins, and
+/// a package a later stage copies from the stage that installed it), as in Azure, and
+/// starts `Rscript` as the image's R by absolute path: the emulator's `r_bin_dir`, not
+/// the `Rscript` on PATH (a failing stub under `R CMD check --as-cran`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_see_only_the_r_packages_their_image_installed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("imagelib");
+    let lib = fake_library(
+        &dir.0,
+        &[("R6", "2.5.1"), ("glue", "1.6.1"), ("cli", "3.6.1")],
+    );
+    let bin = dir.0.join("R-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let rscript = bin.join("Rscript");
+    std::fs::write(
+        &rscript,
+        "#!/bin/sh\necho \"image R: $*\"\necho \"site=$R_LIBS_SITE user=$R_LIBS_USER\"\nls \"$R_LIBS\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&rscript, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = start_with("imagelib", |c| {
+        c.r_library_paths = vec![lib.clone()];
+        c.r_bin_dir = Some(bin.clone());
+    })
+    .await;
+    env.create_rg("rg").await;
+    let ls = env.create_registry("rg", "libacr01", false).await;
+    let reg = env.registry_path("rg", "libacr01");
+    let (run, log) = env
+        .build(
+            &reg,
+            &[(
+                "Dockerfile",
+                "FROM alpine AS build\nRUN install2.r cli==3.6.1\n\
+                 FROM alpine\nRUN install2.r R6==2.5.1\n\
+                 COPY --from=build /opt/lib/cli /usr/local/lib/R/site-library/cli\n\
+                 CMD [\"Rscript\", \"score.R\"]\n",
+            )],
+            "job:latest",
+        )
+        .await;
+    assert_eq!(run["properties"]["status"], "Succeeded", "{log}");
+    let (uami, principal) = env.identity("rg", "puller").await;
+    env.role_assignment(&reg, ACR_PULL, &principal).await;
+    let mut body = image_group(&format!("{ls}/job"), None);
+    body["identity"] =
+        json!({"type": "UserAssigned", "userAssignedIdentities": {uami.clone(): {}}});
+    body["properties"]["imageRegistryCredentials"] = json!([{"server": ls, "identity": uami}]);
+    let path = format!(
+        "{}/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/libs?{ACI}",
+        env.sub()
+    );
+    let (status, created) = env.arm(Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let mut state = Value::Null;
+    for _ in 0..300 {
+        let (_, g) = env.arm(Method::GET, &path, None).await;
+        state = g["properties"]["instanceView"]["state"].clone();
+        if state == "Succeeded" || state == "Failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs_path = path.replace(&format!("?{ACI}"), &format!("/containers/job/logs?{ACI}"));
+    let (_, logs) = env.arm(Method::GET, &logs_path, None).await;
+    let content = logs["content"].as_str().unwrap_or_default().to_string();
+    assert_eq!(state, "Succeeded", "{content}");
+    let lines: Vec<&str> = content.lines().collect();
+    assert_eq!(lines[0], "image R: score.R", "{content}");
+    let (site, user) = lines[1].split_once(' ').unwrap();
+    let private = site.strip_prefix("site=").unwrap();
+    assert_eq!(user, format!("user={private}"));
+    assert!(!private.starts_with(&*lib.to_string_lossy()), "{private}");
+    // Its library holds what the build installed, and not the rest of the host's.
+    let mut held: Vec<&str> = lines[2..].to_vec();
+    held.sort();
+    assert_eq!(held, ["R6", "cli"], "{content}");
+    assert_eq!(
+        std::fs::read_link(Path::new(private).join("R6")).unwrap(),
+        lib.join("R6")
+    );
+    env.azure.shutdown().await;
+}
+
 /// A CRAN-like repository on loopback: `src/contrib/PACKAGES` and one archived file.
 /// Serves `requests` requests (HTTP/1.0, one per connection), then stops.
 fn serve_repository(

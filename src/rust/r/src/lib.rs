@@ -801,6 +801,10 @@ fn rs_local_start(config: Robj) -> Robj {
             .into_iter()
             .map(PathBuf::from)
             .collect();
+        config.r_bin_dir = cfg
+            .get("r_bin_dir")
+            .and_then(Value::as_str)
+            .map(PathBuf::from);
 
         let rt = match job::runtime() {
             Ok(rt) => rt,

@@ -1,0 +1,3 @@
+library(testthat)
+library(carscore)
+test_check("carscore")
