@@ -174,6 +174,10 @@ rs_local_start <- function(config) .Call(wrap__rs_local_start, config)
 #' @noRd
 rs_local_add_storage_account <- function(handle, account) .Call(wrap__rs_local_add_storage_account, handle, account)
 
+#' Start the storage gate in front of Azurite (HTTPS on `port`); returns its port.
+#' @noRd
+rs_local_storage_gate <- function(handle, port) .Call(wrap__rs_local_storage_gate, handle, port)
+
 #' Whether this handle's emulator is running (FALSE once stopped, or restored from a
 #' file).
 #' @noRd

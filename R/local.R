@@ -13,7 +13,11 @@ azurite_key <- paste0(
 #' Starts Azurite, Microsoft's storage emulator, on a free loopback port, and the
 #' package's emulator of the Azure control plane (Entra ID tokens, Resource Manager,
 #' Container Instances that run as local processes, ...) over HTTPS with a self-signed
-#' certificate the target trusts. Creates the target's container and returns a target
+#' certificate the target trusts. Bearer tokens sent to Blob Storage are checked as
+#' Azure Storage checks them (Azurite alone accepts any): a token the emulated tenant
+#' did not issue, or for another audience, gets 401 `InvalidAuthenticationInfo`, and a
+#' managed identity without a "Storage Blob Data" role on the account gets 403
+#' `AuthorizationPermissionMismatch`. Creates the target's container and returns a target
 #' whose credential is a service principal of the emulated tenant. Everything stops (and
 #' a temporary `dir` is removed) when `.local_envir` ends: the calling function, the
 #' test, or, at a script's top level, the R session. Azurite is stopped with SIGTERM,
@@ -96,9 +100,12 @@ local_azure <- function(dir = NULL, container = "serverless", .local_envir = par
   running$azurite_pid <- proc$get_pid()
   running$watchdog <- rust_result(rs_local_watchdog(running$azurite_pid))
   port <- wait_for_azurite(proc)
-  # Clients reach Azurite through a loopback TCP proxy, so local_azure_faults() can
-  # slow, cut or reset storage connections mid-transfer.
-  proxy <- rust_result(rs_local_proxy_start(port))
+  # Azurite (--oauth basic) takes any bearer token; the storage gate in front of it
+  # refuses those Azure Storage would refuse. Clients reach the gate through a loopback
+  # TCP proxy, so local_azure_faults() can slow, cut or reset storage connections
+  # mid-transfer.
+  gate <- rust_result(rs_local_storage_gate(emulator$handle, as.integer(port)))
+  proxy <- rust_result(rs_local_proxy_start(as.integer(gate)))
   running$proxy <- proxy$handle
   blob_endpoint <- sprintf("https://127.0.0.1:%d/%s", proxy$port, azurite_account)
   # The storage account exists in the emulated subscription, as it would in Azure.

@@ -87,6 +87,23 @@ test_that("bad blob input fails with a classed error before any network call", {
   expect_false(grepl("abc", conditionMessage(err), fixed = TRUE))
 })
 
+test_that("a bearer token Azure Storage would refuse is refused locally, as in Azure", {
+  # Azurite itself (--oauth basic) takes any bearer token; the local Azure's storage
+  # gate checks them as Azure Storage does. A token for Storage with every claim
+  # Azurite looks at, signed by no one: 401 InvalidAuthenticationInfo, nothing listed.
+  b64 <- function(x) gsub("[\n=]", "", chartr("+/", "-_", jsonlite::base64_enc(x)))
+  tenant <- "72f988bf-86f1-41af-91ab-2d7cd011db47"
+  now <- as.integer(Sys.time())
+  claims <- sprintf(paste0('{"aud":"https://storage.azure.com","iss":"https://sts.windows.net/%s/",',
+                           '"tid":"%s","oid":"%s","iat":%d,"nbf":%d,"exp":%d}'),
+                    tenant, tenant, "5b6a4c6e-0000-4000-8000-000000000000", now - 60, now - 60, now + 3600)
+  forged <- paste(b64('{"alg":"RS256","typ":"JWT"}'), b64(claims), b64("not a signature"), sep = ".")
+  t <- azurite_az_target(storage_key = NULL, storage_token = forged)
+  err <- expect_error(blob_list(t, "serverless/"), class = "serverless_error_auth")
+  expect_equal(err$status, 401L)
+  expect_equal(err$code, "InvalidAuthenticationInfo")
+})
+
 test_that("a missing container is named, with what to do", {
   target <- azurite_az_target(container = "no-such-container")
   err <- expect_error(store_model(fit_models()$lm, "mpg", target), class = "serverless_error_azure")

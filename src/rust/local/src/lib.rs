@@ -46,6 +46,7 @@ mod resources;
 mod schema;
 mod server;
 mod state;
+mod storage_gate;
 mod tls;
 mod token;
 mod util;
@@ -140,6 +141,8 @@ pub struct LocalAzure {
     /// The HTTPS leaf certificate chain and key (PEM), for Azurite.
     tls_cert_pem: String,
     tls_key_pem: String,
+    /// TLS to Azurite, trusting only the emulator's CA (the storage gate's upstream).
+    azurite_tls: tokio_rustls::TlsConnector,
     shutdown_tx: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
 }
@@ -185,6 +188,20 @@ impl LocalAzure {
             ..World::default()
         };
         let http = workflow::http::client(tls.ca_der.clone())?;
+        let azurite_tls = {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(tls.ca_der.clone())
+                .map_err(|e| format!("cannot trust the local CA: {e}"))?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS setup failed: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        };
         let reaper = reaper::Reaper::start()
             .map_err(|e| format!("cannot start the process watchdog: {e}"))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -250,6 +267,7 @@ impl LocalAzure {
             ca_pem: tls.ca_pem,
             tls_cert_pem: tls.cert_pem,
             tls_key_pem: tls.key_pem,
+            azurite_tls,
             shutdown_tx,
             listeners,
         })
@@ -276,6 +294,18 @@ impl LocalAzure {
     /// clients trust both through one CA.
     pub fn tls_cert_and_key(&self) -> (String, String) {
         (self.tls_cert_pem.clone(), self.tls_key_pem.clone())
+    }
+
+    /// Starts the storage gate in front of Azurite (HTTPS on `azurite_port` of
+    /// 127.0.0.1, serving [`Self::tls_cert_and_key`]): it refuses the bearer tokens
+    /// Azure Storage would refuse (a bad signature, another tenant or audience, a
+    /// principal without a Blob data role) and forwards every other request to
+    /// Azurite. Returns its port; it stops with the emulator.
+    pub async fn start_storage_gate(&self, azurite_port: u16) -> Result<u16, String> {
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], azurite_port));
+        storage_gate::start(self.inner.clone(), self.azurite_tls.clone(), upstream)
+            .await
+            .map_err(|e| format!("the storage gate did not start: {e}"))
     }
 
     /// Adds a storage account (and its resource group when missing) after start, e.g.

@@ -859,6 +859,25 @@ fn rs_local_add_storage_account(handle: Robj, account: Robj) -> Robj {
     )
 }
 
+/// Start the storage gate in front of Azurite (HTTPS on `port`); returns its port.
+/// @noRd
+#[extendr]
+fn rs_local_storage_gate(handle: Robj, port: i32) -> Robj {
+    guard(move || {
+        let rt = match job::runtime() {
+            Ok(rt) => rt,
+            Err(e) => return error_to_robj(&e),
+        };
+        let Ok(port) = u16::try_from(port) else {
+            return error_to_robj(&Error::input("the Azurite port is not a port number"));
+        };
+        result_to_robj(
+            with_local(handle, |local| rt.block_on(local.start_storage_gate(port)))
+                .and_then(|r| r.map(Value::from).map_err(Error::internal)),
+        )
+    })
+}
+
 fn with_local<T>(
     handle: Robj,
     f: impl FnOnce(&serverless_local::LocalAzure) -> T,
@@ -1118,6 +1137,7 @@ extendr_module! {
     fn rs_undeploy;
     fn rs_local_start;
     fn rs_local_add_storage_account;
+    fn rs_local_storage_gate;
     fn rs_local_alive;
     fn rs_local_journal;
     fn rs_local_faults;
