@@ -119,8 +119,11 @@ async fn serve(
             Ok(resp.map(Either::Left))
         }
     });
+    // Body frames arrive a TLS record at a time: flattening them into one buffer
+    // (rather than vectored writes of many small pieces) means fewer, larger writes.
     let _ = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .writev(false)
         .serve_connection(TokioIo::new(client), service)
         .await;
 }
@@ -131,7 +134,9 @@ async fn connect(connector: &TlsConnector, upstream: SocketAddr) -> std::io::Res
     let _ = tcp.set_nodelay(true);
     let name = rustls::pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
     let tls = connector.connect(name, tcp).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(tls))
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
