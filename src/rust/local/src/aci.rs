@@ -299,25 +299,10 @@ const PULL_ROLES: &[&str] = &[
 
 /// Does `principal` hold a pull role at `scope_id` (lowercased) or above it?
 fn can_pull(world: &World, principal: &str, scope_id: &str) -> bool {
-    world.resources.values().any(|v| {
-        let p = &v["properties"];
-        v["type"] == "Microsoft.Authorization/roleAssignments"
-            && p["principalId"]
-                .as_str()
-                .is_some_and(|x| x.eq_ignore_ascii_case(principal))
-            && p["roleDefinitionId"].as_str().is_some_and(|r| {
-                let guid = r
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
-                PULL_ROLES.contains(&guid.as_str())
-            })
-            && p["scope"].as_str().is_some_and(|s| {
-                let s = s.to_ascii_lowercase();
-                scope_id == s || scope_id.starts_with(&format!("{}/", s.trim_end_matches('/')))
-            })
-    })
+    world
+        .roles_at(principal, scope_id)
+        .iter()
+        .any(|guid| PULL_ROLES.contains(&guid.as_str()))
 }
 
 /// The registry host of an image reference (`host[:port]/...`), if it names one.

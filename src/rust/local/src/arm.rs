@@ -403,26 +403,11 @@ fn authorize(
         ),
     };
     let scope = format!("/{}", lower.join("/"));
-    let allowed = inner.world().resources.values().any(|v| {
-        let p = &v["properties"];
-        v["type"] == "Microsoft.Authorization/roleAssignments"
-            && p["principalId"]
-                .as_str()
-                .is_some_and(|x| x.eq_ignore_ascii_case(caller))
-            && p["scope"].as_str().is_some_and(|s| {
-                let s = s.to_ascii_lowercase();
-                let s = s.trim_end_matches('/');
-                scope == s || scope.starts_with(&format!("{s}/"))
-            })
-            && p["roleDefinitionId"].as_str().is_some_and(|r| {
-                let guid = r
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
-                role_allows(&guid, &ns, write)
-            })
-    });
+    let allowed = inner
+        .world()
+        .roles_at(caller, &scope)
+        .iter()
+        .any(|guid| role_allows(guid, &ns, write));
     if allowed {
         return Ok(());
     }

@@ -739,6 +739,14 @@ fn same_version(a: &str, b: &str) -> bool {
     parts(a) == parts(b)
 }
 
+impl ImageConfig {
+    /// Records that the image holds `pkg` at `version` (a later install replaces it).
+    fn pin(&mut self, pkg: String, version: String) {
+        self.pins.retain(|(p, _)| *p != pkg);
+        self.pins.push((pkg, version));
+    }
+}
+
 /// The `Version:` of `<lib>/<pkg>/DESCRIPTION` in the first library that has it.
 pub(crate) fn host_version(libs: &[PathBuf], pkg: &str) -> Option<(String, PathBuf)> {
     for lib in libs {
@@ -1098,8 +1106,7 @@ fn step(
                 }
             }
             for (pkg, version) in carried {
-                stage.config.pins.retain(|(p, _)| *p != pkg);
-                stage.config.pins.push((pkg, version));
+                stage.config.pin(pkg, version);
             }
         }
         "RUN" => {
@@ -1134,8 +1141,7 @@ fn step(
                 }
             }
             for (pkg, version) in check_tarball_steps(rest, ctx, lines).map_err(failed)? {
-                stage.config.pins.retain(|(p, _)| *p != pkg);
-                stage.config.pins.push((pkg, version));
+                stage.config.pin(pkg, version);
             }
             let installer_repo = tokens
                 .iter()
@@ -1207,8 +1213,7 @@ fn step(
                         )),
                     }
                 }
-                stage.config.pins.retain(|(p, _)| *p != pkg);
-                stage.config.pins.push((pkg, version));
+                stage.config.pin(pkg, version);
             }
             lines.push(format!("Removing intermediate container {container}"));
         }

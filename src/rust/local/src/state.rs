@@ -127,6 +127,43 @@ pub enum OperationKind {
     Countdown { remaining: u32, final_status: u16 },
 }
 
+impl World {
+    /// A storage account of the emulated subscription, by name.
+    pub fn storage_account(&self, name: &str) -> Option<&Value> {
+        self.resources.values().find(|v| {
+            v["type"] == "Microsoft.Storage/storageAccounts"
+                && v["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// The role definition GUIDs (lowercase) of `principal`'s role assignments at
+    /// `scope` (a lowercase resource id) or above it: what Azure's RBAC consults.
+    pub fn roles_at(&self, principal: &str, scope: &str) -> Vec<String> {
+        self.resources
+            .values()
+            .filter(|v| v["type"] == "Microsoft.Authorization/roleAssignments")
+            .map(|v| &v["properties"])
+            .filter(|p| {
+                p["principalId"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(principal))
+            })
+            .filter(|p| {
+                p["scope"].as_str().is_some_and(|s| {
+                    let s = s.to_ascii_lowercase();
+                    let s = s.trim_end_matches('/');
+                    scope == s || scope.starts_with(&format!("{s}/"))
+                })
+            })
+            .filter_map(|p| p["roleDefinitionId"].as_str())
+            .filter_map(|r| r.rsplit('/').next())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    }
+}
+
 impl Inner {
     pub fn world(&self) -> MutexGuard<'_, World> {
         // A poisoned lock only means some handler panicked mid-update; the data is

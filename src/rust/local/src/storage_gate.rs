@@ -195,9 +195,9 @@ fn validate(inner: &Inner, token: &str, account: &str) -> Result<Value, &'static
 /// Does `principal` hold a Blob data role (one that writes, for a write) at the
 /// account's scope or above? (Azure also takes assignments on a container, which the
 /// emulator's Resource Manager cannot create: blob containers are not among its
-/// resources.) The emulator's own service
-/// principal and device-code user stand for the subscription's owner with the data
-/// roles granted, as they stand for it on Resource Manager.
+/// resources.) The emulator's own service principal and device-code user stand for
+/// the subscription's owner with the data roles granted, as they stand for it on
+/// Resource Manager.
 fn data_role_allows(inner: &Inner, principal: &str, account: &str, write: bool) -> bool {
     if principal.eq_ignore_ascii_case(&inner.service_principal_id)
         || principal.eq_ignore_ascii_case(&inner.device_user_id)
@@ -205,40 +205,17 @@ fn data_role_allows(inner: &Inner, principal: &str, account: &str, write: bool) 
         return true;
     }
     let world = inner.world();
-    let Some(account_id) = world.resources.values().find_map(|v| {
-        let is_account = v["type"]
-            .as_str()
-            .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Storage/storageAccounts"))
-            && v["name"]
-                .as_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case(account));
-        is_account.then(|| v["id"].as_str().unwrap_or_default().to_ascii_lowercase())
-    }) else {
+    let Some(account_id) = world
+        .storage_account(account)
+        .and_then(|v| v["id"].as_str())
+        .map(str::to_ascii_lowercase)
+    else {
         return false;
     };
-    world.resources.values().any(|v| {
-        let p = &v["properties"];
-        if v["type"] != "Microsoft.Authorization/roleAssignments"
-            || !p["principalId"]
-                .as_str()
-                .is_some_and(|x| x.eq_ignore_ascii_case(principal))
-        {
-            return false;
-        }
-        let Some(scope) = p["scope"].as_str() else {
-            return false;
-        };
-        let scope = scope.to_ascii_lowercase();
-        let scope = scope.trim_end_matches('/');
-        let covers = account_id == scope || account_id.starts_with(&format!("{scope}/"));
-        let role = p["roleDefinitionId"]
-            .as_str()
-            .and_then(|r| r.rsplit('/').next())
-            .unwrap_or_default();
-        covers
-            && DATA_ROLES
-                .iter()
-                .any(|(guid, writes)| role.eq_ignore_ascii_case(guid) && (*writes || !write))
+    world.roles_at(principal, &account_id).iter().any(|role| {
+        DATA_ROLES
+            .iter()
+            .any(|(guid, writes)| role == guid && (*writes || !write))
     })
 }
 

@@ -72,21 +72,11 @@ pub fn rewrite(inner: &Inner, uri: &str) -> Result<Url, String> {
 
 /// A seeded storage account's blob endpoint, by account name.
 pub fn blob_endpoint(inner: &Inner, account: &str) -> Option<String> {
-    inner
-        .world()
-        .resources
-        .values()
-        .find(|v| {
-            v["type"] == "Microsoft.Storage/storageAccounts"
-                && v["name"]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(account))
-        })
-        .and_then(|v| {
-            v["properties"]["primaryEndpoints"]["blob"]
-                .as_str()
-                .map(str::to_string)
-        })
+    inner.world().storage_account(account).and_then(|v| {
+        v["properties"]["primaryEndpoints"]["blob"]
+            .as_str()
+            .map(str::to_string)
+    })
 }
 
 /// A bearer token for a workflow identity, as its managed-identity endpoint would give.
