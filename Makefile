@@ -15,7 +15,9 @@ export CARGO_TARGET_DIR := $(SERVERLESS_CARGO_TARGET_DIR)
 LIB := $(BUILD)/lib
 VERSION := $(shell sed -n 's/^Version: //p' DESCRIPTION)
 TARBALL := serveRless_$(VERSION).tar.gz
-CARGO := cargo --locked
+# Recursively expanded: asked after `setup` has installed libzstd-dev (tools/config.R
+# asks the same, so cargo test and R CMD INSTALL share one zstd-sys build).
+CARGO = $(if $(shell sh tools/system-zstd.sh),ZSTD_SYS_USE_PKG_CONFIG=1 )cargo --locked
 MANIFEST := --manifest-path src/rust/Cargo.toml
 
 .PHONY: setup install demo test rust-test rust-lint wrappers check userpkg document bench clean

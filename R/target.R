@@ -91,6 +91,13 @@ az_target <- function(subscription, resource_group, location, storage_account,
     serverless_abort(c("{.arg storage_sas} is not a SAS token: it has no {.code sig=} part.",
                        i = "Use the token part of a SAS URL (after {.code ?})."), "input")
   }
+  # RFC 6750's b64token: a bearer token has no spaces or line breaks (a wrapped one, or
+  # one pasted with its "Bearer " scheme, would fail only at the first request).
+  if (!is.null(storage_token) && !grepl("^[A-Za-z0-9._~+/-]+=*$", storage_token)) {
+    serverless_abort(c("{.arg storage_token} is not an access token: it has characters a bearer token cannot have (such as spaces or line breaks).",
+                       i = "Give the token alone, without {.code Bearer }, e.g. from {.code az account get-access-token --resource https://storage.azure.com --query accessToken -o tsv}."),
+                     "input")
+  }
   if (n_auth > 1) {
     serverless_abort(c("Give at most one of {.arg storage_key}, {.arg storage_sas} or {.arg storage_token}.",
                        i = "With none, Blob Storage is reached with {.arg credential}."), "input")

@@ -26,11 +26,19 @@ shared <- Sys.getenv("SERVERLESS_CARGO_TARGET_DIR")
 target_dir <- if (nzchar(shared)) normalizePath(shared, mustWork = FALSE) else "$(CURDIR)/rust/target"
 debug <- nzchar(Sys.getenv("DEBUG"))
 
+# A system libzstd, when there is one, saves compiling zstd's C sources (see
+# tools/system-zstd.sh, which the Makefile asks too).
+zstd_libs <- suppressWarnings(system2("sh", "tools/system-zstd.sh", stdout = TRUE))
+zstd_libs <- trimws(paste(zstd_libs, collapse = " "))
+if (nzchar(zstd_libs)) message("linking the system libzstd (", zstd_libs, ")")
+
 values <- c(
   "@CARGO@" = cargo,
   "@TARGET_DIR@" = target_dir,
   "@PROFILE_DIR@" = if (debug) "debug" else "release",
   "@CARGO_PROFILE@" = if (debug) "" else "--release",
+  "@ZSTD_ENV@" = if (nzchar(zstd_libs)) "ZSTD_SYS_USE_PKG_CONFIG=1 " else "",
+  "@ZSTD_LIBS@" = zstd_libs,
   # A private target dir is build debris once the library is linked.
   "@CLEAN_CMD@" = if (nzchar(shared)) "@true" else "rm -Rf $(CURDIR)/rust/target"
 )

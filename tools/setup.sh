@@ -11,6 +11,8 @@ DEBS=(r-base-dev r-cran-cli r-cran-rlang r-cran-jsonlite r-cran-withr r-cran-pro
       r-cran-rmarkdown r-cran-bench r-cran-ranger r-cran-glmnet r-cran-data.table
       r-cran-shiny r-cran-miniui r-cran-rstudioapi r-cran-curl r-cran-codetools pandoc
       chromium chromium-driver hyperfine time curl nodejs npm
+      # zstd for Parquet, linked rather than compiled (tools/system-zstd.sh).
+      libzstd-dev pkg-config
       # Models the test suite deploys (issue 16): what R users commonly fit.
       r-cran-lme4 r-cran-glmmtmb r-cran-partykit r-cran-kernlab r-cran-mass r-cran-mgcv
       r-cran-rpart r-cran-nnet r-cran-e1071 r-cran-survival r-cran-caret r-cran-earth

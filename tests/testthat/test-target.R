@@ -39,6 +39,16 @@ test_that("az_target() checks Azure's naming rules before any call", {
   }
   expect_error(do.call(az_target, utils::modifyList(ok, list(storage_sas = "sp=r&sig=x"))),
                "at most one", class = "serverless_error_input")
+  # A token with a line break (as base64 wrapping makes) or its "Bearer " scheme is
+  # refused here; it used to fail only at the first request, as an Azure error.
+  no_key <- ok[names(ok) != "storage_key"]
+  for (token in c("eyJhbGciOi.eyJhdWQiOi\n.c2ln", "Bearer eyJhbGciOi.eyJhdWQiOi.c2ln", "")) {
+    err <- expect_error(do.call(az_target, c(no_key, storage_token = token)),
+                        class = "serverless_error_input")
+    expect_no_match(conditionMessage(err), "eyJ", fixed = TRUE)
+  }
+  expect_s3_class(do.call(az_target, c(no_key, storage_token = "eyJhbGciOi.eyJhdWQiOi.c2ln-_")),
+                  "serverless_target")
 
   # A sovereign cloud: its Resource Manager and sign-in hosts reach Rust's endpoints.
   gov <- do.call(az_target, utils::modifyList(ok, list(
