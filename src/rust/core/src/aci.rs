@@ -2,6 +2,7 @@
 
 use crate::arm::{api, ArmClient};
 use crate::error::{Error, ErrorKind, Result};
+use crate::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -173,23 +174,25 @@ impl GroupSpec {
 /// exist: a PUT on an existing group replaces its tags, and a group the user made is
 /// theirs (Resource Groups Get and Create Or Update, Microsoft.Resources 2021-04-01,
 /// `resources.json` of azure-rest-api-specs).
-pub async fn ensure_resource_group(
-    arm: &ArmClient,
-    subscription: &str,
-    resource_group: &str,
-    location: &str,
-    tags: &BTreeMap<String, String>,
-) -> Result<Value> {
-    let path = format!("/subscriptions/{subscription}/resourcegroups/{resource_group}");
-    if let Some(group) = arm.get_opt(&path, api::RESOURCES).await? {
-        return Ok(group);
-    }
-    arm.put(
-        &path,
-        api::RESOURCES,
-        &json!({"location": location, "tags": tags}),
-    )
-    .await
+pub fn ensure_resource_group<'a>(
+    arm: &'a ArmClient,
+    subscription: &'a str,
+    resource_group: &'a str,
+    location: &'a str,
+    tags: &'a BTreeMap<String, String>,
+) -> BoxFuture<'a, Result<Value>> {
+    Box::pin(async move {
+        let path = format!("/subscriptions/{subscription}/resourcegroups/{resource_group}");
+        if let Some(group) = arm.get_opt(&path, api::RESOURCES).await? {
+            return Ok(group);
+        }
+        arm.put(
+            &path,
+            api::RESOURCES,
+            &json!({"location": location, "tags": tags}),
+        )
+        .await
+    })
 }
 
 /// Room left in a region's Container Instances quota.
@@ -308,32 +311,34 @@ pub async fn delete_group(arm: &ArmClient, path: &str) -> Result<()> {
 
 /// Create a group, wait for it, collect logs and exit codes, and delete it (also when
 /// waiting fails: no group is left behind to be billed).
-pub async fn run_group(
-    arm: &ArmClient,
-    spec: &GroupSpec,
+pub fn run_group<'a>(
+    arm: &'a ArmClient,
+    spec: &'a GroupSpec,
     timeout: Duration,
-) -> Result<Vec<ContainerResult>> {
-    create_group(arm, spec).await?;
-    let path = spec.path();
-    let outcome = async {
-        let states = wait_terminated(arm, &path, Duration::from_secs(1), timeout).await?;
-        let mut out = Vec::new();
-        for (name, state, exit_code) in states {
-            let logs = logs(arm, &path, &name).await?;
-            out.push(ContainerResult {
-                name,
-                state,
-                exit_code,
-                logs,
-            });
+) -> BoxFuture<'a, Result<Vec<ContainerResult>>> {
+    Box::pin(async move {
+        create_group(arm, spec).await?;
+        let path = spec.path();
+        let outcome = async {
+            let states = wait_terminated(arm, &path, Duration::from_secs(1), timeout).await?;
+            let mut out = Vec::new();
+            for (name, state, exit_code) in states {
+                let logs = logs(arm, &path, &name).await?;
+                out.push(ContainerResult {
+                    name,
+                    state,
+                    exit_code,
+                    logs,
+                });
+            }
+            Ok::<_, Error>(out)
         }
-        Ok::<_, Error>(out)
-    }
-    .await;
-    let deleted = delete_group(arm, &path).await;
-    let out = outcome?;
-    deleted?;
-    Ok(out)
+        .await;
+        let deleted = delete_group(arm, &path).await;
+        let out = outcome?;
+        deleted?;
+        Ok(out)
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use crate::auth::{self, Endpoints};
 use crate::error::{Error, ErrorKind, Result};
+use crate::BoxFuture;
 use azure_core::credentials::{AccessToken, TokenCredential};
 use rand::Rng;
 use reqwest::{Method, StatusCode};
@@ -320,11 +321,13 @@ impl ArmClient {
             .map_err(|e| e.context(format!("registering resource provider {namespace}")))
     }
 
-    pub async fn get(&self, path: &str, api_version: &str) -> Result<Value> {
-        Ok(self
-            .request(Method::GET, path, Some(api_version), None)
-            .await?
-            .body)
+    pub fn get<'a>(&'a self, path: &'a str, api_version: &'a str) -> BoxFuture<'a, Result<Value>> {
+        Box::pin(async move {
+            Ok(self
+                .request(Method::GET, path, Some(api_version), None)
+                .await?
+                .body)
+        })
     }
 
     /// GET that maps 404 to `None`.

@@ -6,6 +6,7 @@
 //! the trusted CA are configurable: that is how the local Azure plugs in.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::BoxFuture;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::http::{ClientOptions, Transport};
@@ -223,15 +224,20 @@ pub fn credential(
 }
 
 /// Get a token for `scope`, with errors in our terms (never quoting the secret).
-pub async fn token(cred: &dyn TokenCredential, scope: &str) -> Result<AccessToken> {
-    cred.get_token(&[scope], None).await.map_err(|e| {
-        let text = crate::error::redact(&e.to_string());
-        // The SDK appends a troubleshooting link; the first line is the service's word.
-        let first = text.lines().next().unwrap_or("").to_string();
-        Error::new(
-            ErrorKind::Auth,
-            format!("could not get a token for {scope}: {first}"),
-        )
+pub fn token<'a>(
+    cred: &'a dyn TokenCredential,
+    scope: &'a str,
+) -> BoxFuture<'a, Result<AccessToken>> {
+    Box::pin(async move {
+        cred.get_token(&[scope], None).await.map_err(|e| {
+            let text = crate::error::redact(&e.to_string());
+            // The SDK appends a troubleshooting link; the first line is the service's word.
+            let first = text.lines().next().unwrap_or("").to_string();
+            Error::new(
+                ErrorKind::Auth,
+                format!("could not get a token for {scope}: {first}"),
+            )
+        })
     })
 }
 

@@ -9,6 +9,7 @@
 //! skipped, and a condition takes the branch that does least.
 
 use crate::logic::recurrence::{Frequency, Recurrence};
+use crate::BoxFuture;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -292,39 +293,45 @@ pub fn prices_from_retail(
 }
 
 /// Fetches a region's prices, following `NextPageLink` (at most 20 pages a filter).
-pub async fn fetch_prices(http: &reqwest::Client, endpoint: &str, region: &str) -> Result<Prices> {
-    check_region(region)?;
-    let base = format!("{}/api/retail/prices", endpoint.trim_end_matches('/'));
-    let mut items = Vec::new();
-    for filter in retail_filters(region) {
-        let mut url = url::Url::parse_with_params(&base, [("$filter", filter.as_str())])
-            .map_err(|e| Error::input(format!("invalid price endpoint `{endpoint}`: {e}")))?
-            .to_string();
-        for page in 0.. {
-            if page == 20 {
-                return Err(Error::azure(
-                    200,
-                    None,
-                    "the price list has more than 20 pages",
-                ));
-            }
-            let value = get_json(http, &url).await?;
-            let (mut rows, next) = parse_retail_page(&value)?;
-            items.append(&mut rows);
-            match next {
-                Some(n) => url = n,
-                None => break,
+pub fn fetch_prices<'a>(
+    http: &'a reqwest::Client,
+    endpoint: &'a str,
+    region: &'a str,
+) -> BoxFuture<'a, Result<Prices>> {
+    Box::pin(async move {
+        check_region(region)?;
+        let base = format!("{}/api/retail/prices", endpoint.trim_end_matches('/'));
+        let mut items = Vec::new();
+        for filter in retail_filters(region) {
+            let mut url = url::Url::parse_with_params(&base, [("$filter", filter.as_str())])
+                .map_err(|e| Error::input(format!("invalid price endpoint `{endpoint}`: {e}")))?
+                .to_string();
+            for page in 0.. {
+                if page == 20 {
+                    return Err(Error::azure(
+                        200,
+                        None,
+                        "the price list has more than 20 pages",
+                    ));
+                }
+                let value = get_json(http, &url).await?;
+                let (mut rows, next) = parse_retail_page(&value)?;
+                items.append(&mut rows);
+                match next {
+                    Some(n) => url = n,
+                    None => break,
+                }
             }
         }
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let as_of = format!(
-        "{:04}-{:02}-{:02}",
-        now.year(),
-        now.month() as u8,
-        now.day()
-    );
-    prices_from_retail(region, &items, &base, &as_of)
+        let now = time::OffsetDateTime::now_utc();
+        let as_of = format!(
+            "{:04}-{:02}-{:02}",
+            now.year(),
+            now.month() as u8,
+            now.day()
+        );
+        prices_from_retail(region, &items, &base, &as_of)
+    })
 }
 
 /// An ARM region name (`westeurope`), before it goes into a filter.

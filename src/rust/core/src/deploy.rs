@@ -19,6 +19,7 @@ use crate::plan::{Action, Plan};
 use crate::progress::Progress;
 use crate::store::{self, Manifest};
 use crate::templates::{self, RuntimeSpec, BASE_REPOSITORY, RUNTIME_REPOSITORY};
+use crate::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -230,364 +231,366 @@ fn validate(req: &DeployRequest) -> Result<Checked> {
     })
 }
 
-pub async fn deploy(
-    storage: &Storage,
-    arm: &ArmClient,
-    req: &DeployRequest,
-    progress: &Progress,
-) -> Result<DeployOutcome> {
-    let Checked {
-        registry: registry_name,
-        base_hash,
-        hash,
-        base_dockerfile,
-    } = validate(req)?;
-    let calls_before = arm.stats.calls.load(Ordering::Relaxed);
-    let dry = req.dry_run;
-    let mut plan = Plan::default();
-    let (sub, rg) = (req.subscription.as_str(), req.resource_group.as_str());
+pub fn deploy<'a>(
+    storage: &'a Storage,
+    arm: &'a ArmClient,
+    req: &'a DeployRequest,
+    progress: &'a Progress,
+) -> BoxFuture<'a, Result<DeployOutcome>> {
+    Box::pin(async move {
+        let Checked {
+            registry: registry_name,
+            base_hash,
+            hash,
+            base_dockerfile,
+        } = validate(req)?;
+        let calls_before = arm.stats.calls.load(Ordering::Relaxed);
+        let dry = req.dry_run;
+        let mut plan = Plan::default();
+        let (sub, rg) = (req.subscription.as_str(), req.resource_group.as_str());
 
-    // 1. The model version.
-    let (manifest, model_reused, bytes_sent) = if dry {
-        let (sha256, existing) = storage
-            .plan_model(&req.container, &req.name, &req.bundle_path)
-            .await?;
-        match existing {
-            Some(m) => {
-                plan.add(
-                    "model version",
-                    model_id(req, &m.version),
-                    Action::Unchanged,
-                    "identical to the newest version",
-                );
-                (m, true, 0)
+        // 1. The model version.
+        let (manifest, model_reused, bytes_sent) = if dry {
+            let (sha256, existing) = storage
+                .plan_model(&req.container, &req.name, &req.bundle_path)
+                .await?;
+            match existing {
+                Some(m) => {
+                    plan.add(
+                        "model version",
+                        model_id(req, &m.version),
+                        Action::Unchanged,
+                        "identical to the newest version",
+                    );
+                    (m, true, 0)
+                }
+                None => {
+                    let version = format!("(new)-{}", &sha256[..8]);
+                    plan.add(
+                        "model version",
+                        model_id(req, &version),
+                        Action::Create,
+                        "bundle + manifest.json",
+                    );
+                    let m = Manifest {
+                        name: req.name.clone(),
+                        version,
+                        created: now(),
+                        sha256,
+                        size: 0,
+                        uncompressed_size: 0,
+                        compression: "zstd".into(),
+                        meta: Value::Null,
+                    };
+                    (m, false, 0)
+                }
+            }
+        } else {
+            progress.step(format!("storing model `{}`", req.name));
+            let out = storage
+                .store_model(
+                    &req.container,
+                    &req.name,
+                    &req.bundle_path,
+                    req.meta.clone(),
+                    progress,
+                )
+                .await?;
+            let action = if out.reused {
+                Action::Unchanged
+            } else {
+                Action::Create
+            };
+            plan.add(
+                "model version",
+                model_id(req, &out.manifest.version),
+                action,
+                "bundle + manifest.json",
+            );
+            (out.manifest, out.reused, out.bytes_sent)
+        };
+
+        // 2. The registry, before the other resources: a taken name stops us early.
+        let registry_path = acr::registry_path(sub, rg, &registry_name);
+        let registry = match acr::get_registry(arm, &registry_path).await? {
+            Some(r) => {
+                plan.add("registry", &r.id, Action::Unchanged, &r.login_server);
+                Some(r)
             }
             None => {
-                let version = format!("(new)-{}", &sha256[..8]);
                 plan.add(
-                    "model version",
-                    model_id(req, &version),
+                    "registry",
+                    &registry_path,
                     Action::Create,
-                    "bundle + manifest.json",
+                    "Basic SKU, admin user disabled",
                 );
-                let m = Manifest {
-                    name: req.name.clone(),
-                    version,
-                    created: now(),
-                    sha256,
-                    size: 0,
-                    uncompressed_size: 0,
-                    compression: "zstd".into(),
-                    meta: Value::Null,
-                };
-                (m, false, 0)
+                if dry {
+                    acr::check_name_available(arm, sub, &registry_name).await?;
+                    None
+                } else {
+                    progress.step(format!("creating registry {}", registry_name));
+                    Some(
+                        acr::create_registry(
+                            arm,
+                            sub,
+                            &registry_path,
+                            &registry_name,
+                            &req.location,
+                            &shared_tags("registry"),
+                        )
+                        .await?,
+                    )
+                }
             }
-        }
-    } else {
-        progress.step(format!("storing model `{}`", req.name));
-        let out = storage
-            .store_model(
-                &req.container,
-                &req.name,
-                &req.bundle_path,
-                req.meta.clone(),
-                progress,
-            )
-            .await?;
-        let action = if out.reused {
-            Action::Unchanged
-        } else {
-            Action::Create
         };
-        plan.add(
-            "model version",
-            model_id(req, &out.manifest.version),
-            action,
-            "bundle + manifest.json",
-        );
-        (out.manifest, out.reused, out.bytes_sent)
-    };
 
-    // 2. The registry, before the other resources: a taken name stops us early.
-    let registry_path = acr::registry_path(sub, rg, &registry_name);
-    let registry = match acr::get_registry(arm, &registry_path).await? {
-        Some(r) => {
-            plan.add("registry", &r.id, Action::Unchanged, &r.login_server);
-            Some(r)
-        }
-        None => {
-            plan.add(
-                "registry",
-                &registry_path,
-                Action::Create,
-                "Basic SKU, admin user disabled",
-            );
-            if dry {
-                acr::check_name_available(arm, sub, &registry_name).await?;
-                None
-            } else {
-                progress.step(format!("creating registry {}", registry_name));
-                Some(
-                    acr::create_registry(
-                        arm,
-                        sub,
-                        &registry_path,
-                        &registry_name,
-                        &req.location,
-                        &shared_tags("registry"),
-                    )
-                    .await?,
-                )
+        // 3. The scoring identity.
+        let identity_path = identity::identity_path(sub, rg, &req.identity);
+        let identity = match identity::get_identity(arm, &identity_path).await? {
+            Some(i) => {
+                plan.add("identity", &i.id, Action::Unchanged, "scoring identity");
+                Some(i)
             }
-        }
-    };
-
-    // 3. The scoring identity.
-    let identity_path = identity::identity_path(sub, rg, &req.identity);
-    let identity = match identity::get_identity(arm, &identity_path).await? {
-        Some(i) => {
-            plan.add("identity", &i.id, Action::Unchanged, "scoring identity");
-            Some(i)
-        }
-        None => {
-            plan.add(
-                "identity",
-                &identity_path,
-                Action::Create,
-                "user-assigned identity the scoring containers run as",
-            );
-            if dry {
-                None
-            } else {
-                progress.step(format!("creating identity {}", req.identity));
-                Some(
-                    identity::create_identity(
-                        arm,
-                        &identity_path,
-                        &req.location,
-                        &shared_tags("identity"),
+            None => {
+                plan.add(
+                    "identity",
+                    &identity_path,
+                    Action::Create,
+                    "user-assigned identity the scoring containers run as",
+                );
+                if dry {
+                    None
+                } else {
+                    progress.step(format!("creating identity {}", req.identity));
+                    Some(
+                        identity::create_identity(
+                            arm,
+                            &identity_path,
+                            &req.location,
+                            &shared_tags("identity"),
+                        )
+                        .await?,
                     )
-                    .await?,
-                )
+                }
             }
-        }
-    };
+        };
 
-    // 4. Its two roles.
-    let storage_scope = format!(
+        // 4. Its two roles.
+        let storage_scope = format!(
         "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{}",
         req.storage_account
     );
-    let grants = [
-        (
-            registry
-                .as_ref()
-                .map_or(registry_path.clone(), |r| r.id.clone()),
-            roles::ACR_PULL,
-            "AcrPull: the scoring containers pull the runtime image",
-        ),
-        (
-            storage_scope,
-            roles::STORAGE_BLOB_DATA_CONTRIBUTOR,
-            "Storage Blob Data Contributor: they read models and data, write predictions",
-        ),
-    ];
-    for (scope, role, why) in grants {
-        let granted = match &identity {
-            Some(i) => identity::has_role(arm, &scope, role, &i.principal_id).await?,
-            None => false,
-        };
-        let id = format!(
-            "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
-            identity::assignment_name(
-                &scope,
-                role,
-                identity
+        let grants = [
+            (
+                registry
                     .as_ref()
-                    .map_or("(new identity)", |i| &i.principal_id)
-            )
-        );
-        if granted {
-            plan.add("role assignment", id, Action::Unchanged, why);
-        } else {
-            plan.add("role assignment", id, Action::Create, why);
-            if let (false, Some(i)) = (dry, &identity) {
-                identity::assign_role(arm, sub, &scope, role, &i.principal_id).await?;
+                    .map_or(registry_path.clone(), |r| r.id.clone()),
+                roles::ACR_PULL,
+                "AcrPull: the scoring containers pull the runtime image",
+            ),
+            (
+                storage_scope,
+                roles::STORAGE_BLOB_DATA_CONTRIBUTOR,
+                "Storage Blob Data Contributor: they read models and data, write predictions",
+            ),
+        ];
+        for (scope, role, why) in grants {
+            let granted = match &identity {
+                Some(i) => identity::has_role(arm, &scope, role, &i.principal_id).await?,
+                None => false,
+            };
+            let id = format!(
+                "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
+                identity::assignment_name(
+                    &scope,
+                    role,
+                    identity
+                        .as_ref()
+                        .map_or("(new identity)", |i| &i.principal_id)
+                )
+            );
+            if granted {
+                plan.add("role assignment", id, Action::Unchanged, why);
+            } else {
+                plan.add("role assignment", id, Action::Create, why);
+                if let (false, Some(i)) = (dry, &identity) {
+                    identity::assign_role(arm, sub, &scope, role, &i.principal_id).await?;
+                }
             }
         }
-    }
 
-    // 5. The images: the base (R + serveRless, compiled once), then the runtime image
-    //    FROM it with the model's packages. ACR Tasks pulls a base from the registry
-    //    the run belongs to with the run's own access ("Automate container image builds
-    //    when a base image is updated", Azure Container Registry docs).
-    let login_server = registry
-        .as_ref()
-        .map(|r| r.login_server.clone())
-        .unwrap_or_else(|| format!("{}.azurecr.io", registry_name.to_ascii_lowercase()));
-    let base_image = format!("{login_server}/{BASE_REPOSITORY}:{base_hash}");
-    let image = format!("{login_server}/{RUNTIME_REPOSITORY}:{hash}");
-    let dockerfile = templates::render_dockerfile(
-        &req.dockerfile_template,
-        &req.spec,
-        &hash,
-        &base_image,
-        &base_hash,
-    )?;
-    let registry_ref = registry
-        .as_ref()
-        .map(|r| acr::registry_path(sub, rg, &r.name));
-    let tarball_name = req
-        .spec
-        .serverless_tarball
-        .as_ref()
-        .map(|t| t.file_name.clone())
-        .unwrap_or_default();
-    let base_files = || -> Result<Vec<(String, Vec<u8>)>> {
-        let tarball = std::fs::read(&req.serverless_tarball_path).map_err(|e| {
-            Error::io(
-                format!("reading `{}`", req.serverless_tarball_path.display()),
-                e,
-            )
-        })?;
-        Ok(vec![
-            (
-                "Dockerfile".to_string(),
-                base_dockerfile.as_bytes().to_vec(),
-            ),
-            (
-                "install-pinned.R".to_string(),
-                req.install_script.as_bytes().to_vec(),
-            ),
-            (tarball_name.clone(), tarball),
-        ])
-    };
-    let (base_built, base_build) = ensure_image(
-        storage,
-        arm,
-        req,
-        &mut plan,
-        registry_ref.as_deref(),
-        &login_server,
-        ImageWork {
-            kind: "base image",
-            repository: BASE_REPOSITORY,
-            tag: &base_hash,
-            detail: format!(
+        // 5. The images: the base (R + serveRless, compiled once), then the runtime image
+        //    FROM it with the model's packages. ACR Tasks pulls a base from the registry
+        //    the run belongs to with the run's own access ("Automate container image builds
+        //    when a base image is updated", Azure Container Registry docs).
+        let login_server = registry
+            .as_ref()
+            .map(|r| r.login_server.clone())
+            .unwrap_or_else(|| format!("{}.azurecr.io", registry_name.to_ascii_lowercase()));
+        let base_image = format!("{login_server}/{BASE_REPOSITORY}:{base_hash}");
+        let image = format!("{login_server}/{RUNTIME_REPOSITORY}:{hash}");
+        let dockerfile = templates::render_dockerfile(
+            &req.dockerfile_template,
+            &req.spec,
+            &hash,
+            &base_image,
+            &base_hash,
+        )?;
+        let registry_ref = registry
+            .as_ref()
+            .map(|r| acr::registry_path(sub, rg, &r.name));
+        let tarball_name = req
+            .spec
+            .serverless_tarball
+            .as_ref()
+            .map(|t| t.file_name.clone())
+            .unwrap_or_default();
+        let base_files = || -> Result<Vec<(String, Vec<u8>)>> {
+            let tarball = std::fs::read(&req.serverless_tarball_path).map_err(|e| {
+                Error::io(
+                    format!("reading `{}`", req.serverless_tarball_path.display()),
+                    e,
+                )
+            })?;
+            Ok(vec![
+                (
+                    "Dockerfile".to_string(),
+                    base_dockerfile.as_bytes().to_vec(),
+                ),
+                (
+                    "install-pinned.R".to_string(),
+                    req.install_script.as_bytes().to_vec(),
+                ),
+                (tarball_name.clone(), tarball),
+            ])
+        };
+        let (base_built, base_build) = ensure_image(
+            storage,
+            arm,
+            req,
+            &mut plan,
+            registry_ref.as_deref(),
+            &login_server,
+            ImageWork {
+                kind: "base image",
+                repository: BASE_REPOSITORY,
+                tag: &base_hash,
+                detail: format!(
                 "ACR Tasks build: R {}, serveRless {} compiled from its source, {} pinned packages",
                 req.spec.r_version,
                 req.spec.serverless_version,
                 req.spec.base_packages.len()
             ),
-            unchanged: "R and serveRless unchanged",
-        },
-        base_files,
-        progress,
-    )
-    .await?;
-    let runtime_files = || -> Result<Vec<(String, Vec<u8>)>> {
-        Ok(vec![
-            ("Dockerfile".to_string(), dockerfile.as_bytes().to_vec()),
-            (
-                "install-pinned.R".to_string(),
-                req.install_script.as_bytes().to_vec(),
-            ),
-        ])
-    };
-    let (built, build) = ensure_image(
-        storage,
-        arm,
-        req,
-        &mut plan,
-        registry_ref.as_deref(),
-        &login_server,
-        ImageWork {
-            kind: "image",
-            repository: RUNTIME_REPOSITORY,
-            tag: &hash,
-            detail: format!(
-                "ACR Tasks build on the base: {} pinned packages, no Rust",
-                req.spec.packages.len()
-            ),
-            unchanged: "runtime spec unchanged",
-        },
-        runtime_files,
-        progress,
-    )
-    .await?;
+                unchanged: "R and serveRless unchanged",
+            },
+            base_files,
+            progress,
+        )
+        .await?;
+        let runtime_files = || -> Result<Vec<(String, Vec<u8>)>> {
+            Ok(vec![
+                ("Dockerfile".to_string(), dockerfile.as_bytes().to_vec()),
+                (
+                    "install-pinned.R".to_string(),
+                    req.install_script.as_bytes().to_vec(),
+                ),
+            ])
+        };
+        let (built, build) = ensure_image(
+            storage,
+            arm,
+            req,
+            &mut plan,
+            registry_ref.as_deref(),
+            &login_server,
+            ImageWork {
+                kind: "image",
+                repository: RUNTIME_REPOSITORY,
+                tag: &hash,
+                detail: format!(
+                    "ACR Tasks build on the base: {} pinned packages, no Rust",
+                    req.spec.packages.len()
+                ),
+                unchanged: "runtime spec unchanged",
+            },
+            runtime_files,
+            progress,
+        )
+        .await?;
 
-    // 6. The deployment record, written last: it points at things that now exist.
-    let blob = deployment_blob(&req.name);
-    let previous: Option<Deployment> = match storage.get_bytes(&req.container, &blob).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e),
-    };
-    let stamp = now();
-    let deployment = Deployment {
-        name: req.name.clone(),
-        model_version: manifest.version.clone(),
-        model_sha256: manifest.sha256.clone(),
-        image: image.clone(),
-        registry: registry_name.clone(),
-        login_server,
-        runtime_hash: hash,
-        base_image,
-        cpu: req.cpu,
-        memory_gb: req.memory_gb,
-        identity_id: identity
-            .as_ref()
-            .map_or(identity_path.clone(), |i: &Identity| i.id.clone()),
-        identity_client_id: identity
-            .as_ref()
-            .map_or(String::new(), |i| i.client_id.clone()),
-        storage_account: req.storage_account.clone(),
-        container: req.container.clone(),
-        resource_group: req.resource_group.clone(),
-        location: req.location.clone(),
-        spec: req.spec.clone(),
-        ptype: req.meta.get("ptype").cloned().unwrap_or(Value::Null),
-        created: previous
-            .as_ref()
-            .map_or(stamp.clone(), |p| p.created.clone()),
-        updated: stamp,
-    };
-    let record_id = format!("{}/{blob}", req.container);
-    match &previous {
-        Some(p) if p.same_as(&deployment) => {
-            plan.add("blob", record_id, Action::Unchanged, "deployment record");
-        }
-        _ => {
-            let action = if previous.is_some() {
-                Action::Update
-            } else {
-                Action::Create
-            };
-            plan.add("blob", record_id, action, "deployment record");
-            if !dry {
-                let body = serde_json::to_vec_pretty(&deployment).map_err(|e| {
-                    Error::internal(format!("cannot write the deployment record: {e}"))
-                })?;
-                storage
-                    .put_bytes(&req.container, &blob, body, "application/json", false)
-                    .await?;
+        // 6. The deployment record, written last: it points at things that now exist.
+        let blob = deployment_blob(&req.name);
+        let previous: Option<Deployment> = match storage.get_bytes(&req.container, &blob).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let stamp = now();
+        let deployment = Deployment {
+            name: req.name.clone(),
+            model_version: manifest.version.clone(),
+            model_sha256: manifest.sha256.clone(),
+            image: image.clone(),
+            registry: registry_name.clone(),
+            login_server,
+            runtime_hash: hash,
+            base_image,
+            cpu: req.cpu,
+            memory_gb: req.memory_gb,
+            identity_id: identity
+                .as_ref()
+                .map_or(identity_path.clone(), |i: &Identity| i.id.clone()),
+            identity_client_id: identity
+                .as_ref()
+                .map_or(String::new(), |i| i.client_id.clone()),
+            storage_account: req.storage_account.clone(),
+            container: req.container.clone(),
+            resource_group: req.resource_group.clone(),
+            location: req.location.clone(),
+            spec: req.spec.clone(),
+            ptype: req.meta.get("ptype").cloned().unwrap_or(Value::Null),
+            created: previous
+                .as_ref()
+                .map_or(stamp.clone(), |p| p.created.clone()),
+            updated: stamp,
+        };
+        let record_id = format!("{}/{blob}", req.container);
+        match &previous {
+            Some(p) if p.same_as(&deployment) => {
+                plan.add("blob", record_id, Action::Unchanged, "deployment record");
+            }
+            _ => {
+                let action = if previous.is_some() {
+                    Action::Update
+                } else {
+                    Action::Create
+                };
+                plan.add("blob", record_id, action, "deployment record");
+                if !dry {
+                    let body = serde_json::to_vec_pretty(&deployment).map_err(|e| {
+                        Error::internal(format!("cannot write the deployment record: {e}"))
+                    })?;
+                    storage
+                        .put_bytes(&req.container, &blob, body, "application/json", false)
+                        .await?;
+                }
             }
         }
-    }
 
-    Ok(DeployOutcome {
-        deployment,
-        plan,
-        dry_run: dry,
-        built,
-        build,
-        base_built,
-        base_build,
-        model_reused,
-        bytes_sent,
-        arm_calls: arm.stats.calls.load(Ordering::Relaxed) - calls_before,
-        dockerfile,
-        base_dockerfile,
+        Ok(DeployOutcome {
+            deployment,
+            plan,
+            dry_run: dry,
+            built,
+            build,
+            base_built,
+            base_build,
+            model_reused,
+            bytes_sent,
+            arm_calls: arm.stats.calls.load(Ordering::Relaxed) - calls_before,
+            dockerfile,
+            base_dockerfile,
+        })
     })
 }
 
@@ -657,21 +660,23 @@ async fn ensure_image(
 }
 
 /// The deployment record of `name`, or `None`.
-pub async fn get_deployment(
-    storage: &Storage,
-    container: &str,
-    name: &str,
-) -> Result<Option<Deployment>> {
-    store::check_model_name(name)?;
-    match storage.get_bytes(container, &deployment_blob(name)).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::integrity(format!(
-                "the deployment record of `{name}` is not valid: {e}"
-            ))
-        }),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+pub fn get_deployment<'a>(
+    storage: &'a Storage,
+    container: &'a str,
+    name: &'a str,
+) -> BoxFuture<'a, Result<Option<Deployment>>> {
+    Box::pin(async move {
+        store::check_model_name(name)?;
+        match storage.get_bytes(container, &deployment_blob(name)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::integrity(format!(
+                    "the deployment record of `{name}` is not valid: {e}"
+                ))
+            }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
 }
 
 #[cfg(test)]

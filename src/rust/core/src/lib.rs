@@ -24,6 +24,12 @@ pub mod templates;
 pub use error::{Error, ErrorKind, Result};
 pub use progress::Progress;
 
+/// A boxed future: what the public async operations the R bindings call return.
+/// Boxed here, the state machine is compiled once, in this crate (in parallel with
+/// the emulator), instead of again in the bindings crate at the end of a clean build,
+/// where it was most of that crate's code (bench/RESULTS.md).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// Makes ring the process's rustls crypto provider, once. reqwest is built without a
 /// provider of its own (see the workspace Cargo.toml), so every HTTP client is made
 /// after this; calling it again, or after someone else installed one, does nothing.

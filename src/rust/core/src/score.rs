@@ -13,6 +13,7 @@ use crate::aci::{self, ContainerSpec, GroupSpec};
 use crate::arm::{api, ArmClient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
+use crate::BoxFuture;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -378,46 +379,48 @@ async fn collect(arm: &ArmClient, mut s: ShardState, keep: bool) -> ShardState {
 /// its logs collected and its group deleted (freeing room), and if its failure is
 /// retryable and tries remain it is queued again, for a new group; then queued shards
 /// start while there is room. Returns the new states.
-pub async fn advance(
-    arm: &Arc<ArmClient>,
-    req: &RunRequest,
-    shards: &[ShardState],
+pub fn advance<'a>(
+    arm: &'a Arc<ArmClient>,
+    req: &'a RunRequest,
+    shards: &'a [ShardState],
     keep: bool,
-) -> Result<Vec<ShardState>> {
-    let before: Vec<bool> = shards.iter().map(ShardState::done).collect();
-    let polled = poll(arm, shards).await?;
-    let mut next = Vec::with_capacity(polled.len());
-    for (s, was_done) in polled.into_iter().zip(before) {
-        if was_done || !s.done() {
-            next.push(s);
-            continue;
+) -> BoxFuture<'a, Result<Vec<ShardState>>> {
+    Box::pin(async move {
+        let before: Vec<bool> = shards.iter().map(ShardState::done).collect();
+        let polled = poll(arm, shards).await?;
+        let mut next = Vec::with_capacity(polled.len());
+        for (s, was_done) in polled.into_iter().zip(before) {
+            if was_done || !s.done() {
+                next.push(s);
+                continue;
+            }
+            let s = collect(arm, s, keep).await;
+            let shard = request_of(req, &s)?;
+            let tries = s.attempt.max(1).saturating_sub(shard.first_attempt.max(1)) + 1;
+            if s.retryable() && tries <= req.retries {
+                let attempt = s.attempt.max(1) + 1;
+                let spec = group_spec(req, shard, attempt);
+                let mut retried = s.retried.clone();
+                retried.push(s.exit_code);
+                next.push(ShardState {
+                    group: spec.path(),
+                    state: "Queued".into(),
+                    exit_code: None,
+                    started: None,
+                    finished: None,
+                    logs: None,
+                    deleted: false,
+                    attempt,
+                    retried,
+                    ..s
+                });
+            } else {
+                next.push(s);
+            }
         }
-        let s = collect(arm, s, keep).await;
-        let shard = request_of(req, &s)?;
-        let tries = s.attempt.max(1).saturating_sub(shard.first_attempt.max(1)) + 1;
-        if s.retryable() && tries <= req.retries {
-            let attempt = s.attempt.max(1) + 1;
-            let spec = group_spec(req, shard, attempt);
-            let mut retried = s.retried.clone();
-            retried.push(s.exit_code);
-            next.push(ShardState {
-                group: spec.path(),
-                state: "Queued".into(),
-                exit_code: None,
-                started: None,
-                finished: None,
-                logs: None,
-                deleted: false,
-                attempt,
-                retried,
-                ..s
-            });
-        } else {
-            next.push(s);
-        }
-    }
-    start_queued(arm, req, &mut next).await?;
-    Ok(next)
+        start_queued(arm, req, &mut next).await?;
+        Ok(next)
+    })
 }
 
 /// Deletes every group of a run, finished or not (queued shards have none).
@@ -433,17 +436,18 @@ pub async fn delete_all(arm: &ArmClient, shards: &[ShardState]) -> Result<()> {
 /// or fewer when the region's quota has room for fewer groups of `cpu` vCPUs (at
 /// least 1: a create over the quota then fails with ACI's own error). With the
 /// reason, when the quota lowered it.
-pub async fn default_parallel(
-    arm: &ArmClient,
-    subscription: &str,
-    location: &str,
+pub fn default_parallel<'a>(
+    arm: &'a ArmClient,
+    subscription: &'a str,
+    location: &'a str,
     cpu: f64,
     spot: bool,
-) -> (u32, Option<String>) {
-    let room = aci::quota_room(arm, subscription, location)
-        .await
-        .and_then(|r| r.groups_of(cpu, spot));
-    match room {
+) -> BoxFuture<'a, (u32, Option<String>)> {
+    Box::pin(async move {
+        let room = aci::quota_room(arm, subscription, location)
+            .await
+            .and_then(|r| r.groups_of(cpu, spot));
+        match room {
         Some(r) if r < DEFAULT_MAX_PARALLEL => (
             r.max(1),
             Some(format!(
@@ -453,81 +457,84 @@ pub async fn default_parallel(
         ),
         _ => (DEFAULT_MAX_PARALLEL, None),
     }
+    })
 }
 
 /// Starts a run and, with `wait`, follows it to the end: progress counts shards done,
 /// retries and queued shards start as room frees up. Timeouts and cancellation delete
 /// every group.
-pub async fn run(
+pub fn run<'a>(
     arm: Arc<ArmClient>,
-    req: &RunRequest,
+    req: &'a RunRequest,
     wait: bool,
     keep: bool,
     timeout: Duration,
-    progress: &Progress,
-) -> Result<Vec<ShardState>> {
-    let n = req.shards.len();
-    let at_once = req.max_parallel().min(n);
-    progress.step(format!(
-        "starting {at_once} of {n} container group{} for run {}{}",
-        if n == 1 { "" } else { "s" },
-        req.run_id,
-        if at_once < n {
-            format!(" (at most {at_once} at once)")
-        } else {
-            String::new()
+    progress: &'a Progress,
+) -> BoxFuture<'a, Result<Vec<ShardState>>> {
+    Box::pin(async move {
+        let n = req.shards.len();
+        let at_once = req.max_parallel().min(n);
+        progress.step(format!(
+            "starting {at_once} of {n} container group{} for run {}{}",
+            if n == 1 { "" } else { "s" },
+            req.run_id,
+            if at_once < n {
+                format!(" (at most {at_once} at once)")
+            } else {
+                String::new()
+            }
+        ));
+        let mut shards = start(arm.clone(), req).await?;
+        if !wait {
+            return Ok(shards);
         }
-    ));
-    let mut shards = start(arm.clone(), req).await?;
-    if !wait {
-        return Ok(shards);
-    }
-    // Every group a shard may have (any attempt), deleted if this future is dropped.
-    let all_paths = |shards: &[ShardState]| -> Vec<String> {
-        if keep {
-            vec![]
-        } else {
-            shards
-                .iter()
-                .filter(|s| s.state != "Queued")
-                .map(|s| s.group.clone())
-                .collect()
+        // Every group a shard may have (any attempt), deleted if this future is dropped.
+        let all_paths = |shards: &[ShardState]| -> Vec<String> {
+            if keep {
+                vec![]
+            } else {
+                shards
+                    .iter()
+                    .filter(|s| s.state != "Queued")
+                    .map(|s| s.group.clone())
+                    .collect()
+            }
+        };
+        let mut cleanup = Cleanup {
+            arm: arm.clone(),
+            paths: all_paths(&shards),
+            armed: true,
+        };
+        let started = Instant::now();
+        let total = n as u64;
+        progress.begin(format!("scoring run {}: shards done", req.run_id), total);
+        let mut reported = 0u64;
+        loop {
+            shards = advance(&arm, req, &shards, keep).await?;
+            cleanup.paths = all_paths(&shards);
+            let done = shards.iter().filter(|s| s.done()).count() as u64;
+            progress.advance(done - reported);
+            reported = done;
+            if done == total {
+                break;
+            }
+            if started.elapsed() > timeout {
+                let _ = delete_all(&arm, &shards).await;
+                cleanup.disarm();
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "run {} did not finish in {} s; its container groups were deleted",
+                        req.run_id,
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    };
-    let mut cleanup = Cleanup {
-        arm: arm.clone(),
-        paths: all_paths(&shards),
-        armed: true,
-    };
-    let started = Instant::now();
-    let total = n as u64;
-    progress.begin(format!("scoring run {}: shards done", req.run_id), total);
-    let mut reported = 0u64;
-    loop {
-        shards = advance(&arm, req, &shards, keep).await?;
-        cleanup.paths = all_paths(&shards);
-        let done = shards.iter().filter(|s| s.done()).count() as u64;
-        progress.advance(done - reported);
-        reported = done;
-        if done == total {
-            break;
-        }
-        if started.elapsed() > timeout {
-            let _ = delete_all(&arm, &shards).await;
-            cleanup.disarm();
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "run {} did not finish in {} s; its container groups were deleted",
-                    req.run_id,
-                    timeout.as_secs()
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    cleanup.disarm();
-    Ok(shards)
+        cleanup.disarm();
+        Ok(shards)
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 use crate::blob::{Storage, UploadOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
+use crate::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -167,33 +168,36 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Storage {
     /// Store the serialized bundle in `serialized` as a new version of `name`, or
     /// return the newest version when it holds the identical bundle.
-    pub async fn store_model(
-        &self,
-        container: &str,
-        name: &str,
-        serialized: &Path,
+    pub fn store_model<'a>(
+        &'a self,
+        container: &'a str,
+        name: &'a str,
+        serialized: &'a Path,
         meta: Value,
-        progress: &Progress,
-    ) -> Result<StoreOutcome> {
-        check_model_name(name)?;
-        progress.begin(format!("compressing model `{name}`"), 0);
-        let compressed = sibling(serialized, ".zst");
-        let (src, dst) = (serialized.to_path_buf(), compressed.clone());
-        let (sha256, size, uncompressed_size) = blocking(move || compress_file(&src, &dst)).await?;
-        let result = self
-            .store_compressed(
-                container,
-                name,
-                &compressed,
-                sha256,
-                size,
-                uncompressed_size,
-                meta,
-                progress,
-            )
-            .await;
-        let _ = std::fs::remove_file(&compressed);
-        result
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<StoreOutcome>> {
+        Box::pin(async move {
+            check_model_name(name)?;
+            progress.begin(format!("compressing model `{name}`"), 0);
+            let compressed = sibling(serialized, ".zst");
+            let (src, dst) = (serialized.to_path_buf(), compressed.clone());
+            let (sha256, size, uncompressed_size) =
+                blocking(move || compress_file(&src, &dst)).await?;
+            let result = self
+                .store_compressed(
+                    container,
+                    name,
+                    &compressed,
+                    sha256,
+                    size,
+                    uncompressed_size,
+                    meta,
+                    progress,
+                )
+                .await;
+            let _ = std::fs::remove_file(&compressed);
+            result
+        })
     }
 
     /// What `store_model` would do, without writing: the bundle's sha256 and the
@@ -299,30 +303,36 @@ impl Storage {
     }
 
     /// All complete versions of `name` (those with a manifest), oldest first.
-    pub async fn model_versions(&self, container: &str, name: &str) -> Result<Vec<Manifest>> {
-        check_model_name(name)?;
-        let entries = self.list(container, &model_prefix(name)).await?;
-        let mut paths: Vec<String> = entries
-            .into_iter()
-            .filter_map(|e| {
-                e.path
-                    .strip_prefix(&format!("{container}/"))
-                    .filter(|p| p.ends_with("/manifest.json"))
-                    .map(str::to_owned)
-            })
-            .collect();
-        paths.sort();
-        let manifests: Vec<Manifest> = futures::stream::iter(paths)
-            .map(|path| async move {
-                let bytes = self.get_bytes(container, &path).await?;
-                serde_json::from_slice::<Manifest>(&bytes).map_err(|e| {
-                    Error::integrity(format!("manifest `{container}/{path}` is not valid: {e}"))
+    pub fn model_versions<'a>(
+        &'a self,
+        container: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Manifest>>> {
+        Box::pin(async move {
+            check_model_name(name)?;
+            let entries = self.list(container, &model_prefix(name)).await?;
+            let mut paths: Vec<String> = entries
+                .into_iter()
+                .filter_map(|e| {
+                    e.path
+                        .strip_prefix(&format!("{container}/"))
+                        .filter(|p| p.ends_with("/manifest.json"))
+                        .map(str::to_owned)
                 })
-            })
-            .buffered(8)
-            .try_collect()
-            .await?;
-        Ok(manifests)
+                .collect();
+            paths.sort();
+            let manifests: Vec<Manifest> = futures::stream::iter(paths)
+                .map(|path| async move {
+                    let bytes = self.get_bytes(container, &path).await?;
+                    serde_json::from_slice::<Manifest>(&bytes).map_err(|e| {
+                        Error::integrity(format!("manifest `{container}/{path}` is not valid: {e}"))
+                    })
+                })
+                .buffered(8)
+                .try_collect()
+                .await?;
+            Ok(manifests)
+        })
     }
 
     /// The manifest of `version` ("latest" for the newest).
@@ -356,37 +366,39 @@ impl Storage {
     }
 
     /// Download and verify a version's bundle and write its R serialization to `dest`.
-    pub async fn load_model(
-        &self,
-        container: &str,
-        name: &str,
-        version: &str,
-        dest: &Path,
-        progress: &Progress,
-    ) -> Result<Manifest> {
-        let manifest = self.model_manifest(container, name, version).await?;
-        let compressed = sibling(dest, ".zst");
-        let blob = format!("{}{}/bundle", model_prefix(name), manifest.version);
-        self.download_file(
-            container,
-            &blob,
-            &compressed,
-            Some(&manifest.sha256),
-            &Default::default(),
-            progress,
-        )
-        .await
-        .map_err(|e| {
-            e.context(format!(
-                "loading model `{name}` version {}",
-                manifest.version
-            ))
-        })?;
-        let (src, dst) = (compressed.clone(), dest.to_path_buf());
-        let result = blocking(move || decompress_file(&src, &dst)).await;
-        let _ = std::fs::remove_file(&compressed);
-        result?;
-        Ok(manifest)
+    pub fn load_model<'a>(
+        &'a self,
+        container: &'a str,
+        name: &'a str,
+        version: &'a str,
+        dest: &'a Path,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<Manifest>> {
+        Box::pin(async move {
+            let manifest = self.model_manifest(container, name, version).await?;
+            let compressed = sibling(dest, ".zst");
+            let blob = format!("{}{}/bundle", model_prefix(name), manifest.version);
+            self.download_file(
+                container,
+                &blob,
+                &compressed,
+                Some(&manifest.sha256),
+                &Default::default(),
+                progress,
+            )
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "loading model `{name}` version {}",
+                    manifest.version
+                ))
+            })?;
+            let (src, dst) = (compressed.clone(), dest.to_path_buf());
+            let result = blocking(move || decompress_file(&src, &dst)).await;
+            let _ = std::fs::remove_file(&compressed);
+            result?;
+            Ok(manifest)
+        })
     }
 }
 

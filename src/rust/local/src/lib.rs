@@ -62,6 +62,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// A boxed future: what the R bindings await from this crate. Boxed here, the state
+/// machine (and everything it spawns) is compiled once, in this crate, instead of
+/// again in the bindings crate at the end of a clean build (bench/RESULTS.md).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 pub use faults::Faults;
 pub use journal::JournalEntry;
 pub use state::AciQuota;
@@ -150,126 +155,128 @@ pub struct LocalAzure {
 impl LocalAzure {
     /// Binds both listeners on free ports of 127.0.0.1 and starts serving on the
     /// caller's tokio runtime.
-    pub async fn start(config: Config) -> Result<LocalAzure, String> {
-        std::fs::create_dir_all(&config.work_dir).map_err(|e| {
-            format!(
-                "cannot create work dir {}: {e}",
-                config.work_dir.to_string_lossy()
-            )
-        })?;
-        let tls = tls::generate()?;
-        let https_listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("cannot bind the HTTPS listener: {e}"))?;
-        let http_listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("cannot bind the identity listener: {e}"))?;
-        let https_port = https_listener
-            .local_addr()
-            .map_err(|e| e.to_string())?
-            .port();
-        let http_port = http_listener
-            .local_addr()
-            .map_err(|e| e.to_string())?
-            .port();
+    pub fn start(config: Config) -> BoxFuture<'static, Result<LocalAzure, String>> {
+        Box::pin(async move {
+            std::fs::create_dir_all(&config.work_dir).map_err(|e| {
+                format!(
+                    "cannot create work dir {}: {e}",
+                    config.work_dir.to_string_lossy()
+                )
+            })?;
+            let tls = tls::generate()?;
+            let https_listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("cannot bind the HTTPS listener: {e}"))?;
+            let http_listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("cannot bind the identity listener: {e}"))?;
+            let https_port = https_listener
+                .local_addr()
+                .map_err(|e| e.to_string())?
+                .port();
+            let http_port = http_listener
+                .local_addr()
+                .map_err(|e| e.to_string())?
+                .port();
 
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
-        let service_principal_id = util::new_uuid();
-        let device_user_id = util::new_uuid();
-        let world = World {
-            unregistered: config
-                .unregistered_providers
-                .iter()
-                .map(|p| p.to_ascii_lowercase())
-                .collect(),
-            principals: [service_principal_id.clone(), device_user_id.clone()]
-                .into_iter()
-                .collect(),
-            ..World::default()
-        };
-        let http = workflow::http::client(tls.ca_der.clone())?;
-        let azurite_tls = {
-            let mut roots = rustls::RootCertStore::empty();
-            roots
-                .add(tls.ca_der.clone())
-                .map_err(|e| format!("cannot trust the local CA: {e}"))?;
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup failed: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            tokio_rustls::TlsConnector::from(Arc::new(config))
-        };
-        let reaper = reaper::Reaper::start()
-            .map_err(|e| format!("cannot start the process watchdog: {e}"))?;
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let inner = Arc::new(Inner {
-            config,
-            https_base: format!("https://127.0.0.1:{https_port}"),
-            identity_endpoint: format!("http://127.0.0.1:{http_port}/imds"),
-            signer: token::TokenSigner::new(),
-            tls: acceptor.clone(),
-            service_principal_id,
-            device_user_id,
-            world: Mutex::new(world),
-            journal: Mutex::new(Vec::new()),
-            faults: Mutex::new(faults::FaultState::new(Faults::default())),
-            secret_expired: AtomicBool::new(false),
-            http,
-            shutdown: shutdown_rx.clone(),
-            reaper,
-        });
-        resources::seed_storage_accounts(&inner)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
+            let service_principal_id = util::new_uuid();
+            let device_user_id = util::new_uuid();
+            let world = World {
+                unregistered: config
+                    .unregistered_providers
+                    .iter()
+                    .map(|p| p.to_ascii_lowercase())
+                    .collect(),
+                principals: [service_principal_id.clone(), device_user_id.clone()]
+                    .into_iter()
+                    .collect(),
+                ..World::default()
+            };
+            let http = workflow::http::client(tls.ca_der.clone())?;
+            let azurite_tls = {
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(tls.ca_der.clone())
+                    .map_err(|e| format!("cannot trust the local CA: {e}"))?;
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS setup failed: {e}"))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                tokio_rustls::TlsConnector::from(Arc::new(config))
+            };
+            let reaper = reaper::Reaper::start()
+                .map_err(|e| format!("cannot start the process watchdog: {e}"))?;
+            let (shutdown_tx, shutdown_rx) = watch::channel(false);
+            let inner = Arc::new(Inner {
+                config,
+                https_base: format!("https://127.0.0.1:{https_port}"),
+                identity_endpoint: format!("http://127.0.0.1:{http_port}/imds"),
+                signer: token::TokenSigner::new(),
+                tls: acceptor.clone(),
+                service_principal_id,
+                device_user_id,
+                world: Mutex::new(world),
+                journal: Mutex::new(Vec::new()),
+                faults: Mutex::new(faults::FaultState::new(Faults::default())),
+                secret_expired: AtomicBool::new(false),
+                http,
+                shutdown: shutdown_rx.clone(),
+                reaper,
+            });
+            resources::seed_storage_accounts(&inner)?;
 
-        let https_app = Router::new()
-            .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
-            .route(
-                "/{tenant}/oauth2/v2.0/devicecode",
-                post(identity::device_code),
-            )
-            .route("/_acr/{*rest}", any(acr::blob))
-            .route("/api/retail/prices", get(prices::retail_prices))
-            .route(
-                "/workflows/{access_id}/triggers/{trigger}/paths/invoke",
-                any(logic::invoke),
-            )
-            .fallback(arm::handle)
-            .with_state(inner.clone());
-        let http_app = Router::new()
-            .route(
-                "/imds/{secret}/metadata/identity/oauth2/token",
-                get(identity::instance_metadata_token),
-            )
-            .with_state(inner.clone());
+            let https_app = Router::new()
+                .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
+                .route(
+                    "/{tenant}/oauth2/v2.0/devicecode",
+                    post(identity::device_code),
+                )
+                .route("/_acr/{*rest}", any(acr::blob))
+                .route("/api/retail/prices", get(prices::retail_prices))
+                .route(
+                    "/workflows/{access_id}/triggers/{trigger}/paths/invoke",
+                    any(logic::invoke),
+                )
+                .fallback(arm::handle)
+                .with_state(inner.clone());
+            let http_app = Router::new()
+                .route(
+                    "/imds/{secret}/metadata/identity/oauth2/token",
+                    get(identity::instance_metadata_token),
+                )
+                .with_state(inner.clone());
 
-        let listeners = vec![
-            tokio::spawn(server::accept_loop(
-                https_listener,
-                Some(acceptor),
-                https_app,
-                inner.clone(),
-                shutdown_rx.clone(),
-                true,
-            )),
-            tokio::spawn(server::accept_loop(
-                http_listener,
-                None,
-                http_app,
-                inner.clone(),
-                shutdown_rx,
-                false,
-            )),
-        ];
-        Ok(LocalAzure {
-            inner,
-            ca_pem: tls.ca_pem,
-            tls_cert_pem: tls.cert_pem,
-            tls_key_pem: tls.key_pem,
-            azurite_tls,
-            shutdown_tx,
-            listeners,
+            let listeners = vec![
+                tokio::spawn(server::accept_loop(
+                    https_listener,
+                    Some(acceptor),
+                    https_app,
+                    inner.clone(),
+                    shutdown_rx.clone(),
+                    true,
+                )),
+                tokio::spawn(server::accept_loop(
+                    http_listener,
+                    None,
+                    http_app,
+                    inner.clone(),
+                    shutdown_rx,
+                    false,
+                )),
+            ];
+            Ok(LocalAzure {
+                inner,
+                ca_pem: tls.ca_pem,
+                tls_cert_pem: tls.cert_pem,
+                tls_key_pem: tls.key_pem,
+                azurite_tls,
+                shutdown_tx,
+                listeners,
+            })
         })
     }
 
@@ -301,11 +308,16 @@ impl LocalAzure {
     /// Azure Storage would refuse (a bad signature, another tenant or audience, a
     /// principal without a Blob data role) and forwards every other request to
     /// Azurite. Returns its port; it stops with the emulator.
-    pub async fn start_storage_gate(&self, azurite_port: u16) -> Result<u16, String> {
-        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], azurite_port));
-        storage_gate::start(self.inner.clone(), self.azurite_tls.clone(), upstream)
-            .await
-            .map_err(|e| format!("the storage gate did not start: {e}"))
+    pub fn start_storage_gate<'a>(
+        &'a self,
+        azurite_port: u16,
+    ) -> BoxFuture<'a, Result<u16, String>> {
+        Box::pin(async move {
+            let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], azurite_port));
+            storage_gate::start(self.inner.clone(), self.azurite_tls.clone(), upstream)
+                .await
+                .map_err(|e| format!("the storage gate did not start: {e}"))
+        })
     }
 
     /// Adds a storage account (and its resource group when missing) after start, e.g.
@@ -372,14 +384,16 @@ impl LocalAzure {
 
     /// Stops every listener (registries' too) and kills every container process,
     /// waiting for them to end.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown_tx.send_replace(true);
-        for handle in self.listeners.drain(..) {
-            let _ = handle.await;
-        }
-        acr::stop_all(&self.inner).await;
-        aci::kill_all(&self.inner).await;
-        self.inner.reaper.stop();
+    pub fn shutdown(mut self) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = self.shutdown_tx.send_replace(true);
+            for handle in self.listeners.drain(..) {
+                let _ = handle.await;
+            }
+            acr::stop_all(&self.inner).await;
+            aci::kill_all(&self.inner).await;
+            self.inner.reaper.stop();
+        })
     }
 }
 

@@ -41,44 +41,46 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     /// Listens on 127.0.0.1 (a free port) and forwards to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> std::io::Result<TcpProxy> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let port = listener.local_addr()?.port();
-        let faults = Arc::new(Mutex::new(ProxyFaults::default()));
-        let counters = Arc::new(Mutex::new(Counters::default()));
-        let (stop, mut stopped) = watch::channel(false);
-        let (f, c) = (faults.clone(), counters.clone());
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = stopped.changed() => break,
-                };
-                let Ok((client, _)) = accepted else { continue };
-                let plan = {
-                    let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
-                    c.connections += 1;
-                    let faults = f.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    let hit = faults.every <= 1 || c.connections % faults.every == 0;
-                    if hit && (faults.cut_after.is_some() || faults.reset_after.is_some()) {
-                        c.faults += 1;
-                    }
-                    (faults, hit)
-                };
-                let mut stopped = stopped.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = relay(client, upstream, plan.0, plan.1) => {}
-                        _ = stopped.changed() => {}
-                    }
-                });
-            }
-        });
-        Ok(TcpProxy {
-            port,
-            faults,
-            counters,
-            stop,
+    pub fn start(upstream: SocketAddr) -> crate::BoxFuture<'static, std::io::Result<TcpProxy>> {
+        Box::pin(async move {
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+            let port = listener.local_addr()?.port();
+            let faults = Arc::new(Mutex::new(ProxyFaults::default()));
+            let counters = Arc::new(Mutex::new(Counters::default()));
+            let (stop, mut stopped) = watch::channel(false);
+            let (f, c) = (faults.clone(), counters.clone());
+            tokio::spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        a = listener.accept() => a,
+                        _ = stopped.changed() => break,
+                    };
+                    let Ok((client, _)) = accepted else { continue };
+                    let plan = {
+                        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+                        c.connections += 1;
+                        let faults = f.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let hit = faults.every <= 1 || c.connections % faults.every == 0;
+                        if hit && (faults.cut_after.is_some() || faults.reset_after.is_some()) {
+                            c.faults += 1;
+                        }
+                        (faults, hit)
+                    };
+                    let mut stopped = stopped.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = relay(client, upstream, plan.0, plan.1) => {}
+                            _ = stopped.changed() => {}
+                        }
+                    });
+                }
+            });
+            Ok(TcpProxy {
+                port,
+                faults,
+                counters,
+                stop,
+            })
         })
     }
 

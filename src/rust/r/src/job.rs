@@ -8,6 +8,7 @@
 use serde_json::Value;
 use serverless_core::{Error, Progress};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -72,14 +73,23 @@ impl Job {
         Fut: Future<Output = JobResult> + Send + 'static,
     {
         let progress = Arc::new(Progress::new());
+        let fut = Box::pin(work(progress.clone()));
+        Job::start(progress, fut)
+    }
+
+    /// Not generic: every job is one boxed future type, so the runtime's task code is
+    /// compiled once rather than once per job (install time, bench/RESULTS.md).
+    fn start(
+        progress: Arc<Progress>,
+        work: Pin<Box<dyn Future<Output = JobResult> + Send>>,
+    ) -> Job {
         let rt = match runtime() {
             Ok(rt) => rt,
             Err(e) => return Job::done(Err(e)),
         };
         let (tx, rx) = oneshot::channel();
-        let fut = work(progress.clone());
         let handle = rt.spawn(async move {
-            let _ = tx.send(fut.await);
+            let _ = tx.send(work.await);
         });
         Job {
             progress,

@@ -10,6 +10,7 @@ mod transfer;
 pub use transfer::{DownloadOptions, DownloadOutcome, UploadOptions, UploadOutcome};
 
 use crate::error::{Error, Result};
+use crate::BoxFuture;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{
     ClientOptions, Etag, ExponentialRetryOptions, RequestContent, RetryOptions, Transport, Url,
@@ -310,84 +311,96 @@ impl Storage {
     }
 
     /// Create the container if it does not exist (used by the local Azure and setup).
-    pub async fn ensure_container(&self, container: &str) -> Result<()> {
-        check_container_name(container)?;
-        self.check(Access::Write)?;
-        let client = self.container_client(container)?;
-        match client.create(None).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = Error::from(e);
-                if e.status == Some(409) {
-                    Ok(())
-                } else {
-                    Err(e.context(format!("creating container `{container}`")))
+    pub fn ensure_container<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            check_container_name(container)?;
+            self.check(Access::Write)?;
+            let client = self.container_client(container)?;
+            match client.create(None).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let e = Error::from(e);
+                    if e.status == Some(409) {
+                        Ok(())
+                    } else {
+                        Err(e.context(format!("creating container `{container}`")))
+                    }
                 }
             }
-        }
+        })
     }
 
     /// Fails, naming the container, unless `container` exists (one listing of at most
     /// one blob): checked before creating something that would write there later.
-    pub async fn check_container(&self, container: &str) -> Result<()> {
-        check_container_name(container)?;
-        self.check(Access::List)?;
-        let client = self.container_client(container)?;
-        let options = BlobContainerClientListBlobsOptions {
-            maxresults: Some(1),
-            ..Default::default()
-        };
-        let mut pages = client.list_blobs(Some(options))?.into_pages();
-        pages
-            .try_next()
-            .await
-            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
-        Ok(())
+    pub fn check_container<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            check_container_name(container)?;
+            self.check(Access::List)?;
+            let client = self.container_client(container)?;
+            let options = BlobContainerClientListBlobsOptions {
+                maxresults: Some(1),
+                ..Default::default()
+            };
+            let mut pages = client.list_blobs(Some(options))?.into_pages();
+            pages
+                .try_next()
+                .await
+                .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?;
+            Ok(())
+        })
     }
 
     /// All blobs under `container/prefix`, following continuation markers.
-    pub async fn list(&self, container: &str, prefix: &str) -> Result<Vec<BlobEntry>> {
-        check_container_name(container)?;
-        self.check(Access::List)?;
-        let client = self.container_client(container)?;
-        let options = BlobContainerClientListBlobsOptions {
-            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
-            ..Default::default()
-        };
-        let mut pages = client.list_blobs(Some(options))?.into_pages();
-        let mut out = Vec::new();
-        while let Some(page) = pages
-            .try_next()
-            .await
-            .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?
-        {
-            let page = page.into_model()?;
-            for item in page.blob_items {
-                let Some(name) = item.name else {
-                    continue;
-                };
-                let props = item.properties;
-                out.push(BlobEntry {
-                    path: format!("{container}/{name}"),
-                    size: props.as_ref().and_then(|p| p.content_length).unwrap_or(0),
-                    last_modified: props.as_ref().and_then(|p| p.last_modified).and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    }),
-                    etag: props.and_then(|p| p.etag).map(|e| e.to_string()),
-                });
+    pub fn list<'a>(
+        &'a self,
+        container: &'a str,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<BlobEntry>>> {
+        Box::pin(async move {
+            check_container_name(container)?;
+            self.check(Access::List)?;
+            let client = self.container_client(container)?;
+            let options = BlobContainerClientListBlobsOptions {
+                prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+                ..Default::default()
+            };
+            let mut pages = client.list_blobs(Some(options))?.into_pages();
+            let mut out = Vec::new();
+            while let Some(page) = pages
+                .try_next()
+                .await
+                .map_err(|e| not_found_hint(Error::from(e), container, &self.account))?
+            {
+                let page = page.into_model()?;
+                for item in page.blob_items {
+                    let Some(name) = item.name else {
+                        continue;
+                    };
+                    let props = item.properties;
+                    out.push(BlobEntry {
+                        path: format!("{container}/{name}"),
+                        size: props.as_ref().and_then(|p| p.content_length).unwrap_or(0),
+                        last_modified: props.as_ref().and_then(|p| p.last_modified).and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        }),
+                        etag: props.and_then(|p| p.etag).map(|e| e.to_string()),
+                    });
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
-    pub async fn delete(&self, container: &str, blob: &str) -> Result<()> {
-        self.check(Access::Delete)?;
-        let client = self.blob_client(container, blob)?;
-        client.delete(None).await.map_err(|e| {
-            not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
-        })?;
-        Ok(())
+    pub fn delete<'a>(&'a self, container: &'a str, blob: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.check(Access::Delete)?;
+            let client = self.blob_client(container, blob)?;
+            client.delete(None).await.map_err(|e| {
+                not_found_hint_for(Error::from(e), container, Some(blob), &self.account)
+            })?;
+            Ok(())
+        })
     }
 
     /// Read a small blob (a manifest, a record) whole.

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::identity;
 use crate::plan::{Action, Plan};
 use crate::progress::Progress;
+use crate::BoxFuture;
 use handlebars::Handlebars;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -589,20 +590,21 @@ fn grants(req: &ScheduleRequest) -> Vec<(String, &'static str, &'static str)> {
 /// Creates or updates the schedule: connections, the workflow (disabled until its
 /// identity has its roles, so no run starts without them), role assignments, then
 /// enables it. With `dry_run`, only reads and returns the plan.
-pub async fn apply(
-    arm: &ArmClient,
-    req: &ScheduleRequest,
-    progress: &Progress,
-) -> Result<ScheduleResult> {
-    let body = render(req, "Enabled")?;
-    let path = req.workflow_path();
-    let mut plan = Plan::default();
+pub fn apply<'a>(
+    arm: &'a ArmClient,
+    req: &'a ScheduleRequest,
+    progress: &'a Progress,
+) -> BoxFuture<'a, Result<ScheduleResult>> {
+    Box::pin(async move {
+        let body = render(req, "Enabled")?;
+        let path = req.workflow_path();
+        let mut plan = Plan::default();
 
-    let existing = arm.get_opt(&path, api::LOGIC).await?;
-    if let Some(wf) = &existing {
-        let owner = wf["tags"]["serverless-deployment"].as_str().unwrap_or("");
-        if owner != req.deployment {
-            return Err(Error::input(format!(
+        let existing = arm.get_opt(&path, api::LOGIC).await?;
+        if let Some(wf) = &existing {
+            let owner = wf["tags"]["serverless-deployment"].as_str().unwrap_or("");
+            if owner != req.deployment {
+                return Err(Error::input(format!(
                 "a workflow named `{}` already exists in resource group `{}` and {}: choose another `name`",
                 req.name,
                 req.resource_group,
@@ -612,160 +614,167 @@ pub async fn apply(
                     format!("schedules deployment `{owner}`")
                 }
             )));
+            }
         }
-    }
-    let connections: Vec<(String, Value)> = req
-        .connections()
-        .as_object()
-        .map(|m| {
-            m.keys()
-                .map(|api_name| {
-                    // Managed-identity connections as Microsoft documents them for
-                    // consumption Logic Apps (kind V1): azureblob has several
-                    // authentication types, so it names its parameter set; aci has
-                    // one, so it is the "Alternative" parameter values.
-                    let mut body = json!({
-                        "location": req.location,
-                        "kind": "V1",
-                        "tags": req.tags(),
-                        "properties": {
-                            "displayName": format!("{} ({api_name})", req.name),
-                            "api": {"id": managed_api_id(req, api_name)},
+        let connections: Vec<(String, Value)> = req
+            .connections()
+            .as_object()
+            .map(|m| {
+                m.keys()
+                    .map(|api_name| {
+                        // Managed-identity connections as Microsoft documents them for
+                        // consumption Logic Apps (kind V1): azureblob has several
+                        // authentication types, so it names its parameter set; aci has
+                        // one, so it is the "Alternative" parameter values.
+                        let mut body = json!({
+                            "location": req.location,
+                            "kind": "V1",
+                            "tags": req.tags(),
+                            "properties": {
+                                "displayName": format!("{} ({api_name})", req.name),
+                                "api": {"id": managed_api_id(req, api_name)},
+                            }
+                        });
+                        if api_name == "azureblob" {
+                            body["properties"]["parameterValueSet"] =
+                                json!({"name": "managedIdentityAuth", "values": {}});
+                        } else {
+                            body["properties"]["parameterValueType"] = json!("Alternative");
                         }
-                    });
-                    if api_name == "azureblob" {
-                        body["properties"]["parameterValueSet"] =
-                            json!({"name": "managedIdentityAuth", "values": {}});
-                    } else {
-                        body["properties"]["parameterValueType"] = json!("Alternative");
-                    }
-                    (connection_path(req, api_name), body)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    for (cpath, _) in &connections {
-        let have = arm.get_opt(cpath, api::WEB_CONNECTIONS).await?.is_some();
+                        (connection_path(req, api_name), body)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (cpath, _) in &connections {
+            let have = arm.get_opt(cpath, api::WEB_CONNECTIONS).await?.is_some();
+            plan.add(
+                "connection",
+                cpath,
+                if have {
+                    Action::Unchanged
+                } else {
+                    Action::Create
+                },
+                "managed API connection, authenticated as the workflow",
+            );
+        }
+        let same = existing.as_ref().is_some_and(|wf| {
+            wf["properties"]["definition"] == body["properties"]["definition"]
+                && wf["properties"]["state"] == "Enabled"
+        });
         plan.add(
-            "connection",
-            cpath,
-            if have {
-                Action::Unchanged
-            } else {
-                Action::Create
+            "workflow",
+            &path,
+            match (&existing, same) {
+                (None, _) => Action::Create,
+                (Some(_), true) => Action::Unchanged,
+                (Some(_), false) => Action::Update,
             },
-            "managed API connection, authenticated as the workflow",
+            format!("Logic App, trigger {}", trigger_name(&req.trigger)),
         );
-    }
-    let same = existing.as_ref().is_some_and(|wf| {
-        wf["properties"]["definition"] == body["properties"]["definition"]
-            && wf["properties"]["state"] == "Enabled"
-    });
-    plan.add(
-        "workflow",
-        &path,
-        match (&existing, same) {
-            (None, _) => Action::Create,
-            (Some(_), true) => Action::Unchanged,
-            (Some(_), false) => Action::Update,
-        },
-        format!("Logic App, trigger {}", trigger_name(&req.trigger)),
-    );
-    let principal = existing
-        .as_ref()
-        .and_then(|wf| wf["identity"]["principalId"].as_str())
-        .map(str::to_string);
-    for (scope, role, why) in grants(req) {
-        let granted = match &principal {
-            Some(p) => identity::has_role(arm, &scope, role, p).await?,
-            None => false,
+        let principal = existing
+            .as_ref()
+            .and_then(|wf| wf["identity"]["principalId"].as_str())
+            .map(str::to_string);
+        for (scope, role, why) in grants(req) {
+            let granted = match &principal {
+                Some(p) => identity::has_role(arm, &scope, role, p).await?,
+                None => false,
+            };
+            let id = format!(
+                "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
+                identity::assignment_name(
+                    &scope,
+                    role,
+                    principal.as_deref().unwrap_or("(new workflow identity)")
+                )
+            );
+            plan.add(
+                "role assignment",
+                id,
+                if granted {
+                    Action::Unchanged
+                } else {
+                    Action::Create
+                },
+                why,
+            );
+        }
+        let recurrence = body["properties"]["definition"]["triggers"]["Recurrence"]["recurrence"]
+            .as_object()
+            .map(|m| Value::Object(m.clone()));
+        let mut result = ScheduleResult {
+            plan,
+            workflow: body.clone(),
+            workflow_id: path.clone(),
+            trigger_name: trigger_name(&req.trigger).to_string(),
+            principal_id: principal.clone(),
+            recurrence,
         };
-        let id = format!(
-            "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
-            identity::assignment_name(
-                &scope,
-                role,
-                principal.as_deref().unwrap_or("(new workflow identity)")
-            )
-        );
-        plan.add(
-            "role assignment",
-            id,
-            if granted {
-                Action::Unchanged
-            } else {
-                Action::Create
-            },
-            why,
-        );
-    }
-    let recurrence = body["properties"]["definition"]["triggers"]["Recurrence"]["recurrence"]
-        .as_object()
-        .map(|m| Value::Object(m.clone()));
-    let mut result = ScheduleResult {
-        plan,
-        workflow: body.clone(),
-        workflow_id: path.clone(),
-        trigger_name: trigger_name(&req.trigger).to_string(),
-        principal_id: principal.clone(),
-        recurrence,
-    };
-    if req.dry_run || !result.plan.changes() {
-        return Ok(result);
-    }
+        if req.dry_run || !result.plan.changes() {
+            return Ok(result);
+        }
 
-    for (cpath, cbody) in &connections {
-        arm.put(cpath, api::WEB_CONNECTIONS, cbody).await?;
-    }
-    progress.step(format!("Writing workflow {}", req.name));
-    let mut disabled = body.clone();
-    disabled["properties"]["state"] = json!("Disabled");
-    let written = arm.put(&path, api::LOGIC, &disabled).await?;
-    let principal_id = written["identity"]["principalId"]
-        .as_str()
-        .ok_or_else(|| {
-            Error::azure(
-                200,
-                None,
-                "the workflow was written without a system-assigned identity",
-            )
-        })?
-        .to_string();
-    for (scope, role, _) in grants(req) {
-        identity::assign_role(arm, &req.subscription, &scope, role, &principal_id).await?;
-    }
-    progress.step(format!(
-        "Granted the workflow's identity its {} roles",
-        grants(req).len()
-    ));
-    arm.post(&format!("{path}/enable"), api::LOGIC, None)
-        .await?;
-    result.principal_id = Some(principal_id);
-    Ok(result)
+        for (cpath, cbody) in &connections {
+            arm.put(cpath, api::WEB_CONNECTIONS, cbody).await?;
+        }
+        progress.step(format!("Writing workflow {}", req.name));
+        let mut disabled = body.clone();
+        disabled["properties"]["state"] = json!("Disabled");
+        let written = arm.put(&path, api::LOGIC, &disabled).await?;
+        let principal_id = written["identity"]["principalId"]
+            .as_str()
+            .ok_or_else(|| {
+                Error::azure(
+                    200,
+                    None,
+                    "the workflow was written without a system-assigned identity",
+                )
+            })?
+            .to_string();
+        for (scope, role, _) in grants(req) {
+            identity::assign_role(arm, &req.subscription, &scope, role, &principal_id).await?;
+        }
+        progress.step(format!(
+            "Granted the workflow's identity its {} roles",
+            grants(req).len()
+        ));
+        arm.post(&format!("{path}/enable"), api::LOGIC, None)
+            .await?;
+        result.principal_id = Some(principal_id);
+        Ok(result)
+    })
 }
 
 /// Fires the trigger now and returns the new run's name (a Recurrence trigger starts
 /// a run at once; the run is found in the runs list).
-pub async fn trigger_now(arm: &ArmClient, workflow: &str, trigger: &str) -> Result<String> {
-    let before: Vec<String> = run_names(arm, workflow).await?;
-    arm.post(
-        &format!("{workflow}/triggers/{trigger}/run"),
-        api::LOGIC,
-        None,
-    )
-    .await?;
-    for _ in 0..60 {
-        let now = run_names(arm, workflow).await?;
-        if let Some(new) = now.into_iter().find(|n| !before.contains(n)) {
-            return Ok(new);
+pub fn trigger_now<'a>(
+    arm: &'a ArmClient,
+    workflow: &'a str,
+    trigger: &'a str,
+) -> BoxFuture<'a, Result<String>> {
+    Box::pin(async move {
+        let before: Vec<String> = run_names(arm, workflow).await?;
+        arm.post(
+            &format!("{workflow}/triggers/{trigger}/run"),
+            api::LOGIC,
+            None,
+        )
+        .await?;
+        for _ in 0..60 {
+            let now = run_names(arm, workflow).await?;
+            if let Some(new) = now.into_iter().find(|n| !before.contains(n)) {
+                return Ok(new);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(Error::azure(
-        202,
-        None,
-        format!("the trigger `{trigger}` was fired but no run started within 30 s"),
-    ))
+        Err(Error::azure(
+            202,
+            None,
+            format!("the trigger `{trigger}` was fired but no run started within 30 s"),
+        ))
+    })
 }
 
 async fn run_names(arm: &ArmClient, workflow: &str) -> Result<Vec<String>> {
@@ -777,81 +786,98 @@ async fn run_names(arm: &ArmClient, workflow: &str) -> Result<Vec<String>> {
 }
 
 /// The newest runs (up to `top`), as the runs API returns them.
-pub async fn runs(arm: &ArmClient, workflow: &str, top: u32) -> Result<Vec<Value>> {
-    let v = arm
-        .get(&format!("{workflow}/runs?$top={top}"), api::LOGIC)
-        .await?;
-    Ok(v["value"].as_array().cloned().unwrap_or_default())
+pub fn runs<'a>(
+    arm: &'a ArmClient,
+    workflow: &'a str,
+    top: u32,
+) -> BoxFuture<'a, Result<Vec<Value>>> {
+    Box::pin(async move {
+        let v = arm
+            .get(&format!("{workflow}/runs?$top={top}"), api::LOGIC)
+            .await?;
+        Ok(v["value"].as_array().cloned().unwrap_or_default())
+    })
 }
 
 /// One run.
-pub async fn run(arm: &ArmClient, workflow: &str, run: &str) -> Result<Value> {
-    arm.get(&format!("{workflow}/runs/{run}"), api::LOGIC).await
+pub fn run<'a>(
+    arm: &'a ArmClient,
+    workflow: &'a str,
+    run: &'a str,
+) -> BoxFuture<'a, Result<Value>> {
+    Box::pin(async move { arm.get(&format!("{workflow}/runs/{run}"), api::LOGIC).await })
 }
 
 /// Enables or disables the workflow's trigger.
-pub async fn set_enabled(arm: &ArmClient, workflow: &str, enabled: bool) -> Result<()> {
-    let op = if enabled { "enable" } else { "disable" };
-    arm.post(&format!("{workflow}/{op}"), api::LOGIC, None)
-        .await
-        .map(|_| ())
+pub fn set_enabled<'a>(
+    arm: &'a ArmClient,
+    workflow: &'a str,
+    enabled: bool,
+) -> BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        let op = if enabled { "enable" } else { "disable" };
+        arm.post(&format!("{workflow}/{op}"), api::LOGIC, None)
+            .await
+            .map(|_| ())
+    })
 }
 
 /// Deletes a schedule: its workflow's role assignments (they would be left
 /// pointing at a deleted identity), the workflow, its connections. Returns the ids
 /// removed.
-pub async fn delete(arm: &ArmClient, workflow: &str) -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    let Some(wf) = arm.get_opt(workflow, api::LOGIC).await? else {
-        return Ok(removed);
-    };
-    // Stop new runs first.
-    let _ = set_enabled(arm, workflow, false).await;
-    // Then the runs in flight, and the container groups they started: deleting a
-    // workflow leaves those groups running (and billed) in Azure. Workflow Runs -
-    // List ($filter on status) and Cancel, Microsoft.Logic 2019-05-01
-    // (logic.json, specification/logic/resource-manager).
-    let running = arm
-        .get(
-            &format!("{workflow}/runs?$filter=status%20eq%20'Running'"),
-            api::LOGIC,
-        )
-        .await?;
-    for run in running["value"].as_array().into_iter().flatten() {
-        if let Some(name) = run["name"].as_str() {
-            // A run that ended meanwhile answers 409: nothing to cancel.
-            match arm
-                .post(&format!("{workflow}/runs/{name}/cancel"), api::LOGIC, None)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.status == Some(409) => {}
-                Err(e) => return Err(e),
+pub fn delete<'a>(arm: &'a ArmClient, workflow: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+    Box::pin(async move {
+        let mut removed = Vec::new();
+        let Some(wf) = arm.get_opt(workflow, api::LOGIC).await? else {
+            return Ok(removed);
+        };
+        // Stop new runs first.
+        let _ = set_enabled(arm, workflow, false).await;
+        // Then the runs in flight, and the container groups they started: deleting a
+        // workflow leaves those groups running (and billed) in Azure. Workflow Runs -
+        // List ($filter on status) and Cancel, Microsoft.Logic 2019-05-01
+        // (logic.json, specification/logic/resource-manager).
+        let running = arm
+            .get(
+                &format!("{workflow}/runs?$filter=status%20eq%20'Running'"),
+                api::LOGIC,
+            )
+            .await?;
+        for run in running["value"].as_array().into_iter().flatten() {
+            if let Some(name) = run["name"].as_str() {
+                // A run that ended meanwhile answers 409: nothing to cancel.
+                match arm
+                    .post(&format!("{workflow}/runs/{name}/cancel"), api::LOGIC, None)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.status == Some(409) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
-    }
-    let parts: Vec<&str> = workflow.split('/').collect();
-    if let (Some(sub), Some(rg), Some(schedule)) = (
-        parts.get(2),
-        parts.get(4),
-        wf["tags"]["serverless-schedule"].as_str(),
-    ) {
-        for r in tagged_with(arm, sub, rg, "serverless-schedule", schedule).await? {
-            let is_group = r["type"].as_str().is_some_and(|t| {
-                t.eq_ignore_ascii_case("microsoft.containerinstance/containergroups")
-            });
-            if let (true, Some(id)) = (is_group, r["id"].as_str()) {
-                arm.delete(id, api::CONTAINER_INSTANCE).await?;
-                removed.push(id.to_string());
+        let parts: Vec<&str> = workflow.split('/').collect();
+        if let (Some(sub), Some(rg), Some(schedule)) = (
+            parts.get(2),
+            parts.get(4),
+            wf["tags"]["serverless-schedule"].as_str(),
+        ) {
+            for r in tagged_with(arm, sub, rg, "serverless-schedule", schedule).await? {
+                let is_group = r["type"].as_str().is_some_and(|t| {
+                    t.eq_ignore_ascii_case("microsoft.containerinstance/containergroups")
+                });
+                if let (true, Some(id)) = (is_group, r["id"].as_str()) {
+                    arm.delete(id, api::CONTAINER_INSTANCE).await?;
+                    removed.push(id.to_string());
+                }
             }
         }
-    }
-    if let Some(principal) = wf["identity"]["principalId"].as_str() {
-        // Listed at the resource group (which holds every scope `apply` granted on,
-        // and returns assignments below it too): Reader there is enough, where a
-        // subscription-wide list needs rights over the whole subscription.
-        let group = workflow.split('/').take(5).collect::<Vec<_>>().join("/");
-        let list = arm
+        if let Some(principal) = wf["identity"]["principalId"].as_str() {
+            // Listed at the resource group (which holds every scope `apply` granted on,
+            // and returns assignments below it too): Reader there is enough, where a
+            // subscription-wide list needs rights over the whole subscription.
+            let group = workflow.split('/').take(5).collect::<Vec<_>>().join("/");
+            let list = arm
             .get(
                 &format!(
                     "{group}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{principal}'"
@@ -859,28 +885,29 @@ pub async fn delete(arm: &ArmClient, workflow: &str) -> Result<Vec<String>> {
                 api::AUTHORIZATION,
             )
             .await?;
-        for a in list["value"].as_array().into_iter().flatten() {
-            if let Some(id) = a["id"].as_str() {
-                arm.delete(id, api::AUTHORIZATION).await?;
-                removed.push(id.to_string());
+            for a in list["value"].as_array().into_iter().flatten() {
+                if let Some(id) = a["id"].as_str() {
+                    arm.delete(id, api::AUTHORIZATION).await?;
+                    removed.push(id.to_string());
+                }
             }
         }
-    }
-    let connections: Vec<String> = wf["properties"]["parameters"]["$connections"]["value"]
-        .as_object()
-        .map(|m| {
-            m.values()
-                .filter_map(|c| c["connectionId"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    arm.delete(workflow, api::LOGIC).await?;
-    removed.push(workflow.to_string());
-    for c in connections {
-        arm.delete(&c, api::WEB_CONNECTIONS).await?;
-        removed.push(c);
-    }
-    Ok(removed)
+        let connections: Vec<String> = wf["properties"]["parameters"]["$connections"]["value"]
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter_map(|c| c["connectionId"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        arm.delete(workflow, api::LOGIC).await?;
+        removed.push(workflow.to_string());
+        for c in connections {
+            arm.delete(&c, api::WEB_CONNECTIONS).await?;
+            removed.push(c);
+        }
+        Ok(removed)
+    })
 }
 
 /// Resources in a resource group tagged `serverless-deployment = deployment`.
@@ -918,41 +945,43 @@ async fn tagged_with(
 
 /// Removes everything tagged for a deployment: schedules (with their role
 /// assignments and connections), then container groups and anything else left.
-pub async fn undeploy(
-    arm: &ArmClient,
-    subscription: &str,
-    resource_group: &str,
-    deployment: &str,
-    progress: &Progress,
-) -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    let resources = tagged(arm, subscription, resource_group, deployment).await?;
-    let kind = |r: &Value| r["type"].as_str().unwrap_or_default().to_ascii_lowercase();
-    for r in resources
-        .iter()
-        .filter(|r| kind(r) == "microsoft.logic/workflows")
-    {
-        if let Some(id) = r["id"].as_str() {
-            progress.step(format!(
-                "Deleting schedule {}",
-                r["name"].as_str().unwrap_or(id)
-            ));
-            removed.extend(delete(arm, id).await?);
+pub fn undeploy<'a>(
+    arm: &'a ArmClient,
+    subscription: &'a str,
+    resource_group: &'a str,
+    deployment: &'a str,
+    progress: &'a Progress,
+) -> BoxFuture<'a, Result<Vec<String>>> {
+    Box::pin(async move {
+        let mut removed = Vec::new();
+        let resources = tagged(arm, subscription, resource_group, deployment).await?;
+        let kind = |r: &Value| r["type"].as_str().unwrap_or_default().to_ascii_lowercase();
+        for r in resources
+            .iter()
+            .filter(|r| kind(r) == "microsoft.logic/workflows")
+        {
+            if let Some(id) = r["id"].as_str() {
+                progress.step(format!(
+                    "Deleting schedule {}",
+                    r["name"].as_str().unwrap_or(id)
+                ));
+                removed.extend(delete(arm, id).await?);
+            }
         }
-    }
-    // Whatever is still tagged (groups of runs in flight, stray connections).
-    for r in tagged(arm, subscription, resource_group, deployment).await? {
-        let Some(id) = r["id"].as_str() else { continue };
-        let version = match kind(&r).as_str() {
-            "microsoft.containerinstance/containergroups" => api::CONTAINER_INSTANCE,
-            "microsoft.web/connections" => api::WEB_CONNECTIONS,
-            "microsoft.logic/workflows" => api::LOGIC,
-            _ => continue,
-        };
-        arm.delete(id, version).await?;
-        removed.push(id.to_string());
-    }
-    Ok(removed)
+        // Whatever is still tagged (groups of runs in flight, stray connections).
+        for r in tagged(arm, subscription, resource_group, deployment).await? {
+            let Some(id) = r["id"].as_str() else { continue };
+            let version = match kind(&r).as_str() {
+                "microsoft.containerinstance/containergroups" => api::CONTAINER_INSTANCE,
+                "microsoft.web/connections" => api::WEB_CONNECTIONS,
+                "microsoft.logic/workflows" => api::LOGIC,
+                _ => continue,
+            };
+            arm.delete(id, version).await?;
+            removed.push(id.to_string());
+        }
+        Ok(removed)
+    })
 }
 
 #[cfg(test)]
