@@ -28,7 +28,8 @@ pub use progress::Progress;
 /// Boxed here, the state machine is compiled once, in this crate (in parallel with
 /// the emulator), instead of again in the bindings crate at the end of a clean build,
 /// where it was most of that crate's code (bench/RESULTS.md).
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+/// (futures' own alias: `Pin<Box<dyn Future<Output = T> + Send + 'a>>`.)
+pub use futures::future::BoxFuture;
 
 /// Makes ring the process's rustls crypto provider, once. reqwest is built without a
 /// provider of its own (see the workspace Cargo.toml), so every HTTP client is made
