@@ -95,6 +95,12 @@ rust_wait <- function(job, call = rlang::caller_env(), poll_ms = 100L) {
             }
           }
         }
+        # Where the work stands, for a caller that shows it its own way (the addin)
+        # or waits for it (a test that interrupts an upload once a block has landed).
+        if (p$total > 0) {
+          rlang::signal("", class = "serverless_progress", status = p$status,
+                        done = p$done, total = p$total)
+        }
         # A bar only where it can redraw itself: in a log or a knitted document each
         # update would be one more static line.
         if (p$total > 0 && show_bar) {

@@ -167,7 +167,9 @@ preflight_bundle <- function(file, local, rows, pkgs, user_rows, call = rlang::c
   rscript <- file.path(R.home("bin"), "Rscript")
   res <- processx::run(
     rscript, c("--vanilla", "-e", "serveRless:::preflight_child(commandArgs(TRUE))", file, rows_file, out_file),
-    env = c("current", R_LIBS = lib, R_LIBS_USER = lib, R_LIBS_SITE = lib),
+    # Not R CMD check's R_TESTS either: R's startup would source that file (a path
+    # relative to the tests directory) in the child, which is not where it runs.
+    env = c("current", R_LIBS = lib, R_LIBS_USER = lib, R_LIBS_SITE = lib, R_TESTS = ""),
     error_on_status = FALSE, timeout = 300
   )
   there <- if (file.exists(out_file)) readRDS(out_file) else list(error = paste(utils::tail(strsplit(res$stderr, "\n")[[1]], 3), collapse = " "))

@@ -1,7 +1,7 @@
-# One local Azure (Azurite) for the whole test run, stopped at the end. When files run
-# in parallel (Config/testthat/parallel in DESCRIPTION, off for now: CI saw failures it
-# did not name), each worker has its own, stopped when the worker's R ends, because a
-# worker ends testthat's teardown_env() after its first file.
+# One local Azure (Azurite) for the whole test run, stopped at the end. Files run in
+# parallel (DESCRIPTION's Config/testthat/parallel): each worker has its own, stopped
+# when the worker's R ends, because a worker ends testthat's teardown_env() after its
+# first file.
 shared <- new.env(parent = emptyenv())
 
 test_target <- function() {

@@ -303,3 +303,13 @@ test_that("a taken registry name and a failing build are clear errors", {
   expect_match(conditionMessage(err), "Run ID")
   expect_null(get_deployment("mpg", target))
 })
+
+test_that("the pre-flight's fresh R session does not source R CMD check's startup file", {
+  # R CMD check runs tests with R_TESTS=startup.Rs, a path relative to tests/; R's
+  # startup sources it in every child R that inherits it. A user's own package tests
+  # (run in parallel workers, or from another directory) deploy from there.
+  target <- deploy_target()
+  withr::local_envvar(R_TESTS = "no-such-dir/startup.Rs")
+  plan <- deploy_model(lm(mpg ~ wt, data = mtcars), "rtests", target, dry_run = TRUE)
+  expect_s3_class(plan, "serverless_plan")
+})

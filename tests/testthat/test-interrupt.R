@@ -6,8 +6,18 @@ upload_in_child <- function(target, file, path) {
     target <- az_target("00000000-0000-0000-0000-000000000000", "rg", "westeurope",
                         "devstoreaccount1", blob_endpoint = endpoint, storage_key = key)
     target$secrets$ca_pem <- ca # the local Azure's CA
-    cat("START\n")
-    res <- tryCatch(blob_upload(target, file, path), error = function(e) e)
+    # "LANDED" once the first block is in the storage (progress counts landed blocks):
+    # the parent interrupts or kills the upload then, mid-way, not after a guessed delay.
+    landed <- FALSE
+    res <- tryCatch(
+      withCallingHandlers(blob_upload(target, file, path), serverless_progress = function(p) {
+        if (!landed && p$done > 0) {
+          landed <<- TRUE
+          cat("LANDED\n")
+        }
+      }),
+      error = function(e) e
+    )
     cat("CLASS", class(res)[1], "\n")
   }, args = list(target$blob_endpoint, serveRless:::azurite_key, target$secrets$ca_pem, file, path),
   stdout = "|", stderr = "|")
@@ -17,8 +27,7 @@ test_that("an interrupt during a long upload returns promptly, committing nothin
   target <- test_target()
   big <- sparse_file(1024^3)
   child <- upload_in_child(target, big, "serverless/test-interrupt/big.bin")
-  wait_for_line(child, "START")
-  Sys.sleep(1)
+  wait_for_line(child, "LANDED", timeout = 60)
   expect_true(child$is_alive())
   sent <- Sys.time()
   child$interrupt()
@@ -37,8 +46,7 @@ test_that("an upload killed mid-way resumes, sending only the missing blocks", {
   big <- sparse_file(1024^3)
   path <- "serverless/test-resume/big.bin"
   child <- upload_in_child(target, big, path)
-  wait_for_line(child, "START")
-  Sys.sleep(1.5)
+  wait_for_line(child, "LANDED", timeout = 60)
   child$kill() # SIGKILL: no chance to clean up
   expect_false(path %in% blob_list(target, "serverless/test-resume/")$path)
   out <- blob_upload(target, big, path)
