@@ -5,7 +5,22 @@
 #     R_LIBS=$lib Rscript bench/ab_compression.R; done; done
 # Prints Parquet and CSV write and read times (5 runs each, 1,000,000 rows x 5 columns,
 # with missing values) and store_model() times of an lm (3 runs; the first warms up).
+# SERVERLESS_AB_STORE_RUNS=N times store_model() only, N runs: its single runs spread
+# widely (0.38-0.63 s on one build), so an A/B of it needs many.
 suppressMessages(library(serveRless))
+store_runs <- as.integer(Sys.getenv("SERVERLESS_AB_STORE_RUNS", "0"))
+store_model_times <- function(runs) {
+  x <- rnorm(2e6)
+  fit <- lm(x ~ 1, data = data.frame(x = x))
+  target <- local_azure()
+  replicate(runs, system.time(suppressMessages(store_model(fit, "abbench", target)))[["elapsed"]])
+}
+if (store_runs > 0) {
+  st <- store_model_times(store_runs)
+  cat(format(packageVersion("serveRless")), .libPaths()[1], "\n")
+  cat("store_model", sprintf("%.3f", st), "\n")
+  quit(save = "no")
+}
 set.seed(1)
 n <- 1e6
 df <- data.frame(a = rnorm(n), b = sample.int(1000, n, TRUE), c = sample(letters, n, TRUE),
@@ -26,10 +41,7 @@ csv <- replicate(5, system.time(
 csv_read <- replicate(5, system.time(
   serveRless:::rust_check(serveRless:::rs_read_table(f_csv, "csv", NULL, 1L, 1L))
 )[["elapsed"]])
-x <- rnorm(2e6)
-fit <- lm(x ~ 1, data = data.frame(x = x))
-target <- local_azure()
-st <- replicate(3, system.time(suppressMessages(store_model(fit, "abbench", target)))[["elapsed"]])
+st <- store_model_times(3)
 cat(format(packageVersion("serveRless")), .libPaths()[1], "\n")
 cat("parquet write", sprintf("%.3f", pq), "\nparquet read", sprintf("%.3f", pq_read),
     "\ncsv write", sprintf("%.3f", csv), "\ncsv read", sprintf("%.3f", csv_read),

@@ -12,7 +12,7 @@ use crate::auth::{self, Endpoints};
 use crate::error::{Error, ErrorKind, Result};
 use crate::BoxFuture;
 use azure_core::credentials::{AccessToken, TokenCredential};
-use rand::Rng;
+use rand::RngExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
