@@ -76,5 +76,22 @@ wait_for_line <- function(proc, line, timeout = 30) {
     if (any(grepl(line, seen, fixed = TRUE))) return(invisible(seen))
     if (!proc$is_alive()) break
   }
-  stop("child never printed ", line, ": ", paste(c(seen, proc$read_all_error_lines()), collapse = "\n"))
+  # A child still running past the deadline: what its threads are doing, taken now
+  # (reading the rest of its stderr waits for its end).
+  stacks <- if (proc$is_alive()) thread_stacks(proc$get_pid()) else character()
+  stop("child never printed ", line, ": ",
+       paste(c(seen, proc$read_all_error_lines(), stacks), collapse = "\n"))
+}
+
+# The call stacks of every thread of process `pid`, when gdb is installed (a failing
+# wait is then explained by where the child was; issue 18's loaded runs).
+thread_stacks <- function(pid) {
+  gdb <- Sys.which("gdb")
+  if (!nzchar(gdb)) return(character())
+  out <- suppressWarnings(tryCatch(
+    system2(gdb, c("-p", pid, "-batch", "-ex", shQuote("thread apply all bt")),
+            stdout = TRUE, stderr = FALSE, timeout = 30),
+    error = function(e) character()
+  ))
+  c("threads of the child (gdb):", grep("^(#|Thread)", out, value = TRUE))
 }
